@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build the project's one environment (.venv) on a fresh machine; safe to re-run.
+#
+# FEniCSx (dolfinx) comes from Debian's python3-dolfinx-real and is importable
+# only from Debian's /usr/bin/python3, so the venv is made from that interpreter
+# with --system-site-packages. Without root or apt the venv is made from any
+# python3 and the FEM code falls back to its light (scikit-fem) backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+have_debian_dolfinx() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import dolfinx" >/dev/null 2>&1; }
+have_debian_venv() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1; }
+
+if ! have_debian_dolfinx || ! have_debian_venv; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing FEniCSx (python3-dolfinx-real) and python3-venv from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            python3-dolfinx-real python3-venv >/dev/null
+    else
+        echo "[setup] no root/apt: skipping FEniCSx; the light FEM backend will be used" >&2
+    fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if have_debian_venv; then
+        echo "[setup] creating $VENV from Debian's python3 (sees dolfinx)"
+        /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    else
+        echo "[setup] creating $VENV from $(command -v python3)"
+        python3 -m venv "$VENV"
+    fi
+fi
+
+echo "[setup] installing cryoopt and its dependencies into $VENV"
+# torch==2.13.0 explicitly: the CPU build on disk; a bare 'torch' would fetch a CUDA build.
+"$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0 "numpy<2" -e ".[test]"
+echo "[setup] done"
