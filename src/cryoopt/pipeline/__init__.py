@@ -1,0 +1,1 @@
+"""Evaluation pipeline: preprocess -> parse -> metrics -> registration -> evaluators."""
