@@ -1,0 +1,28 @@
+"""The simulated world: staining physics, sectioning defects, specimens, LM/EM images.
+
+Modules:
+    diffusion: antibody diffusion-reaction staining (FEM, scikit-fem or dolfinx).
+    fast: tabulated fast path of the staining model for RL environments.
+    sectioning: cryo-ultramicrotomy section quality and knife wear.
+    specimen: seeded 3-D phantoms and serial-section ground truth.
+    imaging: light and electron image formation with artifacts.
+    analytic: closed-form solutions the solvers are checked against.
+"""
+
+from __future__ import annotations
+
+from cryoopt.sim.diffusion import (
+    StainingProtocol,
+    StainingResult,
+    TissueProperties,
+    solve_staining,
+    time_to_uniformity,
+)
+
+__all__ = [
+    "StainingProtocol",
+    "StainingResult",
+    "TissueProperties",
+    "solve_staining",
+    "time_to_uniformity",
+]
