@@ -1,0 +1,44 @@
+"""Instrument drivers, transports and simulated devices (see ``instruments/PROTOCOL.md``)."""
+from __future__ import annotations
+
+from cryoopt.instruments.log import Exchange, ExchangeLog
+from cryoopt.instruments.microscope import Image, Microscope
+from cryoopt.instruments.profiles import Profile, list_profiles, load_profile
+from cryoopt.instruments.stainer import Stainer, StainStep
+from cryoopt.instruments.ultramicrotome import Ultramicrotome
+from cryoopt.instruments.errors import (
+    DisconnectedError,
+    DoorOpenError,
+    GarbledReplyError,
+    ReagentError,
+    TemperatureInterlockError,
+)
+from cryoopt.instruments.factory import Bench, connect, device_models, open_bench, simulated_models
+from cryoopt.instruments.transports import InProcessAdapter, SerialURLAdapter, VisaResourceAdapter, transports
+
+__all__ = [
+    "Bench",
+    "DisconnectedError",
+    "DoorOpenError",
+    "Exchange",
+    "ExchangeLog",
+    "GarbledReplyError",
+    "Image",
+    "InProcessAdapter",
+    "Microscope",
+    "Profile",
+    "ReagentError",
+    "SerialURLAdapter",
+    "StainStep",
+    "Stainer",
+    "TemperatureInterlockError",
+    "Ultramicrotome",
+    "VisaResourceAdapter",
+    "connect",
+    "device_models",
+    "list_profiles",
+    "load_profile",
+    "open_bench",
+    "simulated_models",
+    "transports",
+]

@@ -1,0 +1,263 @@
+"""Transports: pymeasure adapters for pyserial URLs, VISA resources and in-process devices.
+
+Three transports, found by name in :data:`transports`:
+
+``"serial"``
+    Any pyserial URL or port: ``/dev/ttyUSB0``, ``COM3``, ``socket://127.0.0.1:5025``,
+    ``loop://``, ``rfc2217://host:port``, or a pseudo-terminal path. Built on
+    :class:`pymeasure.adapters.SerialAdapter`, but the connection is opened with
+    ``serial.serial_for_url`` (pymeasure's adapter only takes port names) and reads are
+    strict: a reply that does not end in the read termination within the timeout is an
+    :class:`~cryoopt.exceptions.InstrumentTimeoutError` (pymeasure returns the partial
+    bytes silently), a closed socket is a :class:`DisconnectedError`.
+``"visa"``
+    Any pyvisa resource string (``ASRL1::INSTR``, ``TCPIP::host::5025::SOCKET``, and
+    pyvisa-sim's ``...@sim`` definitions). Built on :class:`pymeasure.adapters.VISAAdapter`.
+``"inprocess"``
+    :class:`InProcessAdapter` hands each command line straight to a simulated device's
+    ``exchange(bytes)`` method: the same bytes and the same driver code path as over a
+    wire, with no socket and no thread. Faults still apply: a dropped reply or one later
+    than the timeout raises at once (no waiting), so RL training runs at full speed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import serial
+from pymeasure.adapters import Adapter, SerialAdapter, VISAAdapter
+
+from cryoopt.exceptions import InstrumentTimeoutError
+from cryoopt.instruments.errors import DisconnectedError
+from cryoopt.instruments.profiles import TransportSettings
+from cryoopt.registry import Registry
+
+__all__ = [
+    "DeviceReply",
+    "InProcessAdapter",
+    "SerialURLAdapter",
+    "SimulatedEndpoint",
+    "VisaResourceAdapter",
+    "is_visa_resource",
+    "make_adapter",
+    "transports",
+]
+
+transports: Registry[Any] = Registry("instrument transport")
+
+
+class DeviceReply(Protocol):
+    """What a simulated device returns for one command line (see ``simulated.device.Reply``)."""
+
+    data: bytes | None
+    latency_s: float
+    disconnect: bool
+
+
+class SimulatedEndpoint(Protocol):
+    """Anything with ``exchange(line) -> DeviceReply``; the simulated devices implement it."""
+
+    def exchange(self, line: bytes) -> DeviceReply: ...
+
+
+class SerialURLAdapter(SerialAdapter):
+    """pymeasure ``SerialAdapter`` over ``serial.serial_for_url`` with strict, typed reads."""
+
+    def __init__(self, url: str, settings: TransportSettings, **kwargs: Any) -> None:
+        try:
+            conn = serial.serial_for_url(url, baudrate=settings.baud_rate, timeout=settings.timeout_s, **kwargs)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DisconnectedError(f"cannot open {url!r}: {exc}; check the address and that the device is on") from exc
+        super().__init__(
+            conn,
+            write_termination=settings.write_termination,
+            read_termination=settings.read_termination,
+        )
+        self.url = url
+        self.timeout_s = settings.timeout_s
+
+    def _read_bytes(self, count: int, break_on_termchar: bool, **kwargs: Any) -> bytes:
+        try:
+            data = super()._read_bytes(count, break_on_termchar, **kwargs)
+        except serial.SerialException as exc:
+            raise DisconnectedError(f"{self.url}: {exc}") from exc
+        term = self.read_termination.encode()
+        if break_on_termchar and term and not data.endswith(term):
+            raise InstrumentTimeoutError(
+                f"{self.url}: no complete reply within {self.timeout_s:g} s (got {data[:40]!r})"
+            )
+        if count > 0 and not break_on_termchar and len(data) < count:
+            raise InstrumentTimeoutError(
+                f"{self.url}: expected {count} bytes within {self.timeout_s:g} s, got {len(data)}"
+            )
+        return data
+
+    def _read(self, **kwargs: Any) -> str:
+        raw = self._read_bytes(-1, break_on_termchar=True, **kwargs)
+        text = raw.decode("ascii")  # UnicodeDecodeError -> GarbledReplyError in the driver
+        return text.removesuffix(self.read_termination) if self.read_termination else text
+
+    def _write_bytes(self, content: bytes, **kwargs: Any) -> None:
+        try:
+            self.connection.write(content, **kwargs)
+        except (serial.SerialException, OSError) as exc:
+            raise DisconnectedError(f"{self.url}: {exc}") from exc
+
+    def flush_read_buffer(self) -> None:
+        try:
+            self.connection.reset_input_buffer()
+        except (serial.SerialException, OSError):
+            pass
+
+    def reconnect(self) -> None:
+        """Close and reopen the port (a new TCP connection for ``socket://``)."""
+        try:
+            self.connection.close()
+            self.connection.open()
+        except (serial.SerialException, OSError) as exc:
+            raise DisconnectedError(f"{self.url}: reconnect failed: {exc}") from exc
+
+    def close(self) -> None:
+        conn = getattr(self, "connection", None)
+        if conn is not None and conn.is_open:
+            conn.close()
+
+
+class VisaResourceAdapter(VISAAdapter):
+    """pymeasure ``VISAAdapter`` configured from a profile's transport settings."""
+
+    def __init__(self, resource: str, settings: TransportSettings, **kwargs: Any) -> None:
+        super().__init__(
+            resource,
+            visa_library=settings.visa_library,
+            timeout=int(settings.timeout_s * 1000),
+            read_termination=settings.read_termination,
+            write_termination=settings.write_termination,
+            **kwargs,
+        )
+        self.read_termination = settings.read_termination
+        self.timeout_s = settings.timeout_s
+        self._open_kwargs = dict(
+            timeout=int(settings.timeout_s * 1000),
+            read_termination=settings.read_termination,
+            write_termination=settings.write_termination,
+            **kwargs,
+        )
+
+    def reconnect(self) -> None:
+        self.connection.close()
+        self.connection = self.manager.open_resource(self.resource_name, **self._open_kwargs)
+
+
+class InProcessAdapter(Adapter):
+    """Adapter whose 'wire' is a direct call to ``device.exchange(line)``.
+
+    Args:
+        device: a simulated device (anything with ``exchange(bytes) -> reply``).
+        settings: the profile's transport settings (terminations, timeout).
+        realtime: sleep for injected latencies shorter than the timeout (default: don't,
+            so simulated time is free).
+    """
+
+    def __init__(self, device: SimulatedEndpoint, settings: TransportSettings, *, realtime: bool = False) -> None:
+        super().__init__()
+        self.device = device
+        self.write_termination = settings.write_termination
+        self.read_termination = settings.read_termination
+        self.timeout_s = settings.timeout_s
+        self.realtime = realtime
+        self.connection = None
+        self._in = b""
+        self._out = bytearray()
+        self._disconnected = False
+
+    def _check(self) -> None:
+        if self._disconnected:
+            raise DisconnectedError("in-process link to the simulated device was dropped (fault injected)")
+
+    def _write(self, command: str, **kwargs: Any) -> None:
+        self._write_bytes((command + self.write_termination).encode("ascii"))
+
+    def _write_bytes(self, content: bytes, **kwargs: Any) -> None:
+        self._check()
+        self._in += content
+        term = self.write_termination.encode() or b"\n"
+        while term in self._in:
+            line, self._in = self._in.split(term, 1)
+            reply = self.device.exchange(line)
+            if reply.disconnect:
+                self._disconnected = True
+                self._out.clear()
+                return
+            if reply.data is None:
+                continue
+            if reply.latency_s >= self.timeout_s:
+                continue  # the reply arrives after the driver gave up: lost for this exchange
+            if self.realtime and reply.latency_s > 0:
+                time.sleep(reply.latency_s)
+            self._out += reply.data
+
+    def _read_bytes(self, count: int, break_on_termchar: bool = False, **kwargs: Any) -> bytes:
+        self._check()
+        term = self.read_termination.encode()
+        if break_on_termchar or count < 0:
+            if term and term in self._out:
+                idx = self._out.index(term) + len(term)
+            elif not term and self._out:
+                idx = len(self._out)
+            else:
+                self._out.clear()
+                raise InstrumentTimeoutError(f"no reply from the simulated device within {self.timeout_s:g} s")
+        else:
+            if len(self._out) < count:
+                self._out.clear()
+                raise InstrumentTimeoutError(
+                    f"expected {count} bytes from the simulated device within {self.timeout_s:g} s"
+                )
+            idx = count
+        data = bytes(self._out[:idx])
+        del self._out[:idx]
+        return data
+
+    def _read(self, **kwargs: Any) -> str:
+        raw = self._read_bytes(-1, break_on_termchar=True)
+        text = raw.decode("ascii")
+        return text.removesuffix(self.read_termination) if self.read_termination else text
+
+    def flush_read_buffer(self) -> None:
+        self._out.clear()
+
+    def reconnect(self) -> None:
+        self._disconnected = False
+        self._in = b""
+        self._out.clear()
+
+    def close(self) -> None:
+        self._disconnected = True
+
+
+def is_visa_resource(address: str) -> bool:
+    """True for VISA resource strings (``ASRL1::INSTR``, ``TCPIP::h::p::SOCKET``, ``GPIB::8``)."""
+    return "::" in address or address.upper().startswith(("GPIB", "USB", "TCPIP", "VXI", "PXI"))
+
+
+@transports.register("serial")
+def _serial(address: str, settings: TransportSettings, **kwargs: Any) -> Adapter:
+    return SerialURLAdapter(address, settings, **kwargs)
+
+
+@transports.register("visa")
+def _visa(address: str, settings: TransportSettings, **kwargs: Any) -> Adapter:
+    return VisaResourceAdapter(address, settings, **kwargs)
+
+
+@transports.register("inprocess")
+def _inprocess(device: SimulatedEndpoint, settings: TransportSettings, **kwargs: Any) -> Adapter:
+    return InProcessAdapter(device, settings, **kwargs)
+
+
+def make_adapter(address: str, settings: TransportSettings, **kwargs: Any) -> Adapter:
+    """Pick the transport for ``address`` (VISA resource or pyserial URL) and open it."""
+    kind = "visa" if is_visa_resource(address) else "serial"
+    return transports.get(kind)(address, settings, **kwargs)
