@@ -202,7 +202,7 @@ class SimulatedDevice:
                 return Reply(None)
             data = (out.encode("ascii") if isinstance(out, str) else out) + self.term
             if "garble" in kinds:
-                noise = bytes(self.faults.rng.integers(0x80, 0x100, size=min(4, len(data) - len(self.term))))
+                noise = self.faults.rng.integers(0x80, 0x100, size=min(4, len(data) - len(self.term))).astype("u1").tobytes()
                 data = noise + data[len(noise):]
             latency = sum(f.seconds for f in fired if f.kind == "latency")
             return Reply(data, latency_s=latency)
