@@ -215,6 +215,8 @@ class CryoInstrument(Instrument):
     def write(self, command: str, **kwargs: Any) -> None:
         self.exchange_log.record("write", command)
         self._last_command = command
+        if not command.rstrip().endswith("?"):
+            self._last_set = command
         try:
             self.adapter.write(command, **kwargs)
         except Exception as exc:
@@ -321,14 +323,15 @@ class CryoInstrument(Instrument):
         return errors
 
     def check_set_errors(self) -> list[str]:
+        sent = getattr(self, "_last_set", None)
         errors = self.check_errors()
         if errors:
             code, msg = errors[0]
             err = ERROR_CODES.get(code, DeviceError)(
-                f"{self.profile.name}: device refused {getattr(self, '_last_command', '?')!r}: "
+                f"{self.profile.name}: device refused {sent!r}: "
                 f"{code} {msg}; the setpoint was not applied and the device keeps its previous value"
             )
-            raise with_context(err, device=self.profile.name, command=getattr(self, "_last_command", None))
+            raise with_context(err, device=self.profile.name, command=sent)
         return []
 
     @contextlib.contextmanager
