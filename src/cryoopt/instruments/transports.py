@@ -22,6 +22,7 @@ Three transports, found by name in :data:`transports`:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Protocol
 
@@ -76,6 +77,16 @@ class SerialURLAdapter(SerialAdapter):
         )
         self.url = url
         self.timeout_s = settings.timeout_s
+        self._no_delay()
+
+    def _no_delay(self) -> None:
+        """For ``socket://``: disable Nagle, or a setter followed by ``SYST:ERR?`` waits ~40 ms."""
+        sock = getattr(self.connection, "_socket", None)
+        if sock is not None:
+            import socket
+
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _read_bytes(self, count: int, break_on_termchar: bool, **kwargs: Any) -> bytes:
         try:
@@ -115,6 +126,7 @@ class SerialURLAdapter(SerialAdapter):
         try:
             self.connection.close()
             self.connection.open()
+            self._no_delay()
         except (serial.SerialException, OSError) as exc:
             raise DisconnectedError(f"{self.url}: reconnect failed: {exc}") from exc
 
