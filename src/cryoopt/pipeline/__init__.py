@@ -1,1 +1,72 @@
-"""Evaluation pipeline: preprocess -> parse -> metrics -> registration -> evaluators."""
+"""Evaluation pipeline: images of a section in, documented scores out.
+
+Stages: :mod:`~cryoopt.pipeline.preprocess` -> :mod:`~cryoopt.pipeline.parser` ->
+:mod:`~cryoopt.pipeline.metrics` -> :mod:`~cryoopt.pipeline.registration` ->
+:mod:`~cryoopt.pipeline.evaluators`, run by :class:`Pipeline`. Results are
+:class:`Scores` (see :data:`METRICS` for every name and unit).
+"""
+
+from cryoopt.pipeline.evaluators import (
+    Evaluator,
+    Evidence,
+    ExecutionEvaluator,
+    ImpactForecaster,
+    LogicConsistencyEvaluator,
+    NoveltyEvaluator,
+    ReproducibilityEvaluator,
+    SampleDatabase,
+    evaluators,
+    signature,
+)
+from cryoopt.pipeline.metrics import (
+    artifact_fraction,
+    contrast_to_noise_ratio,
+    fourier_ring_correlation,
+    frc_resolution,
+    section_defects,
+    sharpness,
+    signal_to_noise_ratio,
+)
+from cryoopt.pipeline.parser import ParseResult, Segmenter, parse_section, segmenters, structure_graph
+from cryoopt.pipeline.pipeline import EvaluationContext, Pipeline, SectionState, evaluate_section
+from cryoopt.pipeline.preprocess import Restorer, restorers
+from cryoopt.pipeline.registration import RegistrationResult, register_lm_em
+from cryoopt.pipeline.scores import METRICS, PIPELINE_VERSION, Score, Scores, score
+
+__all__ = [
+    "METRICS",
+    "PIPELINE_VERSION",
+    "EvaluationContext",
+    "Evaluator",
+    "Evidence",
+    "ExecutionEvaluator",
+    "ImpactForecaster",
+    "LogicConsistencyEvaluator",
+    "NoveltyEvaluator",
+    "ParseResult",
+    "Pipeline",
+    "RegistrationResult",
+    "ReproducibilityEvaluator",
+    "Restorer",
+    "SampleDatabase",
+    "Score",
+    "Scores",
+    "SectionState",
+    "Segmenter",
+    "artifact_fraction",
+    "contrast_to_noise_ratio",
+    "evaluate_section",
+    "evaluators",
+    "fourier_ring_correlation",
+    "frc_resolution",
+    "parse_section",
+    "register_lm_em",
+    "restorers",
+    "score",
+    "section_defects",
+    "sharpness",
+    "signal_to_noise_ratio",
+    "segmenters",
+    "signature",
+    "structure_graph",
+]

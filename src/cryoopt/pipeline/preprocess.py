@@ -191,15 +191,25 @@ def detect_charging(
     return _blobs(z, (img - med) / sigma, z_threshold, min_area_px, max_elongation)
 
 
-def detect_ice(em_image: np.ndarray, *, z_threshold: float = 5.0, min_area_px: int = 50, smooth_px: int = 5) -> np.ndarray:
+def detect_ice(
+    em_image: np.ndarray, *, z_threshold: float = 5.0, max_relative_intensity: float = 0.25, min_area_px: int = 50, smooth_px: int = 5
+) -> np.ndarray:
     """Mask of ice contamination: compact regions far darker than any stained material.
 
     Ice crystals on a cryo-section are thick and scatter strongly, so they appear
-    as dark blobs below ``median - z_threshold`` robust sigmas of the local mean.
-    Heavily stained structures can reach that level too; raise ``z_threshold`` for
-    strongly stained sections. A heuristic, like :func:`detect_charging`.
+    as near-opaque dark blobs: regions whose local mean lies ``z_threshold`` robust
+    sigmas below the median *and* whose mean is below ``max_relative_intensity``
+    times the median intensity.
+    The intensity test needs a physical zero: pass the raw (dark-subtracted) image,
+    not a percentile-normalised one. A heuristic, like :func:`detect_charging`.
     """
     img = check_image(em_image, name="em_image")
     _, med, sigma = robust_z(img)
     z = (ndi.uniform_filter(img, smooth_px) - med) / sigma
-    return _blobs(-z, (med - img) / sigma, z_threshold, min_area_px, None)
+    cand = _blobs(-z, (med - img) / sigma, z_threshold, min_area_px, None)
+    if not cand.any():
+        return cand
+    lab, n = ndi.label(cand)
+    means = np.asarray(ndi.mean(img, lab, range(1, n + 1)))
+    keep = np.concatenate([[False], means < max_relative_intensity * med])
+    return keep[lab]

@@ -135,6 +135,33 @@ def _rotation_scale(ref: np.ndarray, mov: np.ndarray) -> tuple[float, float]:
     return math.radians(angle), scale
 
 
+def _match(lp: np.ndarray, ep: np.ndarray, matrix: np.ndarray, tree: cKDTree, radius: float) -> list[tuple[int, int]]:
+    """Mutual nearest neighbours within ``radius`` between mapped LM and EM points."""
+    pred = lp @ matrix[:2, :2].T + matrix[:2, 2]
+    d, j = tree.query(pred, distance_upper_bound=radius)
+    back = cKDTree(pred).query(ep)[1]
+    return [(i, int(jj)) for i, (dd, jj) in enumerate(zip(d, j)) if np.isfinite(dd) and back[jj] == i]
+
+
+def _vote(lp: np.ndarray, ep: np.ndarray, scale: float, radius: float, *, step_deg: float = 2.0) -> np.ndarray:
+    """Similarity transform (known scale) maximising point agreement: for each rotation,
+    the translation is the mode of all pairwise EM - R(LM) differences (Hough voting)."""
+    best = (-1, np.eye(3))
+    for deg in np.arange(0.0, 360.0, step_deg):
+        m = _mat(scale, math.radians(deg))
+        q = lp @ m[:2, :2].T
+        diff = (ep[None, :, :] - q[:, None, :]).reshape(-1, 2)
+        cells = np.floor(diff / radius).astype(np.int64)
+        keys = cells[:, 0] * 2_000_003 + cells[:, 1]
+        uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        k = int(np.argmax(counts))
+        if counts[k] > best[0]:
+            t = np.median(diff[inv == k], axis=0)
+            m[:2, 2] = t
+            best = (int(counts[k]), m)
+    return best[1]
+
+
 def detect_structure_points(image: np.ndarray, *, sigma_px: float = 1.5, min_area_px: int = 9) -> np.ndarray:
     """Centroids (x, y) of compact structures: the minority Otsu phase of the smoothed image.
 
@@ -292,10 +319,15 @@ def register_lm_em(
     if match_radius_px is None:
         nn = tree.query(ep, k=2)[0][:, 1]
         match_radius_px = max(3.0 * f_em, 0.25 * float(np.median(nn)))
-    pred = lp @ matrix[:2, :2].T + matrix[:2, 2]
-    d, j = tree.query(pred, distance_upper_bound=match_radius_px)
-    back = cKDTree(pred).query(ep)[1]
-    pairs = [(i, int(jj)) for i, (dd, jj) in enumerate(zip(d, j)) if np.isfinite(dd) and back[jj] == i]
+    pairs = _match(lp, ep, matrix, tree, match_radius_px)
+    if len(pairs) < max(6, 0.3 * min(len(lp), len(ep))) and known_scale is not None:
+        # the image-based coarse step failed (e.g. sparse, dissimilar content):
+        # fall back to point-pattern voting over rotations at the known scale
+        voted = _vote(lp, ep, known_scale, match_radius_px)
+        vpairs = _match(lp, ep, voted, tree, match_radius_px)
+        if len(vpairs) > len(pairs):
+            matrix, pairs = voted, vpairs
+            rot = math.atan2(voted[1, 0], voted[0, 0])
     min_n = 3 if model == "affine" else 2
     if len(pairs) < min_n:
         return RegistrationResult(matrix, math.degrees(rot) % 360, sc, 0, math.nan, math.nan, "coarse")

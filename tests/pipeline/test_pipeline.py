@@ -1,0 +1,130 @@
+"""The whole pipeline on a synthetic CLEM pair with known answers; evaluators; bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cryoopt.exceptions import EvaluationError
+from cryoopt.fusion import fused_reward
+from cryoopt.pipeline import (
+    METRICS,
+    EvaluationContext,
+    Evidence,
+    ExecutionEvaluator,
+    ImpactForecaster,
+    NoveltyEvaluator,
+    Pipeline,
+    ReproducibilityEvaluator,
+    SampleDatabase,
+    Scores,
+    evaluate_section,
+    evaluators,
+    structure_graph,
+)
+
+from ._synth import clem_pair
+
+CTX = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0)
+
+
+@pytest.fixture(scope="module")
+def on_target():
+    lm, em, m, mito = clem_pair(0)
+    return lm, em, m, Pipeline().run(lm, em, context=CTX)
+
+
+def test_pipeline_scores_are_documented_and_serialisable(on_target):
+    *_, st = on_target
+    scores = Scores(st.scores)
+    assert set(scores) <= set(METRICS)
+    assert Scores.from_dict(json.loads(json.dumps(scores.to_dict()))) == scores
+    assert set(st.timings) >= {"preprocess", "parse", "metrics", "register", "evaluate", "total"}
+
+
+def test_pipeline_recovers_known_structure_counts_and_transform(on_target):
+    lm, em, m, st = on_target
+    s = st.scores
+    assert s["n_nuclei"].value == 3 and s["n_mitochondria"].value == 40
+    assert s["em_artifact_fraction"].value < 0.01
+    nl = lm.shape[0]
+    gy, gx = np.mgrid[16 : nl - 16 : 8, 16 : nl - 16 : 8]
+    p = np.column_stack([gx.ravel(), gy.ravel()]).astype(float)
+    true = p @ m[:2, :2].T + m[:2, 2]
+    inside = ((true >= 0) & (true < em.shape[0])).all(axis=1)
+    err = np.sqrt(np.mean(np.sum((st.registration.apply(p) - true)[inside] ** 2, axis=1)))
+    assert err < 2.0  # EM pixels, via sparse label spots on a 4x coarser LM grid
+    assert s["registration_tre_px"].value < 2.0
+
+
+def test_logic_separates_on_target_from_off_target_label(on_target):
+    *_, st = on_target
+    lm_off, em_off, _, _ = clem_pair(0, label_on_target=False)
+    off = evaluate_section(lm_off, em_off, context=CTX)
+    assert st.scores["logic"].value > 0.4 > 0.2 > off["logic"].value
+    assert st.scores["logic_recall"].value > 0.9
+
+
+@pytest.mark.parametrize(
+    "lm_bad",
+    [np.full((64, 64), np.nan), np.zeros((64, 64)), np.zeros((64, 64), complex), np.zeros((4, 64, 64))],
+)
+def test_bad_input_is_refused(lm_bad):
+    em = np.random.default_rng(0).integers(0, 1000, (64, 64)).astype(np.uint16)
+    with pytest.raises(EvaluationError):
+        evaluate_section(lm_bad, em, context=CTX)
+
+
+def test_context_requires_pixel_sizes():
+    with pytest.raises(EvaluationError, match="em_pixel_size_nm"):
+        EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=0.0)
+
+
+def test_evaluators_registry_and_reward_from_all_five():
+    assert evaluators.names() == ["execution", "impact", "logic", "novelty", "reproducibility"]
+    rng = np.random.default_rng(0)
+    names = ("em_cnr", "em_sharpness")
+    hist = [{"em_cnr": c, "em_sharpness": s} for c, s in rng.uniform(0, 1, (30, 2))]
+    quality = [2 * h["em_cnr"] + 0.05 * rng.normal() for h in hist]
+    impact = ImpactForecaster(names).fit(hist, quality)
+    mean, std = impact.predict({"em_cnr": 0.5, "em_sharpness": 0.5})
+    assert mean == pytest.approx(1.0, abs=0.1) and 0 < std < 0.2
+    db = SampleDatabase(names)
+    db.add("a", np.array([0.0, 0.0]))
+    db.add("b", np.array([1.0, 1.0]))
+    ex = ExecutionEvaluator(lambda p: {"optimal_time_min": 60.0, "uniformity": 0.9})
+    rep = ReproducibilityEvaluator(lambda p: 10 + p["incubation_min"] / 10, {"incubation_min": 5.0}, n_samples=64)
+    ev = Evidence(
+        label_masks=[np.eye(8, dtype=bool)], target_masks=[np.eye(8, dtype=bool)],
+        metrics={"em_cnr": 0.5, "em_sharpness": 0.5}, protocol={"incubation_min": 60.0},
+    )
+    out = {}
+    for e in (evaluators.get("logic")(), ex, NoveltyEvaluator(db), impact, rep):
+        out.update(e.evaluate(ev))
+    assert out["logic"].value == 1.0
+    assert out["meta"].value == pytest.approx(0.9)  # done at the simulator's optimum
+    assert 0 < out["novelty"].value < 1
+    assert out["impact"].uncertainty > 0
+    # perturbation: std of 10 + t/10 under sd(t) = 5 is 0.5, CV = 0.5 / 16
+    assert out["repro_std"].value == pytest.approx(0.5, rel=0.25)
+    r = fused_reward(out, {"logic": 0.3, "novelty": 0.1, "impact": 0.2, "d_repro": 0.2, "meta": 0.2})
+    assert not r.failed and set(r.reward_terms) == {"logic", "novelty", "impact", "d_repro", "meta"}
+    assert math.isfinite(r.value)
+    with pytest.raises(EvaluationError, match="not fitted"):
+        ImpactForecaster(names).evaluate(ev)
+
+
+def test_structure_graph_containment_and_adjacency():
+    mito = np.zeros((20, 20), np.int32)
+    mito[2:10, 2:10] = 1
+    mito[10:14, 2:10] = 2  # touches mito 1
+    targets = np.zeros((20, 20), np.int32)
+    targets[4:6, 4:6] = 1  # inside mito 1
+    targets[16:18, 16:18] = 2  # nowhere
+    g = structure_graph({"mitochondria": mito, "targets": targets})
+    assert g.edges[("mitochondria", 1), ("targets", 1)]["relation"] == "contains"
+    assert g.edges[("mitochondria", 1), ("mitochondria", 2)]["relation"] == "adjacent"
+    assert not any(d["relation"] == "contains" for _, _, d in g.in_edges(("targets", 2), data=True))
