@@ -551,9 +551,9 @@ class SearchSpace:
             raise ParameterError(f"sample method must be 'random' or 'sobol', got {method!r}")
         out: list[Params] = []
         for _ in range(max_tries):
-            u = sobol.random(max(n - len(out), 1) * (2 if self.constraints else 1)) if sobol else rng.random(
-                (max(n - len(out), 1) * (2 if self.constraints else 1), self.dim)
-            )
+            k = max(n - len(out), 1) * (2 if self.constraints else 1)
+            # Sobol points keep their balance properties in power-of-2 batches
+            u = sobol.random(1 << (k - 1).bit_length()) if sobol else rng.random((k, self.dim))
             for row in u:
                 params = self.from_unit(row)
                 if self.is_feasible(params):

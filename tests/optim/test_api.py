@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cryoopt.exceptions import ParameterError
+from cryoopt.optim import TrialStatus, optimize
+from cryoopt.optim.problems import StainingLandscape
+
+SPACE = {"x": {"type": "float", "low": -1, "high": 1}, "k": {"type": "int", "low": 0, "high": 3}}
+
+
+def objective(p: dict) -> float:
+    if p["k"] == 3:
+        raise RuntimeError("instrument jammed")
+    return -(p["x"] ** 2) + p["k"]
+
+
+def test_optimize_records_failures_and_trace() -> None:
+    r = optimize(objective, SPACE, budget=12, seed=0, strategy="sobol", progress=False)
+    assert len(r.history) == 12 and len(r.trace) == 12
+    failed = [t for t in r.history if t.status is TrialStatus.FAILED]
+    assert failed and all("instrument jammed" in t.error for t in failed)
+    assert r.n_failed == len(failed)
+    finite = r.trace[~np.isnan(r.trace)]
+    assert np.all(np.diff(finite) >= 0)  # best so far never gets worse
+    assert r.best.value == max(t.values["objective"] for t in r.history if t.values)
+    assert r.best.params["k"] == 2
+
+
+def test_optimize_bo_batch_beats_random_on_staining_landscape() -> None:
+    problem = StainingLandscape(noise_frac=0.0)
+    regret = {}
+    for strategy in ("bo", "random"):
+        r = optimize(problem, problem.space, budget=16, seed=1, strategy=strategy, batch_size=4,
+                     num_restarts=2, raw_samples=64, progress=False) if strategy == "bo" else \
+            optimize(problem, problem.space, budget=16, seed=1, strategy=strategy, progress=False)
+        regret[strategy] = problem.normalized_regret(r.best.params)
+        assert len(r.history) == 16
+    assert regret["bo"] < regret["random"]
+
+
+@pytest.mark.parametrize(("kw", "match"), [({"budget": 0}, "budget"), ({"budget": 3, "batch_size": -1}, "batch_size")])
+def test_bad_arguments(kw: dict, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        optimize(objective, SPACE, seed=0, **kw)
+
+
+def test_all_failed_gives_no_best() -> None:
+    r = optimize(lambda p: math.nan, SPACE, budget=3, seed=0, strategy="random", progress=False)
+    assert r.best is None and np.isnan(r.trace).all()

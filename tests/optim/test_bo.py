@@ -1,0 +1,148 @@
+"""BayesianOptimizer: determinism, failures, constraints, batches, state, and finding optima.
+
+Acquisition optimization is shortened (few restarts and raw samples), as BoTorch's
+own test kit does, so these run in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cryoopt.optim import BayesianOptimizer, Failure, Optimizer, TrialStatus, optimize
+from cryoopt.optim.problems import Branin
+from cryoopt.space import SearchSpace
+
+FAST = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 64}
+
+MIXED = SearchSpace.from_dict(
+    {
+        "a": {"type": "float", "low": 0, "high": 1},
+        "b": {"type": "float", "low": 0, "high": 1},
+        "n": {"type": "int", "low": 1, "high": 6},
+        "c": {"type": "categorical", "choices": ["x", "y", "z"]},
+    },
+    constraints=["a + b <= 1.5"],
+)
+
+
+def mixed_objective(p: dict) -> float:
+    return -((p["a"] - 0.7) ** 2) - (p["b"] - 0.2) ** 2 - 0.05 * abs(p["n"] - 4) + {"x": 0, "y": 0.3, "z": -0.2}[p["c"]]
+
+
+CONTINUOUS = SearchSpace.from_dict(
+    {"a": {"type": "float", "low": 0, "high": 1}, "b": {"type": "float", "low": 0, "high": 1},
+     "n": {"type": "int", "low": 1, "high": 6}},
+    constraints=["a + b <= 1.5"],
+)
+
+
+def continuous_objective(p: dict) -> float:
+    return -((p["a"] - 0.7) ** 2) - (p["b"] - 0.2) ** 2 - 0.05 * abs(p["n"] - 4)
+
+
+def run(opt: BayesianOptimizer, n_batches: int, q: int = 1, f=mixed_objective) -> None:
+    for _ in range(n_batches):
+        for t in opt.ask(q):
+            opt.tell(t, f(t.params))
+
+
+def test_same_seed_same_proposals() -> None:
+    a, b = BayesianOptimizer(CONTINUOUS, seed=1, **FAST), BayesianOptimizer(CONTINUOUS, seed=1, **FAST)
+    run(a, 7, f=continuous_objective), run(b, 7, f=continuous_objective)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert any(t.source == "bo" for t in a.trials)
+
+
+def test_proposals_respect_space_and_constraints() -> None:
+    opt = BayesianOptimizer(MIXED, seed=0, n_initial=4, **FAST)
+    run(opt, 4, q=2)
+    for t in opt.trials:
+        assert MIXED.is_feasible(t.params), t.params
+        assert t.params["c"] in ("x", "y", "z") and isinstance(t.params["n"], int)
+
+
+def test_batch_and_pending_proposals_distinct() -> None:
+    opt = BayesianOptimizer(CONTINUOUS, seed=2, **FAST)
+    run(opt, 6, f=continuous_objective)
+    batch = opt.ask(3)
+    more = opt.ask(2)  # the 3 above are pending: must not be proposed again
+    keys = [tuple(sorted(t.params.items())) for t in batch + more]
+    assert len(set(keys)) == 5
+    assert all(t.source in ("bo", "random") for t in batch + more)
+
+
+def test_failed_trials_never_modelled_and_region_avoided() -> None:
+    """Objective fails for a < 0.5: BO should learn to stay out once it has seen failures."""
+    space = SearchSpace.from_dict({"a": {"type": "float", "low": 0, "high": 1}, "b": {"type": "float", "low": 0, "high": 1}})
+
+    def f(p: dict) -> float:
+        return math.nan if p["a"] < 0.5 else -((p["b"] - 0.5) ** 2) + 0.1 * p["a"]
+
+    opt = BayesianOptimizer(space, seed=0, n_initial=6, **FAST)
+    run(opt, 20, f=f)
+    X, Y = opt._training_data()
+    assert X.shape[0] == len(opt.completed) and bool(np.isfinite(Y.numpy()).all())
+    bo_trials = [t for t in opt.trials if t.source == "bo"]
+    fail_rate = np.mean([t.status is TrialStatus.FAILED for t in bo_trials])
+    assert len(opt.failed) >= 1 and fail_rate <= 0.2, fail_rate  # random search fails 50% here
+
+
+def test_state_round_trip_continues_identically() -> None:
+    opt = BayesianOptimizer(CONTINUOUS, seed=4, **FAST)
+    run(opt, 6, f=continuous_objective)
+    (t,) = opt.ask()
+    opt.tell(t, Failure("jam"))
+    opt.ask()  # pending
+    restored = Optimizer.from_json(opt.to_json())
+    assert isinstance(restored, BayesianOptimizer) and restored.num_restarts == 2
+    assert [x.params for x in restored.ask(2)] == [x.params for x in opt.ask(2)]
+
+
+def test_multi_objective_with_outcome_constraint() -> None:
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
+
+    def f(p: dict) -> dict:
+        x = p["x"]
+        return {"quality": x, "prep_time_h": 1 + 4 * x**2, "cost": x}
+
+    opt = BayesianOptimizer(space, seed=0, objectives={"quality": "maximize", "prep_time_h": "minimize"},
+                            outcome_constraints=["cost <= 0.8"], n_initial=4, **FAST)
+    run(opt, 6, f=f)
+    assert any(t.source == "bo" for t in opt.trials)
+    front = opt.pareto_front()
+    assert front and all(t.values["cost"] <= 0.8 for t in front)
+    best = opt.best()
+    assert best is not None and opt.is_feasible(best)
+
+
+def test_noise_aware_best_prefers_model_mean() -> None:
+    """With noise, best() picks by posterior mean: a lucky draw at a bad point does not win."""
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
+    opt = BayesianOptimizer(space, seed=0, **FAST)
+    rng = np.random.default_rng(0)
+    xs = np.linspace(0, 1, 21)
+    for x in xs:
+        t = opt.add_trial({"x": float(x)})
+        opt.tell(t, -((x - 0.5) ** 2) + rng.normal(0, 0.01))
+    lucky = opt.add_trial({"x": 0.02})
+    opt.tell(lucky, 0.05)  # an outlier far above the true -0.23
+    assert abs(opt.best().params["x"] - 0.5) <= 0.1
+    mean, std = opt.predict([{"x": 0.5}])
+    assert mean.shape == (1, 1) and abs(mean[0, 0]) < 0.02 and std[0, 0] > 0
+
+
+@pytest.mark.slow
+def test_finds_branin_optimum_region_within_30_evaluations() -> None:
+    """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978)."""
+    optima = np.array([[-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]])
+    hits = 0
+    for seed in range(3):
+        problem = Branin(noise_frac=0.01, seed=seed)
+        result = optimize(problem, problem.space, budget=30, seed=seed, num_restarts=4, raw_samples=128, progress=False)
+        x = np.array([result.best.params["x1"], result.best.params["x2"]])
+        regret = problem.normalized_regret(result.best.params)
+        hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)
+    assert hits >= 2
