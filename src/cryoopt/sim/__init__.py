@@ -26,3 +26,23 @@ __all__ = [
     "solve_staining",
     "time_to_uniformity",
 ]
+
+from cryoopt.sim.fast import StainingSummary, fast_staining  # noqa: E402
+from cryoopt.sim.imaging import IceContamination, MicroscopeImage, image_em, image_lm  # noqa: E402
+from cryoopt.sim.sectioning import SectionQuality, SectioningModel, SectioningSetpoints  # noqa: E402
+from cryoopt.sim.specimen import SectionTruth, Specimen, lm_to_em_transform  # noqa: E402
+
+__all__ += [
+    "StainingSummary",
+    "fast_staining",
+    "IceContamination",
+    "MicroscopeImage",
+    "image_em",
+    "image_lm",
+    "SectionQuality",
+    "SectioningModel",
+    "SectioningSetpoints",
+    "SectionTruth",
+    "Specimen",
+    "lm_to_em_transform",
+]
