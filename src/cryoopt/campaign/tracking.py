@@ -1,0 +1,211 @@
+"""MLflow tracking of a campaign: one parent run, one child run per trial.
+
+The default backend is a local SQLite database in the campaign directory
+(``sqlite:///<dir>/mlflow.db``, artifacts in ``<dir>/mlartifacts``); set
+``tracking.uri`` to use a team's MLflow server instead.
+
+Tracking never stops a campaign: the first failure warns, tracking is switched off
+for the rest of the session, and the journal (the source of truth) keeps going.
+Trials the tracker did not confirm stay ``tracked = 0`` in the journal and are sent
+on the next resume (:meth:`Tracker.sync`), so a crash loses nothing in MLflow either.
+
+Browse with ``mlflow ui --backend-store-uri sqlite:///runs/<name>/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from cryoopt.campaign.journal import Journal, TrialRecord
+    from cryoopt.config import CampaignConfig
+
+__all__ = ["MlflowTracker", "NullTracker", "Tracker", "default_uri", "make_tracker"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_PARENT_KEY = "mlflow_parent_run_id"
+
+
+def default_uri(directory: str | Path) -> str:
+    return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+class Tracker:
+    """No-op tracker (tracking disabled); the interface the runner calls."""
+
+    def sync(self) -> None:
+        """Send trials that finished but were never confirmed as tracked."""
+
+    def log_trial(self, record: TrialRecord, rating: float | None = None) -> bool:
+        """Log one finished trial; True once the backend has it."""
+        return False
+
+    def log_progress(self, step: int, best: TrialRecord | None) -> None:
+        """Campaign-level metrics after ``step`` experiments."""
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        """Upload files (report plots) to the parent run."""
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """End the parent run (``FINISHED`` or ``KILLED`` when stopped early)."""
+
+
+NullTracker = Tracker
+
+
+class MlflowTracker(Tracker):
+    """Tracks to MLflow through :class:`mlflow.tracking.MlflowClient` (no global active run)."""
+
+    def __init__(self, config: CampaignConfig, directory: Path, journal: Journal) -> None:
+        self.config = config
+        self.directory = Path(directory)
+        self.journal = journal
+        self.uri = config.tracking.uri or default_uri(directory)
+        self.enabled = True
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.experiment_id: str | None = None
+        self._safe(self._start)
+
+    # ------------------------------------------------------------------ failure policy
+    def _safe(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking must never stop a campaign
+            self.enabled = False
+            msg = (f"MLflow tracking to {self.uri} failed ({type(err).__name__}: {err}); "
+                   "tracking is off for this session, the journal keeps every result and "
+                   "untracked trials are sent on the next resume")
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            log.warning(msg)
+            return None
+
+    def _start(self) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if self.uri.startswith(("http://", "https://")):
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own level on import
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.client = MlflowClient(tracking_uri=self.uri)
+        name = self.config.tracking.experiment or self.config.name
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.uri.startswith("sqlite:///") and self.config.tracking.uri is None:
+                location = (self.directory.resolve() / "mlartifacts").as_uri()
+            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            self.experiment_id = exp.experiment_id
+        parent = self.journal.meta(_PARENT_KEY)
+        if parent is not None:
+            try:
+                self.client.get_run(parent)
+                self.client.update_run(parent, status="RUNNING")
+                self.parent_id = parent
+                return
+            except Exception:  # noqa: BLE001 - run gone (other backend): start a new parent
+                log.info("parent run %s not found in %s; starting a new one", parent, self.uri)
+        cfg = self.config
+        run = self.client.create_run(
+            self.experiment_id, run_name=cfg.name,
+            tags={"cryoopt.campaign": cfg.name, "cryoopt.config_hash": cfg.config_hash(),
+                  "cryoopt.directory": str(self.directory.resolve()), "mlflow.note.content": cfg.description},
+        )
+        self.parent_id = run.info.run_id
+        self.journal.set_meta(**{_PARENT_KEY: self.parent_id, "mlflow_uri": self.uri})
+        from mlflow.entities import Param
+
+        params = {
+            "strategy": cfg.optimizer.strategy, "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "max_in_flight": cfg.max_in_flight, "budget_experiments": cfg.budget.experiments,
+            "executor": cfg.executor.type, "executor_target": cfg.executor.target,
+            "objectives": ",".join(f"{k}:{v}" for k, v in cfg.objectives.items()),
+            "outcome_constraints": ";".join(cfg.outcome_constraints), "feedback_mode": cfg.feedback.mode,
+            **{f"optimizer.{k}": v for k, v in cfg.optimizer.options.items()},
+        }
+        self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+        self.client.log_dict(self.parent_id, cfg.model_dump(mode="json"), "config.json")
+        self.client.log_text(self.parent_id, cfg.to_yaml(), "config.yaml")
+
+    # ------------------------------------------------------------------ trials
+    def sync(self) -> None:
+        todo = [r for r in self.journal.trials(status=("completed", "failed", "abandoned")) if not r.tracked]
+        if not todo or not self.enabled:
+            return
+        ratings = self.journal.mean_ratings()
+        done = [r.id for r in todo if self.log_trial(r, ratings.get(r.id))]
+        with self.journal.transaction():
+            for i in done:
+                self.journal.update_trial(i, tracked=1)
+
+    def log_trial(self, record: TrialRecord, rating: float | None = None) -> bool:
+        if not self.config.tracking.log_trials:
+            return False
+        return bool(self._safe(self._log_trial, record, rating))
+
+    def _log_trial(self, r: TrialRecord, rating: float | None) -> bool:
+        from mlflow.entities import Metric, Param, RunTag
+
+        status = {"completed": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}[r.status]
+        start_ms = int((r.started_at or r.proposed_at) * 1000)
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{r.id:04d}", start_time=start_ms,
+            tags={"mlflow.parentRunId": self.parent_id, "cryoopt.trial_id": str(r.id),
+                  "cryoopt.status": r.status, "cryoopt.source": r.source},
+        )
+        now = int((r.finished_at or time.time()) * 1000)
+        metrics = [Metric(k, float(v), now, r.id) for k, v in (r.values or {}).items()]
+        if r.duration_s is not None:
+            metrics.append(Metric("duration_s", float(r.duration_s), now, r.id))
+        if rating is not None:
+            metrics.append(Metric("operator_rating", float(rating), now, r.id))
+        tags = [RunTag("cryoopt.error", r.error[:5000])] if r.error else []
+        self.client.log_batch(run.info.run_id, metrics=metrics,
+                              params=[Param(k, str(v)[:500]) for k, v in r.params.items()], tags=tags)
+        self.client.set_terminated(run.info.run_id, status=status, end_time=now)
+        return True
+
+    def log_progress(self, step: int, best: TrialRecord | None) -> None:
+        if best is None or not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"best.{k}", float(v), now, step) for k, v in (best.values or {}).items()
+                   if k in self.config.objectives]
+        self._safe(self.client.log_batch, self.parent_id, metrics=metrics)
+
+    def log_artifacts(self, paths: Iterable[Path]) -> None:
+        for p in paths:
+            self._safe(self.client.log_artifact, self.parent_id, str(p), "report")
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.parent_id is not None:
+            counts: Mapping[str, int] = self.journal.status_counts()
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._safe(self.client.log_batch, self.parent_id,
+                       metrics=[Metric(f"n_{k}", float(v), now, 0) for k, v in counts.items()])
+            self._safe(self.client.set_terminated, self.parent_id, status=status)
+
+
+def make_tracker(config: CampaignConfig, directory: Path, journal: Journal) -> Tracker:
+    """The tracker a config asks for (:class:`NullTracker` when disabled)."""
+    if not config.tracking.enabled:
+        return NullTracker()
+    return MlflowTracker(config, directory, journal)

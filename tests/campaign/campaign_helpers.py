@@ -1,0 +1,64 @@
+"""Objectives and configs for campaign tests (importable as ``campaign_helpers`` by subprocesses too)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cryoopt.config import CampaignConfig
+
+CALLS: list[int] = []
+_lock = threading.Lock()
+_active = 0
+MAX_ACTIVE = [0]
+
+
+def quadratic(params: dict[str, Any]) -> dict[str, float]:
+    """Deterministic, free: optimum at x = 0.3, y = 4; also reports a prep time."""
+    return {"objective": -((params["x"] - 0.3) ** 2) - 0.01 * (params["y"] - 4) ** 2, "prep_time_h": 1.0 + params["x"]}
+
+
+def flaky(params: dict[str, Any]) -> float:
+    """Fails (raises) for x > 0.8 and returns NaN for x < 0.1."""
+    if params["x"] > 0.8:
+        raise RuntimeError("knife broke")
+    if params["x"] < 0.1:
+        return float("nan")
+    return -((params["x"] - 0.3) ** 2)
+
+
+def slow(params: dict[str, Any]) -> float:
+    """Takes 50 ms and records how many calls overlap (for asynchronous execution)."""
+    global _active
+    with _lock:
+        _active += 1
+        MAX_ACTIVE[0] = max(MAX_ACTIVE[0], _active)
+    time.sleep(0.05)
+    with _lock:
+        _active -= 1
+    return -((params["x"] - 0.3) ** 2)
+
+
+def make_config(**overrides: Any) -> CampaignConfig:
+    data: dict[str, Any] = {
+        "name": "t",
+        "seed": 0,
+        "space": {"parameters": {"x": {"type": "float", "low": 0, "high": 1},
+                                 "y": {"type": "int", "low": 0, "high": 10}}},
+        "objectives": {"objective": "maximize"},
+        "optimizer": {"strategy": "sobol"},
+        "budget": {"experiments": 8},
+        "executor": {"type": "function", "target": "campaign_helpers:quadratic"},
+        "tracking": {"enabled": False},
+        "report": {"on_finish": False},
+    }
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    return CampaignConfig.from_dict(data)
+
+
