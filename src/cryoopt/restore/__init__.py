@@ -1,0 +1,55 @@
+"""Image restoration: artifact correction, cross-microscope enhancement, zero-shot super-resolution.
+
+Every model is a plain-PyTorch :class:`UNet` trained from scratch on the CPU on
+simulated data (no pretrained weights are ever downloaded); the structural loss
+term is SSIM/MS-SSIM written in torch.
+
+* Artifact correction: :func:`make_artifact_dataset` (simulated charging and ice,
+  70/15/15 splits over disjoint specimens) -> :func:`train` -> :class:`UNetRestorer`,
+  registered as ``"unet"`` in :data:`cryoopt.pipeline.preprocess.restorers`.
+
+Example:
+    >>> from cryoopt.restore import UNet, TrainConfig, make_artifact_dataset, train
+    >>> data = make_artifact_dataset(10, shape=(32, 32))
+    >>> result = train(UNet(base_channels=4, depth=1), data.train, data.val,
+    ...                config=TrainConfig(steps=2, batch_size=2, crop_px=16))
+"""
+
+from __future__ import annotations
+
+from cryoopt.restore.data import ArtifactDataset, ArtifactSettings, corrupt_image, make_artifact_dataset, split_counts
+from cryoopt.restore.evaluate import BASELINES, bilateral, image_quality, nl_means, richardson_lucy, summarize
+from cryoopt.restore.losses import RestorationLoss, ms_ssim, ssim
+from cryoopt.restore.restorer import CHECKPOINT_ENV, UNetRestorer, register_checkpoint
+from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, load_model, predict, save_model, train
+from cryoopt.restore.unet import UNet, UNetConfig, count_parameters
+
+__all__ = [
+    "BASELINES",
+    "CHECKPOINT_ENV",
+    "ArtifactDataset",
+    "ArtifactSettings",
+    "ImagePairs",
+    "RestorationLoss",
+    "TrainConfig",
+    "TrainResult",
+    "UNet",
+    "UNetConfig",
+    "UNetRestorer",
+    "bilateral",
+    "corrupt_image",
+    "count_parameters",
+    "image_quality",
+    "load_model",
+    "make_artifact_dataset",
+    "ms_ssim",
+    "nl_means",
+    "predict",
+    "register_checkpoint",
+    "richardson_lucy",
+    "save_model",
+    "split_counts",
+    "ssim",
+    "summarize",
+    "train",
+]

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cryoopt.exceptions import ParameterError
+from cryoopt.restore import UNet, UNetConfig, count_parameters
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 32, 32), (1, 1, 30, 37), (1, 1, 7, 9)])
+@pytest.mark.parametrize("stem", [1, 2])
+def test_2d_output_keeps_shape(shape, stem):
+    net = UNet(base_channels=4, depth=2, stem=stem)
+    assert net(torch.rand(shape)).shape == shape
+
+
+def test_3d_stack_any_depth():
+    net = UNet(base_channels=4, depth=2, dims=3)
+    for d in (1, 3, 8):
+        x = torch.rand(1, 1, d, 20, 24)
+        assert net(x).shape == x.shape
+
+
+def test_upscale_multiplies_size():
+    net = UNet(base_channels=4, depth=1, upscale=2)
+    assert net(torch.rand(1, 1, 16, 12)).shape == (1, 1, 32, 24)
+
+
+def test_untrained_residual_net_is_identity():
+    torch.manual_seed(0)
+    net = UNet(base_channels=4, depth=2)
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(net(x), x)
+
+
+def test_tiny_model_parameter_count():
+    assert 1_000 < count_parameters(UNet(base_channels=4, depth=2)) < 10_000
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"dims": 4}, {"depth": -1}, {"base_channels": 0}, {"stem": 2, "dims": 3}, {"in_channels": 2}, {"upscale": 1.5}],
+)
+def test_bad_config_refused(kwargs):
+    with pytest.raises(ParameterError):
+        UNetConfig(**kwargs)
+
+
+def test_wrong_tensor_layout_refused():
+    with pytest.raises(ParameterError, match="N x C x H x W"):
+        UNet(base_channels=4, depth=1)(torch.rand(16, 16))
