@@ -62,3 +62,31 @@ def make_config(**overrides: Any) -> CampaignConfig:
     return CampaignConfig.from_dict(data)
 
 
+
+
+class LoggedObjective:
+    """Free objective that appends every call's params to a log file (to count executions)."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        import json
+        import os
+
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(params, sort_keys=True) + "\n").encode())
+        finally:
+            os.close(fd)
+        return value_of(params)
+
+
+def value_of(params: dict[str, Any]) -> float:
+    return -((params["x"] - 0.3) ** 2) - 0.01 * (params["y"] - 4) ** 2
+
+
+def sleepy(params: dict[str, Any]) -> float:
+    """0.2 s per trial: slow enough to interrupt mid-campaign."""
+    time.sleep(0.2)
+    return value_of(params)

@@ -5,8 +5,9 @@ the optimizer state without its trials (RNG, Sobol position, settings), operator
 feedback, queued operator requests and an event log. The trials table is the source
 of truth: the optimizer is rebuilt from it on every start.
 
-Every state change is one transaction committed (``synchronous=FULL``) before the
-campaign takes its next action, so a process killed at any moment leaves a journal
+Every state change is one transaction committed before the campaign takes its next
+action (fsynced, ``synchronous=FULL``, when the executor has effects in the world;
+WAL ``NORMAL``, safe against a killed process, for idempotent executors), so a process killed at any moment leaves a journal
 that describes exactly what happened up to the last commit:
 
 * ``proposed``: asked from the optimizer, never started -> run on resume;
@@ -173,13 +174,29 @@ class Journal:
         path = directory / JOURNAL_FILE
         if path.exists():
             raise JournalError(f"{directory} already has a journal; open it instead of creating one")
-        j = cls(path)
-        with j.transaction():
+        # build it under a temporary name and rename it into place, so that a process killed
+        # while creating leaves either no journal or a complete one
+        tmp = directory / (JOURNAL_FILE + ".creating")
+        for stale in (tmp, Path(f"{tmp}-journal")):
+            stale.unlink(missing_ok=True)
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
-                    j._db.execute(stmt)
-            j._set_meta({"schema_version": SCHEMA_VERSION, "created_at": time.time(), **meta})
-        return j
+                    db.execute(stmt)
+            db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in
+                            {"schema_version": SCHEMA_VERSION, "created_at": time.time(), **meta}.items()])
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # make the rename durable
+            fd = os.open(directory, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        return cls(path)
 
     @classmethod
     def open(cls, directory: str | Path, *, readonly: bool = False) -> Journal:
@@ -198,6 +215,12 @@ class Journal:
         if version != SCHEMA_VERSION:
             raise JournalError(f"{path}: journal schema version {version!r}, this cryoopt reads {SCHEMA_VERSION}")
         return j
+
+    def set_durable(self, durable: bool) -> None:
+        """``True``: fsync every commit (``synchronous=FULL``), surviving power loss; ``False``:
+        WAL ``synchronous=NORMAL``, which survives a killed process but may lose the last
+        commits on power loss (about 10x cheaper per commit)."""
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
 
     @staticmethod
     def exists(directory: str | Path) -> bool:

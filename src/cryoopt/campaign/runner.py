@@ -90,6 +90,51 @@ class CampaignStatus:
     ratings: dict[int, float]
 
 
+class _Progress:
+    """Best-so-far, target and no-improvement bookkeeping, updated per finished trial (O(1) per trial)."""
+
+    def __init__(self, campaign: Campaign) -> None:
+        cfg = campaign.config
+        self.campaign = campaign
+        self.signs = [(n, 1.0 if d == "maximize" else -1.0) for n, d in cfg.objectives.items()]
+        self.delta = cfg.stopping.min_improvement
+        target = cfg.stopping.target
+        self.targets = None if target is None else (
+            {cfg.objective_names[0]: float(target)} if not isinstance(target, dict) else dict(target))
+        self.front: list[tuple[list[float], TrialRecord]] = []  # feasible non-dominated (several objectives)
+        self.best_y: float = -math.inf
+        self.best_rec: TrialRecord | None = None
+        self.since = 0
+        self.target_hit = False
+
+    def add(self, r: TrialRecord) -> None:
+        improved = False
+        if r.status == "completed" and self.campaign._feasible(r.values):
+            values = r.values or {}
+            y = [s * values[n] for n, s in self.signs]
+            if len(y) == 1:
+                improved = y[0] > self.best_y + self.delta if self.best_rec is not None else True
+                if y[0] > self.best_y:
+                    self.best_y, self.best_rec = y[0], r
+            else:
+                improved = not any(all(a >= b - self.delta for a, b in zip(z, y)) for z, _ in self.front)
+                if not any(all(a >= b for a, b in zip(z, y)) and z != y for z, _ in self.front):
+                    self.front = [(z, q) for z, q in self.front if not (all(a >= b for a, b in zip(y, z)) and y != z)]
+                    self.front.append((y, r))
+            if self.targets is not None and all(
+                (values[n] >= t if self.campaign.config.objectives[n] == "maximize" else values[n] <= t)
+                for n, t in self.targets.items()
+            ):
+                self.target_hit = True
+        if r.status in ("completed", "failed"):
+            self.since = 0 if improved else self.since + 1
+
+    def best(self) -> TrialRecord | None:
+        if len(self.signs) == 1 or not self.front:
+            return self.best_rec
+        return self.campaign.best([r for _, r in self.front])
+
+
 class _ContractError(Exception):
     """The executor's result does not carry what the config asks for (stops the campaign)."""
 
@@ -232,7 +277,7 @@ class Campaign:
                 )
             except (TypeError, ParameterError, LookupError) as err:
                 raise ConfigError(f"optimizer: {err}") from err
-            j.save_optimizer_state(opt.state_dict())
+            j.save_optimizer_state(_state_without_trials(opt))
             return opt
         state["trials"] = [self._trial_dict(r) for r in j.trials()]
         return Optimizer.from_state_dict(state)
@@ -406,6 +451,8 @@ class Campaign:
                     changed = True
         if changed:
             self._opt = self._optimizer()
+            if hasattr(self, "_progress"):
+                self._progress = self._new_progress()
             self._say(f"operator ratings applied to {len(ratings)} trial(s)")
 
     # ------------------------------------------------------------------ manual loop
@@ -471,9 +518,12 @@ class Campaign:
                           f"`cryoopt suggest {self.directory}` and `cryoopt tell {self.directory} TRIAL VALUE`")
                 return self._summary("manual", report)
             executor = self._executor or make_executor(cfg)
+            # real-world effects need power-loss durability; idempotent executors only a killed process
+            j.set_durable(not executor.idempotent)
             self._recover(executor)
             self._opt = self._optimizer()
             self._feedback_seen = -1
+            self._progress = self._new_progress()
             tracker = self._make_tracker()
             tracker.sync()
             j.set_meta(state="running", stop_reason=None, pid=os.getpid())
@@ -514,6 +564,13 @@ class Campaign:
     def _summary(self, stop_reason: str, report: dict[str, Path]) -> RunSummary:
         j = self.journal
         return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report)
+
+    def _new_progress(self) -> _Progress:
+        progress = _Progress(self)
+        finished = [r for r in self.journal.trials(status=("completed", "failed")) if r.finished_at is not None]
+        for r in sorted(finished, key=lambda r: (r.finished_at or 0.0, r.id)):
+            progress.add(r)
+        return progress
 
     def _make_tracker(self) -> Tracker:
         from cryoopt.campaign.tracking import NullTracker, make_tracker
@@ -601,8 +658,18 @@ class Campaign:
         trials = opt.ask(min(cfg.batch_size, remaining))
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
-            j.save_optimizer_state(opt.state_dict())
+            j.save_optimizer_state(_state_without_trials(opt))
         return j.trial(trials[0].id)
+
+    def _start_next(self) -> TrialRecord | None:
+        """Pick (or ask for) the next trial and mark it running, in one committed transaction."""
+        j = self.journal
+        with j.transaction():
+            rec = self._next_trial()
+            if rec is not None:
+                rec.started_at, rec.attempts, rec.status = time.time(), rec.attempts + 1, "running"
+                j.update_trial(rec.id, status="running", started_at=rec.started_at, attempts=rec.attempts)
+        return rec
 
     def _check_stop(self) -> str | None:
         cfg, j = self.config, self.journal
@@ -610,44 +677,13 @@ class Campaign:
             return "operator"
         if cfg.budget.wall_time_s is not None and self._elapsed() >= cfg.budget.wall_time_s:
             return "wall_time"
-        finished = [r for r in j.trials(status=("completed", "failed")) if r.finished_at is not None]
-        if cfg.stopping.target is not None and self._target_reached(finished):
+        if self._progress.target_hit:
             return "target"
-        if cfg.stopping.patience is not None and self._stalled(finished, cfg.stopping.patience):
+        if cfg.stopping.patience is not None and self._progress.since >= cfg.stopping.patience:
             return "no_improvement"
         if j.count(started=True) >= cfg.budget.experiments and j.count(status="running") == 0:
             return "budget"
         return None
-
-    def _target_reached(self, finished: list[TrialRecord]) -> bool:
-        cfg = self.config
-        target = cfg.stopping.target
-        targets = {cfg.objective_names[0]: target} if not isinstance(target, dict) else target
-        for r in finished:
-            if r.status == "completed" and self._feasible(r.values) and all(
-                (r.values[n] >= t if cfg.objectives[n] == "maximize" else r.values[n] <= t)  # type: ignore[index]
-                for n, t in targets.items()
-            ):
-                return True
-        return False
-
-    def _stalled(self, finished: list[TrialRecord], patience: int) -> bool:
-        finished = sorted(finished, key=lambda r: r.finished_at or 0.0)
-        signs = [(n, 1.0 if d == "maximize" else -1.0) for n, d in self.config.objectives.items()]
-        seen: list[list[float]] = []
-        since = 0
-        delta = self.config.stopping.min_improvement
-        for r in finished:
-            improved = False
-            if r.status == "completed" and self._feasible(r.values):
-                y = [s * r.values[n] for n, s in signs]  # type: ignore[index]
-                if len(y) == 1:
-                    improved = not seen or y[0] > max(z[0] for z in seen) + delta
-                else:
-                    improved = not any(all(a >= b - delta for a, b in zip(z, y)) for z in seen)
-                seen.append(y)
-            since = 0 if improved else since + 1
-        return since >= patience
 
     def _loop(self, executor: Executor, tracker: Tracker) -> str:
         cfg, j = self.config, self.journal
@@ -661,10 +697,9 @@ class Campaign:
                 launched = False
                 if reason is None:
                     while len(in_flight) < cfg.max_in_flight and j.count(started=True) < cfg.budget.experiments:
-                        rec = self._next_trial()
+                        rec = self._start_next()
                         if rec is None:
                             break
-                        j.update_trial(rec.id, status="running", started_at=time.time(), attempts=rec.attempts + 1)
                         req = TrialRequest(rec.id, rec.params, rec.source)
                         launched = True
                         if pool is None:
@@ -691,9 +726,10 @@ class Campaign:
 
     def _finish(self, trial_id: int, raw: Any, duration: float, tracker: Tracker) -> None:
         rec = self._record(trial_id, raw, duration)
+        self._progress.add(rec)
         if tracker.log_trial(rec, self.journal.mean_ratings().get(rec.id)):
             self.journal.update_trial(rec.id, tracked=1)
-        best = self.best()
+        best = self._progress.best()
         tracker.log_progress(self.journal.count(started=True), best)
         if self.progress:
             self._say(self._line(rec, best))
@@ -753,6 +789,15 @@ _REASON_TEXT = {
     "operator": "stopped by the operator; resume with `cryoopt resume DIR`",
     "manual": "manual campaign",
 }
+
+
+def _state_without_trials(opt: Optimizer) -> dict[str, Any]:
+    """``opt.state_dict()`` minus the trials (the journal holds them) without serializing them each time."""
+    trials, opt.trials = opt.trials, []
+    try:
+        return opt.state_dict()
+    finally:
+        opt.trials = trials
 
 
 def _call(executor: Executor, req: TrialRequest) -> Any:

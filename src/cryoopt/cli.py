@@ -1,0 +1,309 @@
+"""The ``cryoopt`` command.
+
+Commands::
+
+    cryoopt run CONFIG [--dir DIR]          start or continue a campaign
+    cryoopt resume DIR [--budget N]         continue a campaign with the config in its journal
+    cryoopt status DIR [--json]             trials, best so far, in flight
+    cryoopt report DIR [--out OUT]          plots (PNG) and report.md
+    cryoopt feedback DIR TRIAL --rating 1-5 [--note TEXT]
+    cryoopt inject DIR NAME=VALUE ...       queue a trial with your own params
+    cryoopt suggest DIR [-n N] [--json]     manual loop: get the next trial(s) to run by hand
+    cryoopt tell DIR TRIAL VALUE            manual loop: enter a result (number, JSON dict, or 'fail[:reason]')
+    cryoopt validate CONFIG                 check a config and print it resolved
+
+Exit codes (stable, for scripts):
+
+====  =====================================================================
+0     success (campaign finished: budget, target, patience or wall time)
+1     unexpected internal error (a bug: please report it with the traceback)
+2     command-line usage error
+3     invalid config (message: ``file:line: field: problem``)
+4     journal problem: no campaign here, another campaign's journal, incompatible
+      config, directory not writable, campaign in use by another process
+5     invalid input: unknown or already finished trial, rating out of range,
+      parameter value outside the space, malformed value
+130   stopped by the operator (Ctrl-C/SIGTERM); the journal is resumable
+====  =====================================================================
+
+Errors go to stderr as one line ``cryoopt: error: ...``; nothing is written to the
+journal when a command fails on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_JOURNAL = 4
+EXIT_INPUT = 5
+EXIT_STOPPED = 130
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cryoopt", description="Closed-loop optimization campaigns for CLEM sample preparation.",
+                                epilog="exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid config, 4 journal problem, "
+                                       "5 invalid input, 130 stopped by the operator")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="start or continue a campaign from a config")
+    r.add_argument("config", type=Path)
+    r.add_argument("--dir", type=Path, default=None, help="campaign directory (default runs/<name>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
+
+    r = sub.add_parser("resume", help="continue a campaign with the config stored in its journal")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--budget", type=int, default=None, help="new experiment budget (extend a finished campaign)")
+    r.add_argument("-q", "--quiet", action="store_true")
+
+    r = sub.add_parser("status", help="table of trials, best so far, in flight")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--all", action="store_true", help="list every trial (default: the last 20)")
+
+    r = sub.add_parser("report", help="write plots and a Markdown summary")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--out", type=Path, default=None, help="output folder (default DIR/report)")
+
+    r = sub.add_parser("feedback", help="rate a trial 1-5 (allowed while the campaign runs)")
+    r.add_argument("dir", type=Path)
+    r.add_argument("trial", type=int)
+    r.add_argument("--rating", type=int, required=True)
+    r.add_argument("--note", default=None)
+    r.add_argument("--author", default=None)
+
+    r = sub.add_parser("inject", help="queue a trial with your own params (NAME=VALUE ...)")
+    r.add_argument("dir", type=Path)
+    r.add_argument("params", nargs="+", metavar="NAME=VALUE")
+
+    r = sub.add_parser("suggest", help="manual loop: trial(s) to run by hand")
+    r.add_argument("dir", type=Path)
+    r.add_argument("-n", type=int, default=1)
+    r.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("tell", help="manual loop: enter the result of a trial")
+    r.add_argument("dir", type=Path)
+    r.add_argument("trial", type=int)
+    r.add_argument("value", help="a number, a JSON object of objectives/metrics, or 'fail[:reason]'")
+
+    r = sub.add_parser("validate", help="check a config; print it with defaults filled in")
+    r.add_argument("config", type=Path)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cryoopt`` command; returns the exit code."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = _parser().parse_args(argv)
+    from cryoopt.exceptions import ConfigError, CryoOptError, JournalError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as err:
+        return _fail(err, EXIT_CONFIG)
+    except JournalError as err:
+        return _fail(err, EXIT_JOURNAL)
+    except CryoOptError as err:  # TrialError, ParameterError, StateError, ...
+        return _fail(err, EXIT_INPUT)
+    except KeyboardInterrupt:
+        print("cryoopt: aborted; trials in flight stay 'running' and follow the crash rule on resume", file=sys.stderr)
+        return EXIT_STOPPED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _fail(err: Exception, code: int) -> int:
+    print(f"cryoopt: error: {err}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------- commands
+def _run(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.config import load_config
+
+    campaign = Campaign(load_config(args.config), args.dir, progress=not args.quiet)
+    return _finish(campaign.run())
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.config import CampaignConfig
+    from cryoopt.exceptions import TrialError
+
+    campaign = Campaign.open(args.dir, progress=not args.quiet)
+    if args.budget is not None:
+        if args.budget < 1:
+            raise TrialError(f"--budget must be a positive number of experiments, got {args.budget}")
+        data = campaign.config.model_dump(mode="json")
+        data["budget"]["experiments"] = args.budget
+        campaign = type(campaign)(CampaignConfig.from_dict(data), args.dir, progress=not args.quiet)
+    return _finish(campaign.run())
+
+
+def _finish(summary: Any) -> int:
+    if summary.report.get("summary"):
+        print(f"report: {summary.report['summary']}")
+    return EXIT_STOPPED if summary.stop_reason == "operator" else EXIT_OK
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+
+    st = Campaign.open(args.dir, progress=False).status()
+    names = list(st.objectives)
+    if args.json:
+        print(json.dumps({
+            "name": st.name, "state": st.state, "stop_reason": st.stop_reason, "counts": st.counts,
+            "started": st.started, "budget": st.budget, "elapsed_s": st.elapsed_s, "queued_requests": st.queued_requests,
+            "best": None if st.best is None else {"trial": st.best.id, "values": st.best.values, "params": st.best.params},
+            "in_flight": [r.id for r in st.in_flight],
+        }))
+        return EXIT_OK
+    c = st.counts
+    print(f"campaign {st.name}  ({st.directory})  state: {st.state}" + (f", stopped: {st.stop_reason}" if st.stop_reason else ""))
+    print(f"experiments {st.started}/{st.budget}   completed {c['completed']}  failed {c['failed']}  "
+          f"abandoned {c['abandoned']}  in flight {c['running']}  queued {c['proposed'] + st.queued_requests}   "
+          f"active time {st.elapsed_s:.1f} s")
+    if st.best is not None:
+        print("best so far: trial " + str(st.best.id) + "  " + "  ".join(f"{n}={_fmt(st.best.values[n])}" for n in names)
+              + "   " + ", ".join(f"{k}={_fmt(v)}" for k, v in st.best.params.items()))
+    else:
+        print("best so far: -")
+    if st.in_flight:
+        print("in flight: " + ", ".join(f"trial {r.id}" for r in st.in_flight))
+    rows = st.trials if args.all else st.trials[-20:]
+    if not rows:
+        return EXIT_OK
+    pnames = list(rows[0].params)
+    header = ["trial", "status", "source", *names, "time_s", "rating", *pnames]
+    table = [header]
+    for r in rows:
+        table.append([str(r.id), r.status, r.source, *[_fmt((r.values or {}).get(n)) for n in names],
+                      _fmt(r.duration_s), _fmt(st.ratings.get(r.id)), *[_fmt(r.params[p]) for p in pnames]])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print()
+    for k, row in enumerate(table):
+        mark = "*" if k and st.best is not None and row[0] == str(st.best.id) else " "
+        print(mark + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if len(rows) < len(st.trials):
+        print(f"  ... {len(st.trials) - len(rows)} earlier trials (--all lists them)")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cryoopt.campaign.report import write_report
+    from cryoopt.campaign.runner import Campaign
+
+    campaign = Campaign.open(args.dir, progress=False)
+    paths = write_report(args.dir, config=campaign.config, out_dir=args.out)
+    for name, p in paths.items():
+        print(f"{name}: {p}")
+    return EXIT_OK
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+
+    campaign = Campaign.open(args.dir, progress=False)
+    fid = campaign.feedback(args.trial, args.rating, args.note, author=args.author)
+    mode = campaign.config.feedback.mode
+    print(f"feedback {fid} stored: trial {args.trial} rated {args.rating}"
+          + (" (blended into the objective at the next step)" if mode == "blend" else " (recorded)"))
+    return EXIT_OK
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _inject(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.exceptions import ParameterError
+
+    params: dict[str, Any] = {}
+    for item in args.params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ParameterError(f"write parameters as NAME=VALUE, got {item!r}")
+        params[name.strip()] = _parse_value(value.strip())
+    campaign = Campaign.open(args.dir, progress=False)
+    rid = campaign.inject(params)
+    print(f"request {rid} queued: the campaign runs these params next")
+    return EXIT_OK
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.exceptions import TrialError
+
+    if args.n < 1:
+        raise TrialError(f"-n must be at least 1, got {args.n}")
+    campaign = Campaign.open(args.dir, progress=False)
+    trials = campaign.suggest(args.n)
+    if args.json:
+        print(json.dumps([{"trial": t.id, "params": t.params} for t in trials]))
+    for t in trials if not args.json else []:
+        print(f"trial {t.id}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()))
+    if not trials:
+        print("cryoopt: the experiment budget is spent; nothing to suggest", file=sys.stderr)
+    return EXIT_OK
+
+
+def _tell(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.exceptions import TrialError
+    from cryoopt.optim.trial import Failure
+
+    text = args.value.strip()
+    value: Any
+    if text.lower().startswith(("fail", "failed")):
+        value = Failure(text.partition(":")[2].strip() or "failed (told by the operator)")
+    else:
+        value = _parse_value(text)
+        if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
+            raise TrialError(f"cannot read {args.value!r} as a result: give a number, a JSON object, or 'fail[:reason]'")
+    campaign = Campaign.open(args.dir, progress=False)
+    rec = campaign.tell(args.trial, value)
+    print(f"trial {rec.id} {rec.status}" + (f": {rec.values}" if rec.values else f" ({rec.error})"))
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from cryoopt.config import load_config
+
+    cfg = load_config(args.config)
+    cfg.search_space()
+    print(cfg.to_yaml(), end="")
+    print(f"# config ok; identity hash {cfg.config_hash()[:12]}", file=sys.stderr)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "run": _run, "resume": _resume, "status": _status, "report": _report, "feedback": _feedback,
+    "inject": _inject, "suggest": _suggest, "tell": _tell, "validate": _validate,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

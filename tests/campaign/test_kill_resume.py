@@ -1,0 +1,119 @@
+"""Kill the campaign process with SIGKILL at random moments, resume, and check nothing is lost or run twice.
+
+The killed child is forked from the test process (its imports are already loaded,
+so a kill point costs milliseconds, not an interpreter start); it runs the real
+runner against the real journal, and SIGKILL gives it no chance to clean up.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from campaign_helpers import make_config, value_of
+
+from cryoopt.campaign import Campaign, Journal
+
+N_KILLS = 20
+FINAL = ("completed", "failed", "abandoned")
+
+
+def _child(config_json: str, directory: str) -> None:
+    from cryoopt.config import CampaignConfig
+
+    Campaign(CampaignConfig.model_validate_json(config_json), directory, progress=False).run()
+
+
+def _snapshot(directory: Path) -> dict[int, tuple[dict, str]]:
+    j = Journal.open(directory, readonly=True)
+    try:
+        rows = j.trials()
+    finally:
+        j.close()
+    assert [r.id for r in rows] == list(range(len(rows))), "trial ids must stay contiguous"
+    return {r.id: (r.params, r.status) for r in rows}
+
+
+@pytest.mark.parametrize(("idempotent", "budget"), [(False, 200), (True, 1000)], ids=["instrument-like", "idempotent"])
+def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, budget: int) -> None:
+    log = tmp_path / "calls.log"
+    cfg = make_config(
+        budget={"experiments": budget}, optimizer={"strategy": "sobol"},
+        executor={"target": "campaign_helpers:LoggedObjective", "options": {"log": str(log)}, "idempotent": idempotent},
+    )
+    # reference: the same campaign without interruptions
+    ref_log = tmp_path / "ref.log"
+    ref_cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"options": {"log": str(ref_log)}})})
+    t0 = time.monotonic()
+    Campaign(ref_cfg, tmp_path / "ref", progress=False).run()
+    full_s = time.monotonic() - t0
+    reference = _snapshot(tmp_path / "ref")
+
+    d = tmp_path / "killed"
+    ctx = multiprocessing.get_context("fork")
+    rng = random.Random(1234 + idempotent)
+    landed, tries, history = 0, 0, []
+    previous: dict[int, tuple[dict, str]] = {}
+    running_at_kill: set[int] = set()
+    while landed < N_KILLS and tries < 200:
+        tries += 1
+        p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
+        p.start()
+        time.sleep(rng.uniform(0.01, 0.04) + rng.uniform(0.0, 1.0) * full_s / 20)  # about 1/40 of a full run per kill
+        if p.exitcode is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        if p.exitcode != -signal.SIGKILL:
+            break  # the campaign finished before this kill
+        if not (d / "journal.sqlite").exists():
+            continue  # killed before the journal existed: fine, but not a kill point worth counting
+        landed += 1
+        snap = _snapshot(d)
+        # no trial lost, none changed: every trial seen before is still there with its params,
+        # and a final status never changes again
+        for i, (params, status) in previous.items():
+            assert snap[i][0] == params
+            if status in FINAL:
+                assert snap[i][1] == status
+        running_at_kill |= {i for i, (_, s) in snap.items() if s == "running"}
+        history.append((len(previous), len(snap)))
+        assert len(snap) >= len(previous)
+        previous = snap
+
+    assert landed >= N_KILLS, f"only {landed} kills landed in {tries} tries"
+    summary = Campaign(cfg, d, progress=False).run()  # finish the campaign
+    final = _snapshot(d)
+    counts = Counter(s for _, s in final.values())
+
+    # the interrupted campaign proposed exactly the reference trials, in order
+    assert [final[i][0] for i in sorted(final)] == [reference[i][0] for i in sorted(reference)]
+    assert summary.stop_reason == "budget" and counts["proposed"] == counts["running"] == 0
+    calls = Counter(json.dumps(json.loads(line), sort_keys=True) for line in log.read_text().splitlines())
+    key = {i: json.dumps(final[i][0], sort_keys=True) for i in final}
+    j = Journal.open(d, readonly=True)
+    for r in j.trials():
+        if r.status == "completed":
+            assert r.values["objective"] == pytest.approx(value_of(r.params))
+            assert calls[key[r.id]] >= 1
+    if idempotent:
+        # everything completes; only trials running at a kill may have been run again
+        assert counts["completed"] == budget
+        rerun = {i for i in final if calls[key[i]] > 1}
+        assert rerun <= running_at_kill
+    else:
+        # never run twice; a trial running at a kill is abandoned, and it counts against the budget
+        assert max(calls.values()) == 1
+        assert counts["completed"] + counts["abandoned"] == budget
+        assert {i for i, (_, s) in final.items() if s == "abandoned"} <= running_at_kill
+        assert all("not re-run" in r.error for r in j.trials(status="abandoned"))
+    j.close()
+    print(f"\nkill test ({'idempotent' if idempotent else 'instrument-like'}): {landed} kills, "
+          f"trials before/after kill (first 5): {history[:5]}, final counts {dict(counts)}, "
+          f"re-run calls {sum(c - 1 for c in calls.values())}, uninterrupted run {full_s:.2f} s")
