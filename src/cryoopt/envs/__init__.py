@@ -1,0 +1,57 @@
+"""Gymnasium environments over the instrument drivers and simulators, registered under ``cryoopt/``.
+
+====================================  =========================================  ====================
+id                                    one step                                   max_episode_steps
+====================================  =========================================  ====================
+``cryoopt/Sectioning-v0``             cut one serial section                     50
+``cryoopt/Staining-v0``               stain one section on the platform          20
+``cryoopt/StainingDiffusion-v0``      evaluate a protocol with the simulator     20
+``cryoopt/CLEMProtocol-v0``           cut, stain, image LM+EM, score, fuse       20
+====================================  =========================================  ====================
+
+Registration happens on ``import cryoopt.envs``. Without importing first, use
+Gymnasium's module prefix: ``gymnasium.make("cryoopt.envs:cryoopt/Staining-v0")``.
+
+Every env takes ``scenario=`` (see :mod:`cryoopt.envs.scenarios`), ``backend=``
+(``"direct"`` fast simulators, ``"instruments"`` drivers over in-process simulated
+devices, ``"socket"`` drivers over TCP-simulated devices; see :mod:`cryoopt.envs._core`)
+and ``bench=`` (your own instruments, with ``backend="instruments"``).
+
+Example:
+    >>> import gymnasium as gym, cryoopt.envs
+    >>> env = gym.make("cryoopt/Sectioning-v0", scenario="neurons")
+    >>> obs, info = env.reset(seed=0)
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from cryoopt.envs.clem import CLEMProtocolEnv
+from cryoopt.envs.scenarios import Scenario, available_scenarios, load_scenario
+from cryoopt.envs.sectioning import SectioningEnv
+from cryoopt.envs.staining import StainingDiffusionEnv, StainingEnv
+
+__all__ = [
+    "ENV_IDS",
+    "CLEMProtocolEnv",
+    "Scenario",
+    "SectioningEnv",
+    "StainingDiffusionEnv",
+    "StainingEnv",
+    "available_scenarios",
+    "load_scenario",
+]
+
+#: id -> (entry point, max_episode_steps)
+_SPECS = {
+    "cryoopt/Sectioning-v0": ("cryoopt.envs.sectioning:SectioningEnv", 50),
+    "cryoopt/Staining-v0": ("cryoopt.envs.staining:StainingEnv", 20),
+    "cryoopt/StainingDiffusion-v0": ("cryoopt.envs.staining:StainingDiffusionEnv", 20),
+    "cryoopt/CLEMProtocol-v0": ("cryoopt.envs.clem:CLEMProtocolEnv", 20),
+}
+ENV_IDS = tuple(_SPECS)
+
+for _id, (_entry, _steps) in _SPECS.items():
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, max_episode_steps=_steps)

@@ -1,0 +1,383 @@
+"""``cryoopt/CLEMProtocol-v0``: the whole chain per step (cut, stain, image, score, fuse)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from cryoopt.envs._base import InstrumentEnv, term, to_uint8
+from cryoopt.envs._core import IMAGING_KNOBS, SECTIONING_KNOBS, STAINING_KNOBS
+from cryoopt.envs.sectioning import SECTIONING_FEATURES, sectioning_features
+from cryoopt.envs.staining import STAINING_FEATURES
+from cryoopt.exceptions import EvaluationError
+from cryoopt.fusion import fused_reward
+from cryoopt.pipeline import EvaluationContext, Pipeline, Scores, score
+from cryoopt.pipeline.evaluators import (
+    Evaluator,
+    Evidence,
+    ExecutionEvaluator,
+    LogicConsistencyEvaluator,
+    NoveltyEvaluator,
+    ReproducibilityEvaluator,
+    SampleDatabase,
+    signature,
+)
+from cryoopt.pipeline.pipeline import DEFAULT_STAGES, SectionState
+
+__all__ = ["CLEM_FEATURES", "DEFAULT_WEIGHTS", "IMAGING_FEATURES", "CLEMProtocolEnv"]
+
+#: Imaging and progress features appended after the sectioning and staining ones.
+IMAGING_FEATURES = (
+    *(f"{k.name}_norm" for k in IMAGING_KNOBS), "lm_cnr", "em_cnr", "em_frc_resolution", "em_artifact_fraction",
+    "fused_reward",
+)
+CLEM_FEATURES = (*SECTIONING_FEATURES, *STAINING_FEATURES, *IMAGING_FEATURES, "block_progress", "prep_time")
+
+#: Default fusion weights (impact needs a fitted forecaster, so it is off by default).
+DEFAULT_WEIGHTS = {"logic": 0.4, "novelty": 0.1, "impact": 0.0, "d_repro": 0.1, "meta": 0.4}
+
+_REG_KEYS = ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction")
+
+
+class _Safe(Evaluator):
+    """An evaluator whose missing evidence gives NaN scores (a failed term) instead of an exception."""
+
+    def __init__(self, inner: Evaluator, names: Sequence[str]) -> None:
+        self.inner, self.names = inner, tuple(names)
+
+    def evaluate(self, evidence: Evidence) -> Scores:
+        try:
+            return self.inner.evaluate(evidence)
+        except EvaluationError:
+            return Scores({n: score(n, math.nan) for n in self.names})
+
+
+def _grid(f: int) -> np.ndarray:
+    return np.array([[f, 0, (f - 1) / 2.0], [0, f, (f - 1) / 2.0], [0, 0, 1.0]])
+
+
+def known_registration_stage(matrix: np.ndarray) -> Any:
+    """A ``register`` stage that uses the simulator's known LM->EM pixel transform ``matrix``
+    (3x3, ``(x, y, 1)``) instead of estimating it: TRE/FRE are reported as 0 px and
+    ``registration_n_matches`` as 0 (nothing was matched). For simulated benches only."""
+    from skimage.transform import warp
+
+    def stage(st: SectionState) -> None:
+        p = st.parsed
+        assert p is not None and st.em_w is not None and st.target_mask is not None  # noqa: S101 - stage order
+        reg_w = np.linalg.inv(_grid(st.f_em)) @ matrix @ _grid(st.f_lm)
+        label = warp(p.mask("targets").astype(float), np.linalg.inv(reg_w), output_shape=st.em_w.shape, order=0)
+        st.label_mask = label > 0.5
+        s = st.scores
+        for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px"):
+            s[k] = score(k, 0.0)
+        s["registration_n_matches"] = score("registration_n_matches", 0)
+        if st.label_mask.any():
+            inside = np.count_nonzero(st.label_mask & st.target_mask) / np.count_nonzero(st.label_mask)
+            s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
+        else:
+            s["label_in_target_fraction"] = score("label_in_target_fraction", math.nan)
+
+    return stage
+
+
+class CLEMProtocolEnv(InstrumentEnv):
+    """The whole CLEM preparation chain, one serial section per step.
+
+    ## Description
+    Each step cuts a section (ultramicrotome), stains it (staining platform), images
+    it in LM and EM (microscope), scores the pair with the evaluation pipeline
+    (:class:`cryoopt.pipeline.Pipeline`) and fuses the scores into a reward
+    (:func:`cryoopt.fusion.fused_reward`). Instruments are the drivers over simulated
+    devices (``backend="instruments"``/``"socket"``), your bench (``bench=``), or the
+    same ``cryoopt.sim`` physics called directly (``backend="direct"``, fast).
+    With ``registration="known"`` (default on simulated benches) the pipeline's
+    registration stage is replaced by the simulator's known LM->EM transform (the
+    estimating stage costs ~0.3 s per pair); ``registration="estimate"`` keeps it.
+
+    ## Action Space
+    ``Box(-1, 1, (13,), float32)``: normalized deltas, grouped as
+    ``env.unwrapped.action_groups``: ``sectioning`` = ``slice(0, 5)`` (as
+    ``Sectioning-v0``), ``staining`` = ``slice(5, 9)`` (as ``Staining-v0``), ``imaging`` =
+    ``slice(9, 12)`` (``exposure_ms`` +-0.1 decade, ``gain`` +-0.1 decade, ``focus_um``
+    +-0.5 um), ``stop`` = ``slice(12, 13)``: a value > 0.5 stops the block now (no cut;
+    reward 0; terminated). All setpoints are clipped to the profile limits.
+
+    ## Observation Space
+    ``observation="scalar"`` (default): ``Box(-1, 1, (29,), float32)``
+    (:data:`CLEM_FEATURES`): the 11 ``Sectioning-v0`` features, the 8 ``Staining-v0``
+    features (label metrics of the stained section), the 3 imaging setpoints
+    normalized, ``cnr/(1+cnr)`` for LM and EM, ``exp(-FRC resolution / 100 nm)``, EM
+    artifact fraction, the last fused reward (clipped), block progress
+    (sections / block size) and ``1 - exp(-prep hours / 24)``. Failed metrics read 0.
+    ``observation="images"``: ``Dict(features=<that Box>, lm=Box(0, 255, (P, P, 1), uint8),
+    em=...)`` with ``P = obs_image_px`` (64 by default).
+
+    ## Rewards
+    The fused reward ``R = sum_k w_k term_k`` over ``logic`` (label on target
+    structures, across sections), ``novelty`` (vs this block's sections), ``d_repro``
+    (reproducibility under +-10 % dilution/time), ``meta`` (execution vs the
+    simulator's optimal time) and ``impact`` (weight 0 unless you pass a fitted
+    forecaster), weights :data:`DEFAULT_WEIGHTS` or ``weights=``; its breakdown is
+    ``info["reward_terms"]``, the pipeline's scores ``info["scores"]``
+    (``Scores.to_dict()``). A failed evaluation (a NaN metric a term needs, or images
+    the pipeline refuses) gives ``failure_reward`` (-1 by default) and
+    ``info["evaluation_failed"] = True``; a failed ribbon gives ``failure_reward`` and
+    ``info["section_failed"] = True``. Never NaN.
+
+    ## Starting State
+    All setpoints from the scenario's start ranges, knife wear from
+    ``initial_knife_wear``, a specimen phantom seeded from ``np_random``.
+
+    ## Episode End
+    Terminated on stop (action ``stop`` > 0.5), when the block is used up
+    (``scenario.block_sections``) or after ``failure_limit`` consecutive failed ribbons.
+    Truncated at ``max_episode_steps=20`` (registration). Every ``info`` carries
+    ``prep_time_h`` (this block so far) and ``quality_summary`` (mean fused score,
+    EM/LM CNR, EM FRC resolution nm, prep time h, section counts): the last one of an
+    episode is the block's summary for the outer loop.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    action_groups: dict[str, slice] = {
+        "sectioning": slice(0, 5), "staining": slice(5, 9), "imaging": slice(9, 12), "stop": slice(12, 13),
+    }
+
+    def __init__(self, *, observation: str = "scalar", image_size: int = 256, obs_image_px: int = 64,
+                 registration: str | None = None, weights: Any = None, failure_reward: float = -1.0,
+                 failure_limit: int = 2, evaluators: Sequence[Evaluator] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if observation not in ("scalar", "images"):
+            raise ValueError(f"observation must be 'scalar' or 'images', got {observation!r}")
+        self.observation = observation
+        self.image_size, self.obs_image_px = int(image_size), int(obs_image_px)
+        self.registration = registration or ("known" if self.chain.user_bench is None else "estimate")
+        if self.registration not in ("known", "estimate"):
+            raise ValueError(f"registration must be 'known' or 'estimate', got {self.registration!r}")
+        self.weights = DEFAULT_WEIGHTS if weights is None else weights
+        self.failure_reward, self.failure_limit = float(failure_reward), int(failure_limit)
+        self.user_evaluators = evaluators
+        self.action_space = spaces.Box(-1.0, 1.0, (13,), np.float32)
+        features = spaces.Box(-1.0, 1.0, (len(CLEM_FEATURES),), np.float32)
+        if observation == "images":
+            img = spaces.Box(0, 255, (self.obs_image_px, self.obs_image_px, 1), np.uint8)
+            self.observation_space = spaces.Dict({"features": features, "lm": img, "em": img})
+        else:
+            self.observation_space = features
+        self.setpoints: dict[str, dict[str, float]] = {}
+
+    # -- evaluation ---------------------------------------------------------------------
+    def _predictor(self, protocol: Mapping[str, Any]) -> dict[str, float]:
+        from cryoopt.sim.diffusion import StainingProtocol, scales_for
+        from cryoopt.sim.fast import fast_staining
+
+        p = self._staining_protocol(protocol)
+        s = scales_for(p, self._tissue)
+        return {"optimal_time_min": math.log(10.0) / s.k_obs_per_s / 60.0, "uniformity": fast_staining(p, tissue=self._tissue).uniformity}
+
+    def _staining_protocol(self, protocol: Mapping[str, Any]) -> Any:
+        from cryoopt.sim.diffusion import StainingProtocol
+
+        return StainingProtocol(
+            section_thickness_nm=min(max(float(protocol["section_thickness_nm"]), 10.0), 1e6),
+            antibody_dilution=min(max(float(protocol["antibody_dilution"]), 1.0), 1e5),
+            incubation_min=min(max(float(protocol["incubation_min"]), 0.01), 10080.0),
+            temperature_c=min(max(float(protocol["temperature_c"]), 0.0), 45.0),
+            wash_cycles=int(protocol["wash_cycles"]), wash_min=self.chain.wash_min,
+        )
+
+    def _label_score(self, protocol: Mapping[str, Any]) -> float:
+        from cryoopt.sim.fast import fast_staining
+
+        s = fast_staining(self._staining_protocol(protocol), tissue=self._tissue)
+        return s.mean_label * s.uniformity
+
+    def _evaluators(self) -> list[Evaluator]:
+        if self.user_evaluators is not None:
+            return list(self.user_evaluators)
+        return [
+            LogicConsistencyEvaluator(),
+            _Safe(ExecutionEvaluator(self._predictor), ("meta", "execution_time_ratio", "execution_uniformity")),
+            _Safe(NoveltyEvaluator(self.database), ("novelty", "novelty_distance")),
+            _Safe(ReproducibilityEvaluator(self._label_score, {"antibody_dilution": 0.0, "incubation_min": 0.0}, n_samples=8,
+                                           seed=len(self.previous)), ("repro", "repro_std", "d_repro")),
+        ]
+
+    def _evaluate(self, lm: np.ndarray, em: np.ndarray, protocol: dict[str, Any]) -> tuple[Scores | None, Any]:
+        lm_px, em_px = self.chain.pixel_size_nm("LM"), self.chain.pixel_size_nm("EM")
+        evs = self._evaluators()
+        for ev in evs:  # perturbation of +-10 % of this protocol's dilution and time
+            inner = getattr(ev, "inner", ev)
+            if isinstance(inner, ReproducibilityEvaluator):
+                inner.variation = {"antibody_dilution": 0.1 * protocol["antibody_dilution"],
+                                   "incubation_min": 0.1 * protocol["incubation_min"]}
+        ctx = EvaluationContext(lm_pixel_size_nm=lm_px, em_pixel_size_nm=em_px, protocol=protocol,
+                                previous_sections=tuple(self.previous[-3:]), evaluators=tuple(evs))
+        stages = list(DEFAULT_STAGES)
+        if self.registration == "known":
+            n = self.image_size
+            s = lm_px / em_px
+            off = (n * em_px / 2.0 - n * lm_px / 2.0) / em_px  # LM origin in EM pixels (both fields centred)
+            matrix = np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
+            stages = [(name, known_registration_stage(matrix) if name == "register" else fn) for name, fn in stages]
+        try:
+            st = Pipeline(stages).run(lm, em, context=ctx)
+        except EvaluationError as exc:
+            return None, str(exc)
+        if st.label_mask is not None and st.target_mask is not None:
+            self.previous.append((st.label_mask, st.target_mask))
+        return Scores(st.scores), ""
+
+    # -- observation ------------------------------------------------------------------------
+    def _features(self) -> np.ndarray:
+        sec = self.last_section
+        wear = float(sec.get("wear", self._initial_wear)) if sec else self._initial_wear
+        f = sectioning_features(sec or None, self._norm(SECTIONING_KNOBS, self.setpoints["sectioning"]), wear,
+                                measured_thickness_nm=self.last_measured)
+        st = self.last_staining
+        head = [float(np.clip(st.get(k, 0.0), 0.0, 1.0)) for k in ("label_intensity", "uniformity", "background")] if st else [0.0] * 3
+        thick = SECTIONING_KNOBS[0].normalize(self.setpoints["sectioning"]["section_thickness_nm"], self.profiles["ultramicrotome"])
+        f += head + self._norm(STAINING_KNOBS, self.setpoints["staining"]) + [thick]
+        sc = self.last_scores
+
+        def val(name: str) -> float:
+            v = sc.get(name, math.nan)
+            return float(v) if math.isfinite(v) else math.nan
+
+        def ratio(v: float) -> float:
+            return 0.0 if not math.isfinite(v) else float(max(v, 0.0) / (1.0 + max(v, 0.0)))
+
+        frc = val("em_frc_resolution_nm")
+        art = val("em_artifact_fraction")
+        f += self._norm(IMAGING_KNOBS, self.setpoints["imaging"]) + [
+            ratio(val("lm_cnr")), ratio(val("em_cnr")),
+            0.0 if not math.isfinite(frc) else math.exp(-max(frc, 0.0) / 100.0),
+            0.0 if not math.isfinite(art) else float(np.clip(art, 0.0, 1.0)),
+            float(np.clip(self.last_reward, -1.0, 1.0)),
+            min(1.0, self.n_cut / self.scenario.block_sections),
+            1.0 - math.exp(-self.prep_time_h / 24.0),
+        ]
+        return np.asarray(f, np.float32)
+
+    def _obs(self) -> Any:
+        feats = self._features()
+        if self.observation == "scalar":
+            return feats
+        lm, em = self._images
+        p = self.obs_image_px
+        return {"features": feats, "lm": to_uint8(lm, p)[:, :, None], "em": to_uint8(em, p)[:, :, None]}
+
+    def _summary(self) -> dict[str, Any]:
+        def mean(xs: list[float]) -> float | None:
+            xs = [x for x in xs if math.isfinite(x)]
+            return float(np.mean(xs)) if xs else None
+
+        return {
+            "fused_score": mean(self.history["fused"]), "cnr": mean(self.history["em_cnr"]),
+            "lm_cnr": mean(self.history["lm_cnr"]), "frc_resolution_nm": mean(self.history["frc"]),
+            "prep_time_h": self.prep_time_h, "sections": self.n_cut, "failed_sections": self.n_failed,
+            "failed_evaluations": self.n_eval_failed,
+        }
+
+    # -- gymnasium API -------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._new_block()
+        self._tissue = self.chain._tissue()
+        self.setpoints = {
+            "sectioning": self._start(SECTIONING_KNOBS), "staining": self._start(STAINING_KNOBS), "imaging": self._start(IMAGING_KNOBS),
+        }
+        self.n_cut = self.fails = self.n_failed = self.n_eval_failed = 0
+        self.prep_time_h = 0.0
+        self.last_section: dict[str, Any] = {}
+        self.last_staining: dict[str, Any] = {}
+        self.last_scores: dict[str, float] = {}
+        self.last_measured: float | None = None
+        self.last_reward = 0.0
+        self.previous: list[tuple[np.ndarray, np.ndarray]] = []
+        self.database = SampleDatabase()
+        self.history: dict[str, list[float]] = {"fused": [], "em_cnr": [], "lm_cnr": [], "frc": []}
+        info = {"setpoints": {g: dict(v) for g, v in self.setpoints.items()}, "prep_time_h": 0.0, "quality_summary": self._summary()}
+        return self._obs(), info
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        a = np.asarray(action, np.float64).reshape(-1)
+        g = self.action_groups
+        if float(a[g["stop"]][0]) > 0.5:
+            info = {"reward_terms": {"stop": term(0.0)}, "stopped": True, "prep_time_h": self.prep_time_h,
+                    "quality_summary": self._summary(), "evaluation_failed": False}
+            return self._obs(), 0.0, True, False, info
+        self.setpoints["sectioning"] = self._move(SECTIONING_KNOBS, self.setpoints["sectioning"], a[g["sectioning"]])
+        self.setpoints["staining"] = self._move(STAINING_KNOBS, self.setpoints["staining"], a[g["staining"]])
+        self.setpoints["imaging"] = self._move(IMAGING_KNOBS, self.setpoints["imaging"], a[g["imaging"]])
+        sp_sec, sp_st, sp_im = self.setpoints["sectioning"], self.setpoints["staining"], self.setpoints["imaging"]
+        section = self.chain.cut(sp_sec)
+        self.n_cut += 1
+        self.last_section = dict(section)
+        self.last_measured = float(section.get("actual_thickness_nm", sp_sec["section_thickness_nm"])) + float(
+            self.np_random.normal(0.0, self.scenario.noise.thickness_nm))
+        window_mm = 1.0  # cutting window of the reference profile's start state
+        cut_h = (window_mm / sp_sec["cutting_speed_mm_s"] + 0.1) / 3600.0
+        self.prep_time_h += cut_h
+        info: dict[str, Any] = {"section": dict(section), "evaluation_failed": False, "section_failed": False}
+        terminated = False
+        if not bool(section.get("ribbon_ok", True)):
+            self.fails += 1
+            self.n_failed += 1
+            self._images = (None, None)
+            self.last_staining, self.last_scores = {}, {}
+            reward = self.failure_reward
+            info.update(section_failed=True, reward_terms={"section_failed": term(self.failure_reward)}, scores={})
+            terminated = self.fails >= self.failure_limit
+        else:
+            self.fails = 0
+            stained = self.chain.stain(sp_st)
+            self.last_staining = {k: stained.get(k, 0.0) for k in ("label_intensity", "uniformity", "background")}
+            stain_h = (sp_st["time_min"] + round(sp_st["wash_cycles"]) * self.chain.wash_min) / 60.0
+            lm = self.chain.image("LM", sp_im, self.image_size)
+            em = self.chain.image("EM", sp_im, self.image_size)
+            self._images = (lm, em)
+            self.prep_time_h += stain_h + 2.0 * sp_im["exposure_ms"] / 3.6e6
+            protocol = {
+                "section_thickness_nm": sp_sec["section_thickness_nm"], "cutting_speed_mm_s": sp_sec["cutting_speed_mm_s"],
+                "antibody_dilution": sp_st["dilution"], "incubation_min": sp_st["time_min"],
+                "temperature_c": sp_st["temperature_c"], "wash_cycles": int(round(sp_st["wash_cycles"])),
+                **sp_im,
+            }
+            scores, why = self._evaluate(lm, em, protocol)
+            result = fused_reward(scores, self.weights) if scores is not None else None
+            if scores is None or result is None or result.failed or result.value is None:
+                self.n_eval_failed += 1
+                reward = self.failure_reward
+                reason = why or (result.reason if result is not None else "")
+                info.update(evaluation_failed=True, failure_reason=reason,
+                            reward_terms=dict(result.reward_terms if result is not None else {}, evaluation_failed=term(self.failure_reward)))
+            else:
+                reward = float(result.value)
+                info["reward_terms"] = result.reward_terms
+                self.history["fused"].append(reward)
+            self.last_scores = {k: v.value for k, v in scores.items()} if scores is not None else {}
+            info["scores"] = scores.to_dict() if scores is not None else {}
+            for key, name in (("em_cnr", "em_cnr"), ("lm_cnr", "lm_cnr"), ("frc", "em_frc_resolution_nm")):
+                self.history[key].append(self.last_scores.get(name, math.nan))
+            if scores is not None:
+                try:
+                    self.database.add(f"s{self.n_cut}", signature(self.last_scores))
+                except EvaluationError:
+                    pass
+        self.last_reward = reward
+        terminated = terminated or self.n_cut >= self.scenario.block_sections
+        info.update(setpoints={k: dict(v) for k, v in self.setpoints.items()}, prep_time_h=self.prep_time_h,
+                    quality_summary=self._summary(), stopped=False)
+        return self._obs(), float(reward), bool(terminated), False, info
+
+    def _render_images(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self._images[0] is not None:
+            return self._images
+        return super()._render_images()
