@@ -15,12 +15,14 @@ from cryoopt.exceptions import ConfigError, JournalError, TrialError
 
 
 def digest(directory: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("journal.sqlite", "journal.sqlite-wal"):
-        p = directory / name
-        if p.exists():
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    """Hash of the journal's logical content (file bytes move when SQLite checkpoints its WAL)."""
+    import sqlite3
+
+    db = sqlite3.connect(directory / "journal.sqlite")
+    try:
+        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
+    finally:
+        db.close()
 
 
 def test_runs_to_budget_and_records_everything(tmp_path: Path) -> None:
