@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.stats import qmc
-
 from cryoopt.exceptions import ConstraintError, ParameterError
 
 ParamValue = float | int | str
@@ -545,6 +543,8 @@ class SearchSpace:
         Constraints are met by rejection; raises :class:`ConstraintError` when the
         feasible region is too small to hit.
         """
+        from scipy.stats import qmc  # scipy.stats is slow to import; only sampling needs it
+
         rng = np.random.default_rng(rng)
         sobol = qmc.Sobol(self.dim, scramble=True, seed=rng) if method == "sobol" else None
         if method not in ("random", "sobol"):

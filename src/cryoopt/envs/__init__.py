@@ -25,8 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from gymnasium.envs.registration import register, registry
-
+from cryoopt._env_ids import ENV_SPECS, register_envs
 from cryoopt.envs.clem import CLEMProtocolEnv
 from cryoopt.envs.scenarios import Scenario, available_scenarios, load_scenario
 from cryoopt.envs.sectioning import SectioningEnv
@@ -43,15 +42,6 @@ __all__ = [
     "load_scenario",
 ]
 
-#: id -> (entry point, max_episode_steps)
-_SPECS = {
-    "cryoopt/Sectioning-v0": ("cryoopt.envs.sectioning:SectioningEnv", 50),
-    "cryoopt/Staining-v0": ("cryoopt.envs.staining:StainingEnv", 20),
-    "cryoopt/StainingDiffusion-v0": ("cryoopt.envs.staining:StainingDiffusionEnv", 20),
-    "cryoopt/CLEMProtocol-v0": ("cryoopt.envs.clem:CLEMProtocolEnv", 20),
-}
-ENV_IDS = tuple(_SPECS)
+ENV_IDS = tuple(ENV_SPECS)
 
-for _id, (_entry, _steps) in _SPECS.items():
-    if _id not in registry:
-        register(id=_id, entry_point=_entry, max_episode_steps=_steps)
+register_envs()
