@@ -123,15 +123,16 @@ class OptionEnv(gym.Env):
         self.action_space = spaces.Discrete(len(OPTIONS))
         self._obs: np.ndarray | None = None
         self._prep = 0.0
+        self._n = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         obs, info = self.env.reset(seed=seed, options=options)
-        self._obs, self._prep = _feat(obs), float(info.get("prep_time_h", 0.0))
+        self._obs, self._prep, self._n = _feat(obs), float(info.get("prep_time_h", 0.0)), 0
         return self._obs, info
 
     def step(self, option: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        name = OPTIONS[int(np.asarray(option).reshape(-1)[0])]
+        name = self.agent.allowed(OPTIONS[int(np.asarray(option).reshape(-1)[0])], self._n)
         term = self.agent.new_termination()
         total, n, reason = 0.0, 0, None
         te = tr = False
@@ -142,6 +143,7 @@ class OptionEnv(gym.Env):
             self._obs = _feat(obs)
             total += float(r)
             n += 1
+            self._n += 1
             reason = "block_end" if (te or tr) else term.update(float(r))
             if reason is not None:
                 break
@@ -163,6 +165,8 @@ class HRLAgent(BaseAgent):
         patience: sections without progress that end the option; ``None``: off.
         min_delta: the reward gain that counts as progress.
         time_weight: option-level penalty per hour of prep time (quality vs time).
+        min_sections: ``stop`` acts as ``hold`` before this many sections (a block must
+            yield a sample; an untrained option policy may otherwise stop at once).
         controller_algo: ``"ppo"`` or ``"sac"`` for the low-level controllers.
         net_arch: hidden layers of every network.
         option_kwargs / controller_kwargs: more SB3 constructor arguments.
@@ -172,15 +176,16 @@ class HRLAgent(BaseAgent):
     """
 
     def __init__(self, seed: int | None = 0, k: int = 4, target: float | None = None, patience: int | None = 2,
-                 min_delta: float = 0.01, time_weight: float = 0.05, controller_algo: str = "ppo",
+                 min_delta: float = 0.01, time_weight: float = 0.05, min_sections: int = 4, controller_algo: str = "ppo",
                  net_arch: Any = (32, 32), option_kwargs: Mapping[str, Any] | None = None,
                  controller_kwargs: Mapping[str, Any] | None = None, mlflow: bool = False,
                  deterministic: bool = True, verbose: int = 0) -> None:
         super().__init__(seed=seed, k=k, target=target, patience=patience, min_delta=min_delta, time_weight=time_weight,
-                         controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
+                         min_sections=min_sections, controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
                          controller_kwargs=dict(controller_kwargs or {}), mlflow=mlflow, deterministic=deterministic,
                          verbose=verbose)
         self.k, self.target, self.patience, self.min_delta = int(k), target, patience, float(min_delta)
+        self.min_sections = int(min_sections)
         self.time_weight, self.controller_algo, self.net_arch = float(time_weight), controller_algo, list(net_arch)
         self.option_kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 4, **dict(option_kwargs or {})}
         self.controller_kwargs = dict(controller_kwargs or {})
@@ -191,6 +196,11 @@ class HRLAgent(BaseAgent):
         self.option_log: list[tuple[str, int, str]] = []
         self._term = self.new_termination()
         self.current: str | None = None
+        self._block_steps = 0
+
+    def allowed(self, option: str, sections: int) -> str:
+        """``option``, or ``hold`` for ``stop`` before ``min_sections`` sections."""
+        return "hold" if option == "stop" and sections < self.min_sections else option
 
     # -- options ----------------------------------------------------------------------
     def new_termination(self) -> OptionTermination:
@@ -217,16 +227,18 @@ class HRLAgent(BaseAgent):
     # -- Agent protocol ------------------------------------------------------------------
     def reset(self) -> None:
         self.current = None
+        self._block_steps = 0
         self._term.reset()
 
     def act(self, obs: Any, info: Mapping[str, Any] | None = None) -> np.ndarray:
         if self.current is None:
-            self.current = self.choose_option(obs)
+            self.current = self.allowed(self.choose_option(obs), self._block_steps)
             self._term.reset()
             self.option_counts[self.current] += 1
         return self.option_action(self.current, obs)
 
     def observe(self, obs: Any, reward: float, terminated: bool, truncated: bool, info: Mapping[str, Any]) -> None:
+        self._block_steps += 1
         if self.current is None:
             return
         reason = "block_end" if (terminated or truncated) else self._term.update(float(reward))
