@@ -49,3 +49,12 @@ def test_bad_config_refused(kwargs):
 def test_wrong_tensor_layout_refused():
     with pytest.raises(ParameterError, match="N x C x H x W"):
         UNet(base_channels=4, depth=1)(torch.rand(16, 16))
+
+
+def test_stem_variant_is_identity_at_init_and_learns_grads():
+    net = UNet(base_channels=4, depth=1, stem=2, stem_channels=2)
+    x = torch.rand(1, 1, 16, 16, requires_grad=True)
+    y = net(x)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert net.stem_out.weight.grad is not None and net.stem_out.weight.grad.abs().sum() > 0
