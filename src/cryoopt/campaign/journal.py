@@ -145,8 +145,10 @@ class Journal:
         self.readonly = readonly
         try:
             if readonly:
-                uri = f"file:{self.path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0, check_same_thread=False)
+                # not mode=ro: after a killed writer, SQLite must rebuild the WAL index (-shm) to
+                # read, which a read-only connection cannot do; query_only forbids any change
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+                self._db.execute("PRAGMA query_only=ON")
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")

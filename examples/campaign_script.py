@@ -1,0 +1,36 @@
+"""Run a campaign from Python: load a config, run (resumable), rate a trial, read the report.
+
+    python examples/campaign_script.py [runs/example]
+
+Running it again continues the same journal (nothing is repeated).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cryoopt.campaign import Campaign
+from cryoopt.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(directory: str = "runs/example") -> None:
+    config = load_config(ROOT / "configs" / "sim_quick.yaml")
+    campaign = Campaign(config, directory, progress=True)
+    summary = campaign.run()  # Ctrl-C stops after the current trial; run again to continue
+    print(f"stopped: {summary.stop_reason}; {summary.counts}")
+    if summary.best is not None:
+        print(f"best trial {summary.best.id}: quality {summary.best.values['quality']:.3f}")
+        print("  params:", summary.best.params)
+        # an operator rates the incumbent sample; ratings are stored (and blended if configured)
+        campaign.feedback(summary.best.id, 4, "good label penetration, slight background")
+    status = campaign.status()
+    print(f"{status.started}/{status.budget} experiments, state {status.state}")
+    if summary.report:
+        print("report:", summary.report["summary"])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

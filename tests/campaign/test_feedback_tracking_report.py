@@ -1,0 +1,95 @@
+"""Operator feedback (blend into the objective), MLflow tracking (and its failure), the report."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from campaign_helpers import make_config
+
+from cryoopt.campaign import Campaign, Journal
+from cryoopt.exceptions import ParameterError, TrialError
+
+
+def test_blend_ratings_enter_the_objective(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cfg = make_config(feedback={"mode": "blend", "weight": 0.5}, budget={"experiments": 4})
+    Campaign(cfg, d).run()
+    camp = Campaign(make_config(feedback={"mode": "blend", "weight": 0.5}, budget={"experiments": 5}), d)
+    raw = Journal.open(d).trial(1).values["objective"]
+    camp.feedback(1, 5, "excellent")
+    camp.feedback(1, 3)
+    with pytest.raises(TrialError, match="1 to 5"):
+        camp.feedback(1, 9)
+    with pytest.raises(TrialError, match="unknown trial"):
+        camp.feedback(77, 3)
+    camp.run()
+    rec = Journal.open(d).trial(1)
+    assert rec.values["objective.unrated"] == pytest.approx(raw)
+    assert rec.values["objective"] == pytest.approx(0.5 * raw + 0.5 * (4 - 1) / 4)  # mean rating 4
+
+
+def test_inject_is_validated_and_runs_next(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    Campaign(make_config(budget={"experiments": 2}), d).run()
+    camp = Campaign(make_config(budget={"experiments": 4}), d)
+    with pytest.raises(ParameterError):
+        camp.inject({"x": 2.0, "y": 1})
+    camp.inject({"x": 0.3, "y": 4})
+    camp.run()
+    rows = Journal.open(d).trials()
+    assert rows[2].source == "manual" and rows[2].params == {"x": 0.3, "y": 4}
+    assert camp.best().id == 2
+
+
+def test_mlflow_parent_and_child_runs(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    cfg = make_config(tracking={"enabled": True}, budget={"experiments": 4},
+                      executor={"target": "campaign_helpers:quadratic"}, report={"on_finish": True})
+    Campaign(cfg, d).run()
+    Campaign(make_config(tracking={"enabled": True}, budget={"experiments": 5},
+                         executor={"target": "campaign_helpers:quadratic"}), d).run()  # resume re-attaches the parent
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{d / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("t")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 5
+    assert parents[0].data.params["strategy"] == "sobol"
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert all("x" in c.data.params for c in children)
+    arts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "config.json" in arts and "report" in arts
+    assert all(r.tracked for r in Journal.open(d).trials())
+
+
+def test_tracking_failure_warns_and_the_campaign_goes_on(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cfg = make_config(tracking={"enabled": True, "uri": f"sqlite:///{blocker}/x/mlflow.db"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = Campaign(cfg, d).run()
+    assert s.counts["completed"] == 8
+    assert any("tracking" in str(w.message) for w in caught)
+    assert not any(r.tracked for r in Journal.open(d).trials())  # sent on a later resume
+
+
+def test_report_writes_plots_and_markdown(tmp_path: Path) -> None:
+    from cryoopt.campaign.report import write_report
+
+    d = tmp_path / "c"
+    cfg = make_config(objectives={"objective": "maximize", "prep_time_h": "minimize"},
+                      outcome_constraints=["prep_time_h <= 1.8"], budget={"experiments": 8})
+    Campaign(cfg, d).run()
+    Campaign(cfg, d).feedback(3, 4, "good contrast")
+    paths = write_report(d)
+    assert set(paths) == {"convergence", "pareto", "effects", "parallel", "summary"}
+    for p in paths.values():
+        assert p.exists() and p.stat().st_size > 1000
+    md = paths["summary"].read_text()
+    assert "## Incumbent" in md and "good contrast" in md and "![pareto](pareto.png)" in md

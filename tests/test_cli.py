@@ -1,0 +1,152 @@
+"""The cryoopt command: commands, exit codes, messages; Ctrl-C in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent / "campaign"))
+from campaign_helpers import make_config  # noqa: E402
+
+from cryoopt.cli import EXIT_CONFIG, EXIT_INPUT, EXIT_JOURNAL, EXIT_OK, EXIT_STOPPED, main  # noqa: E402
+
+
+def write_config(tmp_path: Path, **overrides: object) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(make_config(**overrides).model_dump(mode="json")))
+    return p
+
+
+def dump(d: Path) -> str:
+    db = sqlite3.connect(d / "journal.sqlite")
+    try:
+        return "\n".join(db.iterdump())
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def campaign_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "c"
+    assert main(["run", str(write_config(tmp_path)), "--dir", str(d), "-q"]) == EXIT_OK
+    return d
+
+
+def test_run_status_json(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["status", str(campaign_dir), "--json"]) == EXIT_OK
+    st = json.loads(capsys.readouterr().out)
+    assert st["counts"]["completed"] == 8 and st["state"] == "finished" and st["best"]["trial"] is not None
+
+
+def test_status_table(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(campaign_dir)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "best so far: trial" in out and "experiments 8/8" in out and out.count("completed") >= 8
+
+
+def test_run_prints_a_line_per_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(write_config(tmp_path)), "--dir", str(tmp_path / "d")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.count("best objective=") == 8 and "[  8/8]" in out
+
+
+def test_feedback_and_inject(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = dump(campaign_dir)
+    assert main(["feedback", str(campaign_dir), "2", "--rating", "0"]) == EXIT_INPUT
+    assert main(["feedback", str(campaign_dir), "99", "--rating", "3"]) == EXIT_INPUT
+    assert main(["inject", str(campaign_dir), "x=7", "y=1"]) == EXIT_INPUT
+    assert main(["inject", str(campaign_dir), "x"]) == EXIT_INPUT
+    assert dump(campaign_dir) == before  # bad input leaves the journal untouched
+    assert "rating must be an integer from 1 to 5" in capsys.readouterr().err
+    assert main(["feedback", str(campaign_dir), "2", "--rating", "5", "--note", "crisp membranes"]) == EXIT_OK
+    assert main(["inject", str(campaign_dir), "x=0.3", "y=4"]) == EXIT_OK
+    assert main(["resume", str(campaign_dir), "--budget", "9", "-q"]) == EXIT_OK
+    from cryoopt.campaign import Journal
+
+    j = Journal.open(campaign_dir, readonly=True)
+    last = j.trials()[-1]
+    assert last.source == "manual" and last.params == {"x": 0.3, "y": 4} and last.status == "completed"
+    assert j.feedback(2)[0].note == "crisp membranes"
+
+
+def test_manual_suggest_tell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "m"
+    cfg = write_config(tmp_path, executor={"type": "manual", "target": None}, budget={"experiments": 2})
+    assert main(["run", str(cfg), "--dir", str(d)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["suggest", str(d), "--json"]) == EXIT_OK
+    (s,) = json.loads(capsys.readouterr().out)
+    assert main(["tell", str(d), str(s["trial"]), "0.25"]) == EXIT_OK
+    before = dump(d)
+    assert main(["tell", str(d), str(s["trial"]), "0.5"]) == EXIT_INPUT  # already completed
+    assert main(["tell", str(d), "42", "0.5"]) == EXIT_INPUT  # unknown
+    assert main(["tell", str(d), "0", "banana"]) == EXIT_INPUT  # malformed
+    assert dump(d) == before
+    assert main(["suggest", str(d)]) == EXIT_OK
+    assert main(["tell", str(d), "1", "fail: slide cracked"]) == EXIT_OK
+    assert "trial 1 failed (slide cracked)" in capsys.readouterr().out
+
+
+def test_bad_inputs_exit_codes(tmp_path: Path, campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbudget: {experiments: 0}\n")
+    assert main(["run", str(bad), "--dir", str(tmp_path / "b")]) == EXIT_CONFIG
+    assert "bad.yaml:2: budget.experiments" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert main(["status", str(tmp_path / "nowhere")]) == EXIT_JOURNAL
+    other = write_config(tmp_path, name="other")
+    before = dump(campaign_dir)
+    assert main(["run", str(other), "--dir", str(campaign_dir)]) == EXIT_JOURNAL
+    assert "holds the journal of campaign 't'" in capsys.readouterr().err
+    assert main(["run", str(write_config(tmp_path, seed=5)), "--dir", str(campaign_dir)]) == EXIT_JOURNAL
+    assert dump(campaign_dir) == before
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert main(["run", str(write_config(tmp_path)), "--dir", str(blocker / "x")]) == EXIT_JOURNAL
+    assert main(["validate", str(write_config(tmp_path))]) == EXIT_OK
+
+
+def test_ctrl_c_finishes_the_step_and_leaves_a_resumable_journal(tmp_path: Path) -> None:
+    from conftest_env import child_env
+
+    d = tmp_path / "c"
+    cfg = write_config(tmp_path, executor={"target": "campaign_helpers:sleepy", "idempotent": False},
+                       budget={"experiments": 40})
+    proc = subprocess.Popen([sys.executable, "-m", "cryoopt", "run", str(cfg), "--dir", str(d)],
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until a few trials are done, then interrupt mid-trial
+        time.sleep(0.1)
+        if (d / "journal.sqlite").exists():
+            db = sqlite3.connect(d / "journal.sqlite")
+            n = db.execute("SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0]
+            db.close()
+            if n >= 2:
+                break
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_STOPPED, err
+    assert "stopping after the trials in flight" in err
+    from cryoopt.campaign import Journal
+
+    j = Journal.open(d, readonly=True)
+    counts = j.status_counts()
+    assert counts["running"] == 0 and counts["abandoned"] == 0  # the trial in flight finished cleanly
+    assert j.meta("stop_reason") == "operator" and 2 <= counts["completed"] < 40
+    n_before = counts["completed"]
+    j.close()
+    # resume in-process with a smaller budget: continues, nothing repeated
+    assert main(["resume", str(d), "--budget", str(n_before + 2), "-q"]) == EXIT_OK
+    j = Journal.open(d, readonly=True)
+    params = [json.dumps(r.params, sort_keys=True) for r in j.trials()]
+    assert j.status_counts()["completed"] == n_before + 2 and len(set(params)) == len(params)
