@@ -187,7 +187,9 @@ class Chain:
             "ultramicrotome": sim_physics.SimSectioning(initial_wear=initial_wear),
             "stainer": sim_physics.SimStaining(tissue=self._tissue(), wash_min=self.wash_min),
             "microscope": sim_physics.SimImaging(preset=self.scenario.specimen, specimen_seed=specimen_seed,
-                                                lm_pixel_size_nm=im.lm_pixel_size_nm, em_pixel_size_nm=im.em_pixel_size_nm),
+                                                lm_pixel_size_nm=im.lm_pixel_size_nm, em_pixel_size_nm=im.em_pixel_size_nm,
+                                                ice_coverage=im.ice_coverage, drift_nm_per_line=im.drift_nm_per_line,
+                                                scan_noise=im.scan_noise),
         }
         self.sections = []
         self.applied = {}

@@ -18,7 +18,7 @@ Scenario YAML (every key optional; ``extra`` keys are refused)::
     operator:                        # operator variability of the starting protocol
       spread: 1.0                    # scales the start ranges around their centres
       start: {section_thickness_nm: [60, 200], ...}   # start ranges (native units)
-    imaging: {lm_pixel_size_nm: 100, em_pixel_size_nm: 25}
+    imaging: {lm_pixel_size_nm: 100, em_pixel_size_nm: 25}   # also ice_coverage, drift_nm_per_line, scan_noise
 
 Used as ``gymnasium.make("cryoopt/Sectioning-v0", scenario="tissue_block")``.
 """
@@ -69,6 +69,9 @@ class Operator(_Model):
 class Imaging(_Model):
     lm_pixel_size_nm: float = Field(100.0, gt=0)
     em_pixel_size_nm: float = Field(25.0, gt=0)
+    ice_coverage: float = Field(0.0, ge=0, le=0.5, description="EM field fraction covered by ice crystals (simulated benches)")
+    drift_nm_per_line: float = Field(0.0, description="EM stage drift per scan line, nm (simulated benches)")
+    scan_noise: float = Field(0.0, ge=0, le=50, description="EM scan line jitter, px (simulated benches)")
 
 
 class Scenario(_Model):
