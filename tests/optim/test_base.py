@@ -116,3 +116,23 @@ def test_state_of_wrong_version_refused() -> None:
     state = make_optimizer("random", SPACE).state_dict() | {"version": 99}
     with pytest.raises(StateError, match="version 99"):
         Optimizer.from_state_dict(state)
+
+
+def test_update_values_and_state_without_trials() -> None:
+    opt = make_optimizer("random", SPACE, seed=0)
+    a, b = opt.ask(2)
+    opt.tell(a, 1.0)
+    opt.tell(b, Failure("jam"))
+    opt.update_values(a, {"objective": 2.5})
+    assert opt.trial(0).values == {"objective": 2.5}
+    with pytest.raises(TrialError, match="only completed trials"):
+        opt.update_values(b, {"objective": 1.0})
+    with pytest.raises(TrialError, match="not finite"):
+        opt.update_values(a, {"objective": math.nan})
+    state = opt.state_dict(include_trials=False)
+    assert state["trials"] == [] and state["rng"] == opt.state_dict()["rng"]
+
+
+def test_bo_strategy_is_imported_lazily() -> None:
+    assert "bo" in available_strategies()
+    assert make_optimizer("bo", SPACE, seed=0).strategy_name == "bo"

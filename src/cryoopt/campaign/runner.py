@@ -431,7 +431,7 @@ class Campaign:
             self._say(f"trial {trial.id:4d} injected by the operator: {trial.params}")
 
     def _apply_feedback(self) -> None:
-        """With feedback mode 'blend', re-derive rated trials' values and rebuild the optimizer."""
+        """With feedback mode 'blend', re-derive rated trials' values and update the optimizer."""
         j = self.journal
         last = j.last_feedback_id()
         if last == self._feedback_seen:
@@ -448,9 +448,9 @@ class Campaign:
                 values, error = self._evaluate(r.result, ratings[r.id])
                 if values is not None and values != r.values:
                     j.update_trial(r.id, values=values)
+                    self._opt.update_values(r.id, values)
                     changed = True
         if changed:
-            self._opt = self._optimizer()
             if hasattr(self, "_progress"):
                 self._progress = self._new_progress()
             self._say(f"operator ratings applied to {len(ratings)} trial(s)")
@@ -792,12 +792,8 @@ _REASON_TEXT = {
 
 
 def _state_without_trials(opt: Optimizer) -> dict[str, Any]:
-    """``opt.state_dict()`` minus the trials (the journal holds them) without serializing them each time."""
-    trials, opt.trials = opt.trials, []
-    try:
-        return opt.state_dict()
-    finally:
-        opt.trials = trials
+    """``opt.state_dict()`` minus the trials: the journal holds them (serializing them per ask is O(n^2))."""
+    return opt.state_dict(include_trials=False)
 
 
 def _call(executor: Executor, req: TrialRequest) -> Any:

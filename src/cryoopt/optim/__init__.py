@@ -6,6 +6,8 @@ Strategies are found by name in :data:`strategies` (``bo``, ``random``, ``sobol`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cryoopt.optim.api import Best, Result, optimize
 from cryoopt.optim.base import (
     Optimizer,
@@ -16,9 +18,21 @@ from cryoopt.optim.base import (
     register_strategy,
     strategies,
 )
-from cryoopt.optim.bo import BayesianOptimizer
 from cryoopt.optim.objectives import Objective, OutcomeConstraint
 from cryoopt.optim.trial import Failure, Trial, TrialStatus
+
+if TYPE_CHECKING:
+    from cryoopt.optim.bo import BayesianOptimizer
+
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy: BoTorch takes seconds to import
+    if name == "BayesianOptimizer":
+        from cryoopt.optim.bo import BayesianOptimizer
+
+        return BayesianOptimizer
+    raise AttributeError(f"module 'cryoopt.optim' has no attribute {name!r}")
+
 
 __all__ = [
     "BayesianOptimizer",

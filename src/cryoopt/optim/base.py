@@ -26,6 +26,17 @@ STATE_VERSION = 1
 
 strategies: Registry[type[Optimizer]] = Registry("optimizer strategy")
 
+#: built-in strategies whose modules are imported on first use (BoTorch is slow to import)
+_LAZY_STRATEGIES = {"bo": "cryoopt.optim.bo"}
+
+
+def _strategy(name: str) -> type[Optimizer]:
+    if name not in strategies and name in _LAZY_STRATEGIES:
+        import importlib
+
+        importlib.import_module(_LAZY_STRATEGIES[name])
+    return strategies.get(name)
+
 
 def register_strategy(name: str):  # noqa: ANN201 - decorator
     """Class decorator: make an :class:`Optimizer` subclass available by ``name``."""
@@ -39,12 +50,12 @@ def register_strategy(name: str):  # noqa: ANN201 - decorator
 
 
 def available_strategies() -> list[str]:
-    return strategies.names()
+    return sorted(set(strategies.names()) | set(_LAZY_STRATEGIES))
 
 
 def make_optimizer(strategy: str | type[Optimizer], space: SearchSpace, **kwargs: Any) -> Optimizer:
     """Build an optimizer by registered name (``bo``, ``random``, ``sobol``) or class."""
-    cls = strategies.get(strategy) if isinstance(strategy, str) else strategy
+    cls = _strategy(strategy) if isinstance(strategy, str) else strategy
     return cls(space, **kwargs)
 
 
@@ -118,6 +129,21 @@ class Optimizer(ABC):
     def add_trial(self, params: Mapping[str, Any], *, source: str = "manual") -> Trial:
         """Inject a trial of your own (validated); it is pending until told."""
         return self._new_trial(self.space.validate(params), source)
+
+    def update_values(self, trial: Trial | int, values: Mapping[str, float]) -> Trial:
+        """Replace a completed trial's values (e.g. after an operator rating re-scores it)."""
+        t = self.trial(trial.id if isinstance(trial, Trial) else trial)
+        if t.status is not TrialStatus.COMPLETED:
+            raise TrialError(f"trial {t.id} is {t.status.value}; only completed trials have values to update")
+        result = normalize_value(dict(values), self.objective_names)
+        if isinstance(result, Failure):
+            raise TrialError(f"trial {t.id}: new values are not finite numbers ({result.reason})")
+        t.values = result
+        self._data_changed()
+        return t
+
+    def _data_changed(self) -> None:
+        """Hook: observed data changed other than by ``tell`` (strategies drop caches here)."""
 
     def abandon(self, trial: Trial | int, reason: str = "abandoned") -> Trial:
         """Withdraw a pending trial without a result (it is neither data nor in flight)."""
@@ -247,8 +273,12 @@ class Optimizer(ABC):
         return t
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: space, settings, trials, RNG and Sobol state."""
+    def state_dict(self, *, include_trials: bool = True) -> dict[str, Any]:
+        """Everything needed to continue exactly: space, settings, trials, RNG and Sobol state.
+
+        ``include_trials=False`` leaves ``trials`` empty, for stores (the campaign
+        journal) that keep the trials themselves and add them back before restoring.
+        """
         return {
             "version": STATE_VERSION,
             "strategy": self.strategy_name,
@@ -257,7 +287,7 @@ class Optimizer(ABC):
             "objectives": [o.to_dict() for o in self.objectives],
             "outcome_constraints": [str(c) for c in self.outcome_constraints],
             "settings": self._settings(),
-            "trials": [t.to_dict() for t in self.trials],
+            "trials": [t.to_dict() for t in self.trials] if include_trials else [],
             "rng": self._rng.bit_generator.state,
             "sobol_drawn": self._sobol_drawn,
         }
@@ -271,7 +301,7 @@ class Optimizer(ABC):
         """Rebuild an optimizer saved by :meth:`state_dict` (any registered strategy)."""
         if state.get("version") != STATE_VERSION:
             raise StateError(f"optimizer state version {state.get('version')!r} is not {STATE_VERSION}")
-        klass = strategies.get(state["strategy"])
+        klass = _strategy(state["strategy"])
         if cls is not Optimizer and not issubclass(klass, cls):
             raise StateError(f"state is for strategy {state['strategy']!r}, not {cls.__name__}")
         opt = klass(

@@ -112,6 +112,9 @@ class BayesianOptimizer(Optimizer):
             "mc_samples": self.mc_samples,
         }
 
+    def _data_changed(self) -> None:
+        self._model_cache = None
+
     # ------------------------------------------------------------------ proposal
     def _propose(self, n: int) -> list[tuple[Params, str]]:
         started = [t for t in self.trials if t.status is not TrialStatus.ABANDONED]
