@@ -28,6 +28,10 @@ from cryoopt.sim.presets import load_preset
 
 __all__ = ["Specimen", "SectionTruth", "pixel_affine", "lm_to_em_transform"]
 
+#: Stain-binding density of a pixel by its structures, indexed by ``cell | nuc << 1 | mito << 2 | membrane << 3``
+#: (``0.25 cell + 0.15 nucleus + 0.3 mitochondrion + 0.5 membrane``, float64 as the sum it replaces).
+_DENSITY = np.array([0.25 * (k & 1) + 0.15 * (k >> 1 & 1) + 0.3 * (k >> 2 & 1) + 0.5 * (k >> 3 & 1) for k in range(16)])
+
 
 def pixel_affine(origin_nm: tuple[float, float], pixel_size_nm: float, rotation_deg: float = 0.0) -> np.ndarray:
     """3x3 matrix mapping pixel ``(col, row, 1)`` (pixel centres) to specimen ``(x_nm, y_nm, 1)``."""
@@ -98,6 +102,20 @@ class _Shapes:
     c_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
 
+def _meets(inv: np.ndarray, xmin: np.ndarray, xmax: np.ndarray, ymin: np.ndarray, ymax: np.ndarray, W: int, H: int) -> np.ndarray:
+    """Whether each specimen box's pixel window (as ``_depth_map``'s ``window``) is non-empty.
+
+    A cheap vectorized pre-filter: the per-shape loop still computes the exact window,
+    so shapes kept here and then found empty are skipped there (same result)."""
+    cols = [inv[0, 0] * x + inv[0, 1] * y + inv[0, 2] for x, y in ((xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax))]
+    rows = [inv[1, 0] * x + inv[1, 1] * y + inv[1, 2] for x, y in ((xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax))]
+    c0 = np.floor(np.minimum.reduce(cols)) - 1
+    c1 = np.ceil(np.maximum.reduce(cols)) + 2
+    r0 = np.floor(np.minimum.reduce(rows)) - 1
+    r1 = np.ceil(np.maximum.reduce(rows)) + 2
+    return (np.maximum(c0, 0) < np.minimum(c1, W)) & (np.maximum(r0, 0) < np.minimum(r1, H))
+
+
 def _depth_map(shapes: _Shapes, X: np.ndarray, Y: np.ndarray, z: float, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Depth inside the union of ``shapes`` (nm, <= 0 outside) and the owner of each pixel at plane ``z``."""
     H, W = X.shape
@@ -114,7 +132,24 @@ def _depth_map(shapes: _Shapes, X: np.ndarray, Y: np.ndarray, z: float, inv: np.
             return None
         return slice(r0, r1), slice(c0, c1)
 
-    for (cx, cy, cz, a, b, c, ang), own in zip(shapes.ellipsoids, shapes.e_owner):
+    E, C = shapes.ellipsoids, shapes.capsules
+    if len(E):  # shapes cut by plane z whose bounding box meets the grid, found at once
+        dz_all = (z - E[:, 2]) / E[:, 5]
+        keep = np.abs(dz_all) < 1.0
+        r_all = np.maximum(E[:, 3], E[:, 4]) * np.sqrt(np.maximum(1.0 - dz_all * dz_all, 0.0))
+        keep &= _meets(inv, E[:, 0] - r_all, E[:, 0] + r_all, E[:, 1] - r_all, E[:, 1] + r_all, W, H)
+        e_idx = np.flatnonzero(keep)
+    else:
+        e_idx = np.zeros(0, int)
+    if len(C):
+        lo_z, hi_z = np.minimum(C[:, 2], C[:, 5]) - C[:, 6], np.maximum(C[:, 2], C[:, 5]) + C[:, 6]
+        keep = (z >= lo_z) & (z <= hi_z)
+        keep &= _meets(inv, np.minimum(C[:, 0], C[:, 3]) - C[:, 6], np.maximum(C[:, 0], C[:, 3]) + C[:, 6],
+                       np.minimum(C[:, 1], C[:, 4]) - C[:, 6], np.maximum(C[:, 1], C[:, 4]) + C[:, 6], W, H)
+        c_idx = np.flatnonzero(keep)
+    else:
+        c_idx = np.zeros(0, int)
+    for (cx, cy, cz, a, b, c, ang), own in zip(E[e_idx], shapes.e_owner[e_idx]):
         dz = (z - cz) / c
         if abs(dz) >= 1.0:
             continue
@@ -127,10 +162,10 @@ def _depth_map(shapes: _Shapes, X: np.ndarray, Y: np.ndarray, z: float, inv: np.
         ca, sa = math.cos(ang), math.sin(ang)
         u, v = (ca * xs + sa * ys) / (a * s), (-sa * xs + ca * ys) / (b * s)
         d = (1.0 - np.sqrt(u * u + v * v)) * (min(a, b) * s)
-        better = d > depth[win]
-        depth[win] = np.where(better, d, depth[win])
-        owner[win] = np.where(better & (d > 0), own, owner[win])
-    for (x0, y0, z0, x1, y1, z1, r), own in zip(shapes.capsules, shapes.c_owner):
+        dv, ov = depth[win], owner[win]  # views: update in place
+        ov[(d > dv) & (d > 0)] = own
+        np.maximum(dv, d, out=dv)
+    for (x0, y0, z0, x1, y1, z1, r), own in zip(C[c_idx], shapes.c_owner[c_idx]):
         if z < min(z0, z1) - r or z > max(z0, z1) + r:
             continue
         win = window(min(x0, x1) - r, max(x0, x1) + r, min(y0, y1) - r, max(y0, y1) + r)
@@ -141,9 +176,9 @@ def _depth_map(shapes: _Shapes, X: np.ndarray, Y: np.ndarray, z: float, inv: np.
         px, py, pz = X[win] - x0, Y[win] - y0, z - z0
         t = np.clip((px * seg[0] + py * seg[1] + pz * seg[2]) / L2, 0.0, 1.0)
         d = r - np.sqrt((px - t * seg[0]) ** 2 + (py - t * seg[1]) ** 2 + (pz - t * seg[2]) ** 2)
-        better = d > depth[win]
-        depth[win] = np.where(better, d, depth[win])
-        owner[win] = np.where(better & (d > 0), own, owner[win])
+        dv, ov = depth[win], owner[win]  # views: update in place
+        ov[(d > dv) & (d > 0)] = own
+        np.maximum(dv, d, out=dv)
     return depth, owner
 
 
@@ -295,7 +330,7 @@ class Specimen:
             mit = (dm > 0) & cell & ~nuc
             mem = (cell & (dc < mem_w)) | (nuc & (dn < mem_w)) | (mit & (dm < mem_w))
             tgt = self._targets(dt > 0, mit, cell)
-            density += 0.25 * cell + 0.15 * nuc + 0.3 * mit + 0.5 * mem
+            density += _DENSITY[cell.view(np.uint8) | (nuc.view(np.uint8) << 1) | (mit.view(np.uint8) << 2) | (mem.view(np.uint8) << 3)]
             tdens += tgt
             if mid is None or abs(z - z_mid) < 1e-9 or (n_planes % 2 == 0 and z == zs[n_planes // 2]):
                 mid = (np.where(cell, own, 0).astype(np.int32), nuc, mit, mem, tgt)
