@@ -22,7 +22,7 @@ from cryoopt.restore.evaluate import BASELINES, bilateral, image_quality, nl_mea
 from cryoopt.restore.losses import RestorationLoss, ms_ssim, ssim
 from cryoopt.restore.restorer import CHECKPOINT_ENV, UNetRestorer, register_checkpoint
 from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, load_model, predict, save_model, train
-from cryoopt.restore.unet import UNet, UNetConfig, count_parameters
+from cryoopt.restore.unet import UNet, UNetConfig, build_unet, count_parameters
 
 __all__ = [
     "BASELINES",
@@ -37,6 +37,7 @@ __all__ = [
     "UNetConfig",
     "UNetRestorer",
     "bilateral",
+    "build_unet",
     "corrupt_image",
     "count_parameters",
     "image_quality",

@@ -19,7 +19,7 @@ import numpy as np
 from cryoopt.restore.data import ArtifactDataset, ArtifactSettings, make_artifact_dataset
 from cryoopt.restore.evaluate import BASELINES, image_quality, summarize
 from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, predict, train
-from cryoopt.restore.unet import UNet, UNetConfig
+from cryoopt.restore.unet import UNet, UNetConfig, build_unet
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TRAINING", "ArtifactRun", "artifact_gains", "evaluate_restoration", "train_artifact_model"]
 
@@ -54,7 +54,7 @@ def train_artifact_model(
     generator's settings are tuned against a fixed validation distribution).
     """
     data = make_artifact_dataset(n_images, settings=settings, shape=shape, seed=seed)
-    model = UNet(model_config)
+    model = build_unet(model_config, seed=seed)
     cfg = config.model_copy(update={"seed": seed})
     result = train(model, data.train, val_pairs if val_pairs is not None else data.val, config=cfg)
     return ArtifactRun(model=model, data=data, result=result)

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from cryoopt.exceptions import ParameterError
 
-__all__ = ["UNet", "UNetConfig", "count_parameters"]
+__all__ = ["UNet", "UNetConfig", "build_unet", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -159,3 +159,10 @@ class UNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_unet(config: UNetConfig, *, seed: int = 0) -> UNet:
+    """A :class:`UNet` whose initial weights depend only on ``seed`` (the global torch RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet(config)
