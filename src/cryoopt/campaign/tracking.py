@@ -9,6 +9,11 @@ for the rest of the session, and the journal (the source of truth) keeps going.
 Trials the tracker did not confirm stay ``tracked = 0`` in the journal and are sent
 on the next resume (:meth:`Tracker.sync`), so a crash loses nothing in MLflow either.
 
+MLflow calls run on one background thread, in order, so the campaign loop never
+waits on the tracking store (a local SQLite store commits several times per trial,
+~100 ms); :meth:`Tracker.finish` waits for the queue to drain. Trials are marked
+tracked in the journal from the campaign's own thread once MLflow has them.
+
 Browse with ``mlflow ui --backend-store-uri sqlite:///runs/<name>/mlflow.db``.
 """
 
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -62,9 +69,14 @@ NullTracker = Tracker
 
 
 class MlflowTracker(Tracker):
-    """Tracks to MLflow through :class:`mlflow.tracking.MlflowClient` (no global active run)."""
+    """Tracks to MLflow through :class:`mlflow.tracking.MlflowClient` (no global active run).
 
-    def __init__(self, config: CampaignConfig, directory: Path, journal: Journal) -> None:
+    Every MLflow call is queued to one worker thread; ``drain_timeout_s`` bounds how
+    long :meth:`finish` waits for it (what is not sent by then is sent on resume).
+    """
+
+    def __init__(self, config: CampaignConfig, directory: Path, journal: Journal, *,
+                 drain_timeout_s: float = 120.0) -> None:
         self.config = config
         self.directory = Path(directory)
         self.journal = journal
@@ -73,7 +85,52 @@ class MlflowTracker(Tracker):
         self.client: Any = None
         self.parent_id: str | None = None
         self.experiment_id: str | None = None
-        self._safe(self._start)
+        self.drain_timeout_s = drain_timeout_s
+        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
+        self._confirmed: list[int] = []
+        self._confirmed_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="cryoopt-mlflow", daemon=True)
+        self._worker.start()
+        self._new_meta: dict[str, str] = {}
+        # import MLflow here, not in the worker: concurrent first imports of mlflow deadlock/break
+        import mlflow.entities  # noqa: F401
+        import mlflow.tracking  # noqa: F401
+
+        self._submit(self._start, journal.meta(_PARENT_KEY))
+
+    # ------------------------------------------------------------------ background worker
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.enabled:
+            self._jobs.put((fn, args))
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args = job
+            self._safe(fn, *args)
+            self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _confirm(self, trial_id: int) -> None:
+        with self._confirmed_lock:
+            self._confirmed.append(trial_id)
+
+    def _mark_confirmed(self) -> None:
+        """Record in the journal (from the caller's thread) the trials MLflow has accepted."""
+        with self._confirmed_lock:
+            done, self._confirmed = self._confirmed, []
+            meta, self._new_meta = self._new_meta, {}
+        if meta:
+            self.journal.set_meta(**meta)
+        if done:
+            with self.journal.transaction():
+                for i in done:
+                    self.journal.update_trial(i, tracked=1)
+
+    def _drain(self) -> None:
+        """Wait (bounded) until every queued MLflow call has run."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        while self._jobs.unfinished_tasks and time.monotonic() < deadline and self._worker.is_alive():
+            time.sleep(0.01)
 
     # ------------------------------------------------------------------ failure policy
     def _safe(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -90,7 +147,7 @@ class MlflowTracker(Tracker):
             log.warning(msg)
             return None
 
-    def _start(self) -> None:
+    def _start(self, parent: str | None) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         if self.uri.startswith(("http://", "https://")):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -110,7 +167,6 @@ class MlflowTracker(Tracker):
             self.experiment_id = self.client.create_experiment(name, artifact_location=location)
         else:
             self.experiment_id = exp.experiment_id
-        parent = self.journal.meta(_PARENT_KEY)
         if parent is not None:
             try:
                 self.client.get_run(parent)
@@ -126,7 +182,8 @@ class MlflowTracker(Tracker):
                   "cryoopt.directory": str(self.directory.resolve()), "mlflow.note.content": cfg.description},
         )
         self.parent_id = run.info.run_id
-        self.journal.set_meta(**{_PARENT_KEY: self.parent_id, "mlflow_uri": self.uri})
+        with self._confirmed_lock:  # the journal is written from the campaign's thread only
+            self._new_meta = {_PARENT_KEY: self.parent_id, "mlflow_uri": self.uri}
         from mlflow.entities import Param
 
         params = {
@@ -147,17 +204,17 @@ class MlflowTracker(Tracker):
         if not todo or not self.enabled:
             return
         ratings = self.journal.mean_ratings()
-        done = [r.id for r in todo if self.log_trial(r, ratings.get(r.id))]
-        with self.journal.transaction():
-            for i in done:
-                self.journal.update_trial(i, tracked=1)
+        for r in todo:
+            self.log_trial(r, ratings.get(r.id))
 
     def log_trial(self, record: TrialRecord, rating: float | None = None) -> bool:
-        if not self.config.tracking.log_trials:
-            return False
-        return bool(self._safe(self._log_trial, record, rating))
+        """Queue the trial for MLflow; returns False: it is marked tracked once MLflow has it."""
+        self._mark_confirmed()
+        if self.config.tracking.log_trials:
+            self._submit(self._log_trial, record, rating)
+        return False
 
-    def _log_trial(self, r: TrialRecord, rating: float | None) -> bool:
+    def _log_trial(self, r: TrialRecord, rating: float | None) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         status = {"completed": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}[r.status]
@@ -177,7 +234,7 @@ class MlflowTracker(Tracker):
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(k, str(v)[:500]) for k, v in r.params.items()], tags=tags)
         self.client.set_terminated(run.info.run_id, status=status, end_time=now)
-        return True
+        self._confirm(r.id)
 
     def log_progress(self, step: int, best: TrialRecord | None) -> None:
         if best is None or not self.enabled:
@@ -187,21 +244,28 @@ class MlflowTracker(Tracker):
         now = int(time.time() * 1000)
         metrics = [Metric(f"best.{k}", float(v), now, step) for k, v in (best.values or {}).items()
                    if k in self.config.objectives]
-        self._safe(self.client.log_batch, self.parent_id, metrics=metrics)
+        self._submit(lambda: self.client.log_batch(self.parent_id, metrics=metrics))
 
     def log_artifacts(self, paths: Iterable[Path]) -> None:
         for p in paths:
-            self._safe(self.client.log_artifact, self.parent_id, str(p), "report")
+            self._submit(lambda p=p: self.client.log_artifact(self.parent_id, str(p), "report"))
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.parent_id is not None:
-            counts: Mapping[str, int] = self.journal.status_counts()
-            from mlflow.entities import Metric
+        from mlflow.entities import Metric
 
-            now = int(time.time() * 1000)
-            self._safe(self.client.log_batch, self.parent_id,
-                       metrics=[Metric(f"n_{k}", float(v), now, 0) for k, v in counts.items()])
-            self._safe(self.client.set_terminated, self.parent_id, status=status)
+        counts: Mapping[str, int] = self.journal.status_counts()
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"n_{k}", float(v), now, 0) for k, v in counts.items()]
+
+        def _end() -> None:
+            if self.parent_id is not None:
+                self.client.log_batch(self.parent_id, metrics=metrics)
+                self.client.set_terminated(self.parent_id, status=status)
+
+        self._submit(_end)
+        self._drain()
+        self._jobs.put(None)  # stop the worker
+        self._mark_confirmed()
 
 
 def make_tracker(config: CampaignConfig, directory: Path, journal: Journal) -> Tracker:
