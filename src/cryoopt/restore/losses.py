@@ -50,6 +50,9 @@ def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, win: int, s
         raise ParameterError(f"ssim: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
     if x.dim() not in (4, 5):
         raise ParameterError(f"ssim: expected N x C x H x W or N x C x D x H x W, got {tuple(x.shape)}")
+    if x.dim() == 5:  # stacks: SSIM per plane (z is usually sampled too coarsely for a 3-D window)
+        x = x.transpose(1, 2).flatten(0, 1)
+        y = y.transpose(1, 2).flatten(0, 1)
     spatial = x.shape[2:]
     win_axes = [min(win, s) for s in spatial]
     w = min(win_axes)
@@ -68,7 +71,7 @@ def _ssim_parts(x: torch.Tensor, y: torch.Tensor, data_range: float, win: int, s
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM of two batches `N x C x H x W` (or `N x C x D x H x W`); returns a scalar.
+    """Mean SSIM of two batches `N x C x H x W` (or `N x C x D x H x W`, plane by plane); returns a scalar.
 
     The window shrinks (odd, >= 3) for images smaller than ``window``.
     """
