@@ -23,7 +23,7 @@ __all__ = ["BASELINES", "bilateral", "estimate_noise_sigma", "image_quality", "n
 
 
 def image_quality(image: np.ndarray, clean: np.ndarray, *, frc: bool = True) -> dict[str, float]:
-    """``{"psnr_db", "ssim", "frc_px"}`` of ``image`` against the ground truth ``clean``."""
+    """``{"psnr_db", "ssim", "frc_px"}`` of ``image`` against the ground truth ``clean`` (stacks: SSIM and FRC per plane, averaged)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from cryoopt.pipeline.metrics import fourier_ring_correlation
@@ -34,7 +34,8 @@ def image_quality(image: np.ndarray, clean: np.ndarray, *, frc: bool = True) -> 
         psnr = float(peak_signal_noise_ratio(ref, img, data_range=rng))
     out = {
         "psnr_db": psnr,
-        "ssim": float(structural_similarity(ref, img, data_range=rng, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)),
+        "ssim": float(np.mean([structural_similarity(r, i, data_range=rng, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+                               for r, i in ([(ref, img)] if img.ndim == 2 else zip(ref, img))])),
     }
     if frc:
         planes = [(img, ref)] if img.ndim == 2 else list(zip(img, ref))
