@@ -9,7 +9,7 @@ from cryoopt.restore import ArtifactSettings, corrupt_image, image_quality, make
 from cryoopt.restore.evaluate import BASELINES, estimate_noise_sigma
 
 
-@pytest.mark.parametrize("n,expected", [(20, (14, 3, 3)), (100, (70, 15, 15)), (3, (1, 1, 1))])
+@pytest.mark.parametrize("n,expected", [(20, (14, 3, 3)), (100, (70, 15, 15)), (3, (1, 1, 1)), (4, (2, 1, 1))])
 def test_split_counts_70_15_15(n, expected):
     assert split_counts(n) == expected
 
@@ -69,3 +69,7 @@ def test_quality_is_perfect_on_truth():
     clean = np.random.default_rng(1).random((32, 32))
     q = image_quality(clean, clean)
     assert q["ssim"] == pytest.approx(1.0) and q["psnr_db"] == np.inf and q["frc_px"] == pytest.approx(2.0)
+
+
+def test_split_counts_keeps_a_training_sample():
+    assert split_counts(4, (0.01, 0.98, 0.01)) == (1, 2, 1)

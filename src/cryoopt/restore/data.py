@@ -111,6 +111,11 @@ def split_counts(n: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.1
     tot = sum(fractions)
     n_val = max(1, int(round(n * fractions[1] / tot)))
     n_test = max(1, int(round(n * fractions[2] / tot)))
+    while n_val + n_test > n - 1:  # keep at least one training sample
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
     return n - n_val - n_test, n_val, n_test
 
 
