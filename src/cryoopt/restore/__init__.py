@@ -6,7 +6,14 @@ term is SSIM/MS-SSIM written in torch.
 
 * Artifact correction: :func:`make_artifact_dataset` (simulated charging and ice,
   70/15/15 splits over disjoint specimens) -> :func:`train` -> :class:`UNetRestorer`,
-  registered as ``"unet"`` in :data:`cryoopt.pipeline.preprocess.restorers`.
+  registered as ``"unet"`` in :data:`cryoopt.pipeline.preprocess.restorers`;
+  :func:`artifact_gains` measures it against NL-means/bilateral over seeds;
+  :func:`tune_generator` picks the generator's settings with :func:`cryoopt.optimize`;
+  :func:`finetune` (``python -m cryoopt.restore finetune FOLDER --out m.pt``) adapts it
+  to a folder of the user's TIFFs.
+* Cross-microscope: :class:`PairStore` (OME-TIFF + SQLite, registered pairs),
+  :func:`simulate_lm_pairs`, :func:`cross_microscope_gains` (vs Richardson-Lucy).
+* Zero-shot super-resolution: :func:`zero_shot_sr`, :func:`sr_resolution_gain` (FRC).
 
 Example:
     >>> from cryoopt.restore import UNet, TrainConfig, make_artifact_dataset, train
@@ -17,15 +24,40 @@ Example:
 
 from __future__ import annotations
 
+from cryoopt.restore.artifact import DEFAULT_MODEL, DEFAULT_TRAINING, artifact_gains, evaluate_restoration, train_artifact_model
+from cryoopt.restore.cross import cross_microscope_gains, simulate_lm_pairs
 from cryoopt.restore.data import ArtifactDataset, ArtifactSettings, corrupt_image, make_artifact_dataset, split_counts
 from cryoopt.restore.evaluate import BASELINES, bilateral, image_quality, nl_means, richardson_lucy, summarize
+from cryoopt.restore.finetune import finetune
 from cryoopt.restore.losses import RestorationLoss, ms_ssim, ssim
+from cryoopt.restore.pairs import Pair, PairStore, read_ome_tiff, write_ome_tiff
 from cryoopt.restore.restorer import CHECKPOINT_ENV, UNetRestorer, register_checkpoint
 from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, load_model, predict, save_model, train
+from cryoopt.restore.tune import GENERATOR_SPACE, TuneResult, tune_generator
 from cryoopt.restore.unet import UNet, UNetConfig, build_unet, count_parameters
+from cryoopt.restore.zssr import SRResult, bicubic_upscale, sr_resolution_gain, zero_shot_sr
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_MODEL",
+    "DEFAULT_TRAINING",
+    "GENERATOR_SPACE",
+    "Pair",
+    "PairStore",
+    "SRResult",
+    "TuneResult",
+    "artifact_gains",
+    "bicubic_upscale",
+    "cross_microscope_gains",
+    "evaluate_restoration",
+    "finetune",
+    "read_ome_tiff",
+    "simulate_lm_pairs",
+    "sr_resolution_gain",
+    "train_artifact_model",
+    "tune_generator",
+    "write_ome_tiff",
+    "zero_shot_sr",
     "CHECKPOINT_ENV",
     "ArtifactDataset",
     "ArtifactSettings",
