@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM ?= 1
 .PHONY: run test setup bench clean
 
 run: $(STAMP)
-	$(PY) examples/optimize_staining.py
+	$(VENV)/bin/cryoopt run $(CONFIG) --dir $(RUN_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

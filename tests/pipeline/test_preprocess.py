@@ -79,5 +79,5 @@ def test_restoration_hook_is_a_registered_protocol():
     assert isinstance(restorers.get("identity")(), Restorer)
     x = np.ones((4, 4))
     assert IdentityRestorer().restore(x) is x
-    with pytest.raises(RegistryError, match="available: identity"):
-        restorers.get("unet")
+    with pytest.raises(RegistryError, match="unknown restoration model 'no-such-model'; available: .*identity"):
+        restorers.get("no-such-model")

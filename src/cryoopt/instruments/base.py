@@ -259,7 +259,13 @@ class CryoInstrument(Instrument):
                     break
                 if isinstance(exc, DisconnectedError):
                     self.reconnect()
-                time.sleep(self.profile.transport.retry_delay_s)
+                delay = self.profile.transport.retry_delay_s
+                if isinstance(exc, InstrumentTimeoutError):
+                    # a late reply to the timed-out query may still arrive: let it land, then
+                    # discard it, or the retry would read the stale answer (and every later
+                    # query would be one reply behind)
+                    delay += self.profile.transport.timeout_s
+                time.sleep(delay)
                 with contextlib.suppress(Exception):
                     self.adapter.flush_read_buffer()
         assert last is not None
