@@ -92,10 +92,17 @@ def register_executor(name: str):  # noqa: ANN201 - decorator
     return _wrap
 
 
+#: built-in executors that live above the campaign layer, imported when a config names them
+_LAZY_EXECUTORS = {"simulated_clem": "cryoopt.optim.outer_loop"}
+
+
 def make_executor(config: CampaignConfig) -> Executor:
     """Build the executor a config names."""
     from cryoopt.exceptions import RegistryError
 
+    module = _LAZY_EXECUTORS.get(config.executor.type)
+    if module is not None and config.executor.type not in executors:
+        importlib.import_module(module)  # registers itself; heavy (agents, envs), so only on use
     try:
         factory = executors.get(config.executor.type)
     except RegistryError as err:
