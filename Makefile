@@ -4,8 +4,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cryoopt-installed
-CONFIG ?= configs/sim_quick.yaml
-RUN_DIR ?= runs/sim_quick
+CONFIG ?= configs/sim_clem.yaml
+RUN_DIR ?= runs/sim_clem
 
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export OMPI_ALLOW_RUN_AS_ROOT ?= 1
