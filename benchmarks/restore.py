@@ -56,10 +56,11 @@ import resource, sys, torch
 from cryoopt.restore import UNet, UNetConfig
 torch.set_num_threads(int(sys.argv[1]))
 m = UNet(UNetConfig(**eval(sys.argv[2]))).eval()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with torch.inference_mode():
-    m(torch.rand(1, 1, 1024, 1024))
-print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+x = torch.rand(1, 1, 1024, 1024)
+if sys.argv[3] == "1":
+    with torch.inference_mode():
+        m(x)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -74,8 +75,9 @@ def speed_and_size(threads: int) -> dict[str, float]:
             t0 = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t0)
-    out = subprocess.run([sys.executable, "-c", _MEM_CHILD, str(threads), repr(DEFAULT_MODEL.to_dict())],
-                         capture_output=True, text=True, check=True).stdout.split()
+    # peak RSS of a process that builds the model and input, without and with the inference
+    out = [subprocess.run([sys.executable, "-c", _MEM_CHILD, str(threads), repr(DEFAULT_MODEL.to_dict()), flag],
+                          capture_output=True, text=True, check=True).stdout.split()[-1] for flag in ("0", "1")]
     return {
         "threads": threads,
         "inference_1024_s_median": float(np.median(times)),
