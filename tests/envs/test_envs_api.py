@@ -180,3 +180,22 @@ def test_make_vec_and_subproc_vec_env():
         _, r, _, _ = sub.step(np.stack([sub.action_space.sample() for _ in range(2)]))
         assert np.all(np.isfinite(r))
     sub.close()
+
+
+def test_clem_reset_starts_from_requested_setpoints() -> None:
+    import gymnasium as gym
+    import pytest
+
+    from cryoopt.exceptions import ParameterError
+
+    env = gym.make("cryoopt/CLEMProtocol-v0", image_size=64)
+    _, info = env.reset(seed=0, options={"setpoints": {"section_thickness_nm": 90.0, "exposure_ms": 1e9}})
+    assert info["setpoints"]["sectioning"]["section_thickness_nm"] == 90.0
+    limit = info["setpoints"]["imaging"]["exposure_ms"]
+    assert limit < 1e9  # clipped to the microscope profile's limit, never sent as asked
+    _, a = env.reset(seed=0)
+    _, b = env.reset(seed=0)
+    assert a["setpoints"] == b["setpoints"]  # without options: the scenario's seeded draw
+    with pytest.raises(ParameterError, match=r"unknown setpoint\(s\) \['knife_angle'\]"):
+        env.reset(seed=0, options={"setpoints": {"knife_angle": 6}})
+    env.close()

@@ -39,7 +39,7 @@ __all__ = [
     "Agent",
     "BaseAgent",
     "agents",
-    "apply_start_protocol",
+    "start_setpoints",
     "available_agents",
     "make_agent",
     "register_agent",
@@ -197,22 +197,14 @@ def _knob_groups() -> dict[str, tuple[Any, ...]]:
     return {"sectioning": SECTIONING_KNOBS, "staining": STAINING_KNOBS, "imaging": IMAGING_KNOBS}
 
 
-def apply_start_protocol(env: Any, params: Mapping[str, Any] | None) -> Any:
-    """Set a freshly reset CLEMProtocol env's setpoints from ``params`` (clipped to the
-    profile limits; names as :data:`EXPERT_PROTOCOL` or :data:`PARAM_ALIASES`; unknown
-    names ignored, missing ones keep the scenario's draw) and return the new observation.
-
-    The env has no reset option for this yet, so this writes ``env.unwrapped.setpoints``.
-    """
-    u = env.unwrapped
+def start_setpoints(params: Mapping[str, Any] | None) -> dict[str, float]:
+    """The env setpoints named by a starting protocol ``params`` (names as :data:`EXPERT_PROTOCOL`
+    or :data:`PARAM_ALIASES`; names that are no env setpoint, and ``None`` values, are dropped)."""
     if not params:
-        return u._obs()
+        return {}
+    known = {k.name for knobs in _knob_groups().values() for k in knobs}
     p = {PARAM_ALIASES.get(k, k): v for k, v in params.items()}
-    for group, knobs in _knob_groups().items():
-        for k in knobs:
-            if k.name in p and p[k.name] is not None:
-                u.setpoints[group][k.name] = k.clip(float(p[k.name]), u.profiles[k.device])
-    return u._obs()
+    return {k: float(v) for k, v in p.items() if k in known and v is not None}
 
 
 def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping[str, Any] | None = None,
@@ -223,10 +215,8 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     ``steps``, ``stopped`` (the agent stopped the block), ``options`` (HRL option counts,
     if any) and ``quality`` (= ``fused_score``; failed blocks get 0).
     """
-    obs, info = env.reset(seed=seed)
     start = start if start is not None else getattr(agent, "start_protocol", None)
-    if start:
-        obs = apply_start_protocol(env, start)
+    obs, info = env.reset(seed=seed, options={"setpoints": start_setpoints(start)})
     agent.reset()
     total, steps, stopped = 0.0, 0, False
     limit = max_sections if max_sections is not None else math.inf

@@ -13,7 +13,7 @@ from cryoopt.envs._base import InstrumentEnv, term, to_uint8
 from cryoopt.envs._core import IMAGING_KNOBS, SECTIONING_KNOBS, STAINING_KNOBS
 from cryoopt.envs.sectioning import SECTIONING_FEATURES, sectioning_features
 from cryoopt.envs.staining import STAINING_FEATURES
-from cryoopt.exceptions import EvaluationError
+from cryoopt.exceptions import EvaluationError, ParameterError
 from cryoopt.fusion import fused_reward
 from cryoopt.pipeline import EvaluationContext, Pipeline, Scores, score
 from cryoopt.pipeline.evaluators import (
@@ -130,7 +130,9 @@ class CLEMProtocolEnv(InstrumentEnv):
     ``info["section_failed"] = True``. Never NaN.
 
     ## Starting State
-    All setpoints from the scenario's start ranges, knife wear from
+    All setpoints from the scenario's start ranges (or, for the knobs named in
+    ``reset(options={"setpoints": {name: value}})``, those values clipped to the
+    instrument profile's limits: the outer loop's starting protocol), knife wear from
     ``initial_knife_wear``, a specimen phantom seeded from ``np_random``.
 
     ## Episode End
@@ -293,6 +295,7 @@ class CLEMProtocolEnv(InstrumentEnv):
         self.setpoints = {
             "sectioning": self._start(SECTIONING_KNOBS), "staining": self._start(STAINING_KNOBS), "imaging": self._start(IMAGING_KNOBS),
         }
+        self._override_setpoints((options or {}).get("setpoints"))
         self.n_cut = self.fails = self.n_failed = self.n_eval_failed = 0
         self.prep_time_h = 0.0
         self.last_section: dict[str, Any] = {}
@@ -305,6 +308,21 @@ class CLEMProtocolEnv(InstrumentEnv):
         self.history: dict[str, list[float]] = {"fused": [], "em_cnr": [], "lm_cnr": [], "frc": []}
         info = {"setpoints": {g: dict(v) for g, v in self.setpoints.items()}, "prep_time_h": 0.0, "quality_summary": self._summary()}
         return self._obs(), info
+
+    def _override_setpoints(self, requested: Mapping[str, Any] | None) -> None:
+        """Start the block from ``requested`` setpoints (flat ``{knob name: value}``), clipped to
+        the profile limits like any action; unknown names are refused, missing ones keep the draw."""
+        if not requested:
+            return
+        knobs = {k.name: (group, k) for group, ks in (("sectioning", SECTIONING_KNOBS), ("staining", STAINING_KNOBS),
+                                                      ("imaging", IMAGING_KNOBS)) for k in ks}
+        unknown = sorted(set(requested) - set(knobs))
+        if unknown:
+            raise ParameterError(f"reset options 'setpoints': unknown setpoint(s) {unknown}; known: {sorted(knobs)}")
+        for name, value in requested.items():
+            if value is not None:
+                group, knob = knobs[name]
+                self.setpoints[group][name] = knob.clip(float(value), self.profiles[knob.device])
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         a = np.asarray(action, np.float64).reshape(-1)
