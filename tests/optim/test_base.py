@@ -136,3 +136,12 @@ def test_update_values_and_state_without_trials() -> None:
 def test_bo_strategy_is_imported_lazily() -> None:
     assert "bo" in available_strategies()
     assert make_optimizer("bo", SPACE, seed=0).strategy_name == "bo"
+
+
+def test_multi_objective_best_is_the_balanced_compromise() -> None:
+    """Fastest-but-useless and best-but-slowest are extremes; the fair point wins."""
+    opt = make_optimizer("random", SPACE, seed=0, objectives={"quality": "maximize", "prep_time_h": "minimize"})
+    values = [(0.0, 0.8), (0.19, 12.3), (0.068, 5.8), (0.048, 3.7)]
+    for trial, (q, t) in zip(opt.ask(len(values)), values):
+        opt.tell(trial, {"quality": q, "prep_time_h": t})
+    assert opt.best().values == {"quality": 0.068, "prep_time_h": 5.8}

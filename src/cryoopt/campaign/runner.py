@@ -353,7 +353,7 @@ class Campaign:
 
     # ------------------------------------------------------------------ queries
     def best(self, records: Sequence[TrialRecord] | None = None) -> TrialRecord | None:
-        """The best feasible completed trial as observed (first objective; Pareto compromise for several)."""
+        """The best feasible completed trial as observed (one objective; the balanced Pareto compromise for several)."""
         records = self.journal.trials(status="completed") if records is None else [r for r in records if r.status == "completed"]
         feas = [r for r in records if self._feasible(r.values)]
         if not feas:
@@ -362,12 +362,11 @@ class Campaign:
         if len(signs) == 1:
             (n, s), = signs.items()
             return max(feas, key=lambda r: s * r.values[n])  # type: ignore[index]
+        from cryoopt.optim.pareto import balanced_compromise, pareto_indices
+
         ys = [[s * r.values[n] for n, s in signs.items()] for r in feas]  # type: ignore[index]
-        front = [i for i, y in enumerate(ys) if not any(all(a >= b for a, b in zip(z, y)) and z != y for z in ys)]
-        lo = [min(ys[i][k] for i in front) for k in range(len(signs))]
-        hi = [max(ys[i][k] for i in front) for k in range(len(signs))]
-        score = [sum((ys[i][k] - lo[k]) / ((hi[k] - lo[k]) or 1.0) for k in range(len(signs))) for i in front]
-        return feas[front[max(range(len(front)), key=score.__getitem__)]]
+        front = pareto_indices(ys)
+        return feas[front[balanced_compromise([ys[i] for i in front])]]
 
     def status(self) -> CampaignStatus:
         j = Journal.open(self.directory, readonly=True)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from cryoopt.exceptions import ParameterError, StateError, TrialError
+from cryoopt.optim.pareto import balanced_compromise, pareto_indices
 from cryoopt.optim.objectives import Objective, OutcomeConstraint, as_objectives, as_outcome_constraints
 from cryoopt.optim.trial import Failure, Trial, TrialStatus, normalize_value
 from cryoopt.registry import Registry
@@ -189,25 +190,20 @@ class Optimizer(ABC):
     def pareto_front(self) -> list[Trial]:
         """Feasible completed trials that no other feasible trial dominates."""
         feas = [t for t in self.trials if self.is_feasible(t)]
-        ys = [self.utility(t.values or {}) for t in feas]
-        return [
-            t for t, y in zip(feas, ys)
-            if not any(np.all(z >= y) and np.any(z > y) for z in ys)
-        ]
+        if not feas:
+            return []
+        return [feas[i] for i in pareto_indices([self.utility(t.values or {}) for t in feas])]
 
     def best(self) -> Trial | None:
         """The incumbent: the best feasible observed trial (strategies may refine this).
 
-        With several objectives, the Pareto-optimal trial with the largest sum of
-        min-max-normalized objectives (a balanced compromise); see :meth:`pareto_front`.
+        With several objectives, the balanced compromise of the Pareto front
+        (:func:`~cryoopt.optim.pareto.balanced_compromise`).
         """
         front = self.pareto_front()
         if not front:
             return None
-        ys = np.array([self.utility(t.values or {}) for t in front])
-        span = np.ptp(ys, axis=0)
-        score = ((ys - ys.min(axis=0)) / np.where(span > 0, span, 1.0)).sum(axis=1)
-        return front[int(np.argmax(score))]
+        return front[balanced_compromise([self.utility(t.values or {}) for t in front])]
 
     # ------------------------------------------------------------------ helpers for strategies
     def _new_sobol(self) -> qmc.Sobol:
