@@ -123,6 +123,11 @@ class _NumericParameter(Parameter):
     def is_numeric(self) -> bool:
         return True
 
+    @staticmethod
+    def _is_number(value: Any) -> bool:
+        """A real number (numpy scalars included), not a bool."""
+        return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
     @property
     def bounds(self) -> tuple[float, float]:
         """The range actually searched: the safety range when given, else ``[low, high]``."""
@@ -171,7 +176,7 @@ class FloatParameter(_NumericParameter):
     type_name: ClassVar[str] = "float"
 
     def validate(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not self._is_number(value):
             raise ParameterError(f"parameter {self.name!r} must be a number, got {value!r}")
         value = float(value)
         if not math.isfinite(value):
@@ -202,9 +207,7 @@ class IntParameter(_NumericParameter):
                 raise ParameterError(f"int parameter {self.name!r}: {label} must be an integer, got {v}")
 
     def validate(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ParameterError(f"parameter {self.name!r} must be an integer, got {value!r}")
-        if not float(value).is_integer():
+        if not self._is_number(value) or not float(value).is_integer():
             raise ParameterError(f"parameter {self.name!r} must be an integer, got {value!r}")
         value = int(value)
         self._check_range(value)

@@ -87,8 +87,9 @@ def optimize(
     trace: list[float] = []
     best_so_far = -math.inf
     first = opt.objectives[0]
-    with tqdm(total=budget, desc=f"optimize[{opt.strategy_name}]", disable=progress is False if progress is not None else None,
-              leave=False) as bar:
+    # progress=None: a bar only when stderr is a terminal (tqdm's disable=None)
+    disable = None if progress is None else not progress
+    with tqdm(total=budget, desc=f"optimize[{opt.strategy_name}]", disable=disable, leave=False) as bar:
         while len(trace) < budget:
             for trial in opt.ask(min(batch_size, budget - len(trace))):
                 try:

@@ -237,6 +237,10 @@ def dimensionless_numbers(protocol: StainingProtocol, *, tissue: TissuePropertie
     }
 
 
+#: the scalar outputs every staining result summarizes (full solve and fast path alike)
+SUMMARY_KEYS = ("mean_label", "uniformity", "penetration_depth_nm", "free_antibody", "label_density_um")
+
+
 @dataclass
 class StainingResult:
     """Outcome of one staining protocol (after the washes).
@@ -274,13 +278,7 @@ class StainingResult:
 
     def summary(self) -> dict[str, float]:
         """Scalar outputs as a flat mapping (for logs, env observations)."""
-        return {
-            "mean_label": self.mean_label,
-            "uniformity": self.uniformity,
-            "penetration_depth_nm": self.penetration_depth_nm,
-            "free_antibody": self.free_antibody,
-            "label_density_um": self.label_density_um,
-        }
+        return {k: getattr(self, k) for k in SUMMARY_KEYS}
 
 
 def resolve_backend(backend: str) -> str:

@@ -38,7 +38,7 @@ import numpy as np
 
 from cryoopt.sim._backend import DimensionlessProblem, Phase
 from cryoopt.sim._skfem_backend import SkfemBackend
-from cryoopt.sim.diffusion import StainingProtocol, TissueProperties, scales_for
+from cryoopt.sim.diffusion import SUMMARY_KEYS, StainingProtocol, TissueProperties, scales_for
 
 __all__ = ["StainingSummary", "fast_staining", "staining_table"]
 
@@ -74,13 +74,7 @@ class StainingSummary:
 
     def summary(self) -> dict[str, float]:
         """Scalar outputs as a flat mapping (same keys as ``StainingResult.summary``)."""
-        return {
-            "mean_label": self.mean_label,
-            "uniformity": self.uniformity,
-            "penetration_depth_nm": self.penetration_depth_nm,
-            "free_antibody": self.free_antibody,
-            "label_density_um": self.label_density_um,
-        }
+        return {k: getattr(self, k) for k in SUMMARY_KEYS}
 
 
 def _tabulate_one(da: float, theta: float, *, n_elements: int, n_steps: int) -> np.ndarray:
