@@ -66,7 +66,9 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, 
         tries += 1
         p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
         p.start()
-        time.sleep(rng.uniform(0.01, 0.04) + rng.uniform(0.0, 1.0) * full_s / 40)  # about 1/80 of a full run per kill
+        # about 1/160 of a full run per kill plus a little start-up, so that N_KILLS kills use well
+        # under half the run even on a fast, idle machine (the campaign must not finish first)
+        time.sleep(rng.uniform(0.005, 0.015) + rng.uniform(0.0, 1.0) * full_s / (4 * N_KILLS))
         if p.exitcode is None:
             os.kill(p.pid, signal.SIGKILL)
         p.join()
