@@ -64,14 +64,19 @@ def known_registration_stage(matrix: np.ndarray) -> Any:
     """A ``register`` stage that uses the simulator's known LM->EM pixel transform ``matrix``
     (3x3, ``(x, y, 1)``) instead of estimating it: TRE/FRE are reported as 0 px and
     ``registration_n_matches`` as 0 (nothing was matched). For simulated benches only."""
-    from skimage.transform import warp
+    from scipy import ndimage as ndi
+
+    swap = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (x, y) <-> (row, col)
 
     def stage(st: SectionState) -> None:
         p = st.parsed
         assert p is not None and st.em_w is not None and st.target_mask is not None  # noqa: S101 - stage order
         reg_w = np.linalg.inv(_grid(st.f_em)) @ matrix @ _grid(st.f_lm)
-        label = warp(p.mask("targets").astype(float), np.linalg.inv(reg_w), output_shape=st.em_w.shape, order=0)
-        st.label_mask = label > 0.5
+        # EM pixel -> LM pixel, in array index order, nearest neighbour (a mask stays a mask)
+        em_to_lm = swap @ np.linalg.inv(reg_w) @ swap
+        label = ndi.affine_transform(p.mask("targets").astype(np.uint8), em_to_lm, output_shape=st.em_w.shape,
+                                     order=0, mode="constant", cval=0)
+        st.label_mask = label > 0
         s = st.scores
         for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px"):
             s[k] = score(k, 0.0)

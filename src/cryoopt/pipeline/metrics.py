@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cryoopt.exceptions import EvaluationError
+from cryoopt.pipeline._robust import median_sigma
 from cryoopt.pipeline._validate import check_image, check_mask, check_same_shape
 
 __all__ = [
@@ -443,8 +444,7 @@ def section_defects(
     if var == 0:
         raise EvaluationError("image is constant; section defects are undefined")
     # pixel noise estimate: MAD of the diagonal pixel difference / sqrt(2)
-    d = (img[1:, 1:] - img[:-1, :-1]).ravel()
-    pixel_var = float((1.4826 * np.median(np.abs(d - np.median(d)))) ** 2 / 2.0)
+    pixel_var = median_sigma(img[1:, 1:] - img[:-1, :-1])[1] ** 2 / 2.0
     along = img.mean(axis=cutting_axis)  # one value per streak position
     across = img.mean(axis=1 - cutting_axis)  # one value per band position
     hp, noise = _profile_power(along, img.shape[cutting_axis], pixel_var)
@@ -462,8 +462,7 @@ def section_defects(
     chatter = max(0.0, line_var - 10.0 * noise2 / n_prof) / var
     period = hp2.size / k if k > 0 and chatter > 0 else math.inf
     if crack_mask is None:
-        med = float(np.median(img))
-        mad = 1.4826 * float(np.median(np.abs(img - med)))
+        med, mad = median_sigma(img)
         sigma = max(mad, 1e-12)
         # smoothed to find the regions, raw pixels to keep their edges tight
         bright = (ndi.uniform_filter(img, 3) > med + bright_z * sigma) & (img > med + 0.5 * bright_z * sigma)

@@ -29,6 +29,7 @@ import numpy as np
 
 from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline import metrics as M
+from cryoopt.pipeline._robust import median_sigma
 from cryoopt.pipeline._validate import check_image
 from cryoopt.pipeline.evaluators import Evaluator, Evidence, LogicConsistencyEvaluator
 from cryoopt.pipeline.parser import ParseResult, parse_section
@@ -142,7 +143,7 @@ def stage_preprocess(st: SectionState) -> None:
 def stage_parse(st: SectionState) -> None:
     assert st.em_w is not None and st.lm_w is not None  # noqa: S101 - stage order
     em = st.em_w.copy()
-    em[st.charging | st.ice] = float(np.median(em))  # artifacts are not structures
+    em[st.charging | st.ice] = median_sigma(em)[0]  # artifacts are not structures
     st.parsed = parse_section(em, st.lm_w, with_graph=False)
 
 

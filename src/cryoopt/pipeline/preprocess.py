@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cryoopt.exceptions import EvaluationError
+from cryoopt.pipeline._robust import median_sigma, subsample
 from cryoopt.pipeline._validate import check_image, check_same_shape, dtype_range, resolve_data_range
 from cryoopt.registry import Registry
 
@@ -67,12 +68,13 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def robust_z(image: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """``(image - median) / (1.4826 * MAD)``, with the median and robust sigma."""
-    sample = image if image.size <= 262144 else image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
-    med = float(np.median(sample))
-    sigma = 1.4826 * float(np.median(np.abs(sample - med)))
+    """``(image - median) / (1.4826 * MAD)``, with the median and robust sigma.
+
+    The median and MAD come from a regular subsample of at most 16384 pixels
+    (:mod:`cryoopt.pipeline._robust`)."""
+    med, sigma = median_sigma(image)
     if sigma <= 0:
-        sigma = float(sample.std()) or 1.0
+        sigma = float(subsample(image).std()) or 1.0
     return (image - med) / sigma, med, sigma
 
 
