@@ -58,3 +58,32 @@ def test_stem_variant_is_identity_at_init_and_learns_grads():
     assert torch.equal(y, x)
     y.sum().backward()
     assert net.stem_out.weight.grad is not None and net.stem_out.weight.grad.abs().sum() > 0
+
+
+def test_padding_option_and_old_checkpoints_keep_replicate():
+    with pytest.raises(ParameterError, match="padding"):
+        UNetConfig(padding="reflect")
+    cfg = UNetConfig(base_channels=4, depth=1).to_dict()
+    del cfg["padding"]  # a checkpoint written before the field existed
+    assert UNetConfig(**cfg).padding == "replicate"
+    net = UNet(base_channels=4, depth=1, stem=2, stem_channels=2, padding="zeros")
+    assert all(m.padding_mode == "zeros" for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(1, 1, 16, 16)
+    assert torch.equal(net(x), x)
+
+
+@pytest.mark.parametrize("padding", ["replicate", "zeros"])
+def test_split_stem_output_equals_concatenated_convolution(padding):
+    torch.manual_seed(0)
+    net = UNet(base_channels=4, depth=1, stem=2, stem_channels=3, padding=padding)
+    torch.nn.init.normal_(net.stem_out.weight)
+    torch.nn.init.normal_(net.stem_out.bias)
+    a, full = torch.rand(2, 3, 12, 10), torch.rand(2, 3, 12, 10)
+    torch.testing.assert_close(net._stem_out(a, full), net.stem_out(torch.cat([a, full], 1)))
+
+
+def test_channels_last_inside_plain_tensors_outside():
+    net = UNet(base_channels=4, depth=1, in_channels=2, out_channels=2)
+    assert net.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    y = net(torch.rand(2, 2, 16, 16))
+    assert y.is_contiguous()

@@ -24,7 +24,7 @@ from cryoopt.restore.unet import UNet, UNetConfig, build_unet
 __all__ = ["DEFAULT_MODEL", "DEFAULT_TRAINING", "ArtifactRun", "artifact_gains", "evaluate_restoration", "train_artifact_model"]
 
 #: The default network: ~70 k parameters, 5.3 GMAC at 1024^2 (most work at half resolution).
-DEFAULT_MODEL = UNetConfig(base_channels=12, depth=2, stem=2, stem_channels=8)
+DEFAULT_MODEL = UNetConfig(base_channels=12, depth=2, stem=2, stem_channels=8, padding="zeros")
 #: Default training: a few minutes on 2 CPU cores.
 DEFAULT_TRAINING = TrainConfig(steps=600, batch_size=8, crop_px=64, lr=2e-3, val_every=100)
 

@@ -46,6 +46,15 @@ class UNetConfig:
             maps, so the costly convolutions run on fewer, wider feature maps (about
             3x faster on CPU).
         stem_channels: feature maps of the full-resolution stem.
+        padding: border handling of the 3x3 convolutions, ``"replicate"`` (edge
+            pixels repeated) or ``"zeros"``. Zero padding is fused into the
+            convolution by oneDNN while replicate padding copies every feature map
+            once more (about 20 % of CPU inference time); the default stays
+            ``"replicate"`` so checkpoints saved without this field behave as before.
+
+    2-D networks keep weights and activations in the channels-last (NHWC) memory
+    layout, which oneDNN convolves about twice as fast on CPU as NCHW for these
+    narrow layers; inputs and outputs are ordinary tensors.
     """
 
     in_channels: int = 1
@@ -57,6 +66,7 @@ class UNetConfig:
     upscale: int = 1
     stem: int = 1
     stem_channels: int = 4
+    padding: str = "replicate"
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "out_channels", "base_channels", "upscale", "stem", "stem_channels"):
@@ -69,6 +79,8 @@ class UNetConfig:
             raise ParameterError(f"dims must be 2 (images) or 3 (stacks), got {self.dims!r}")
         if self.stem > 1 and self.dims != 2:
             raise ParameterError("stem > 1 is for 2-D images only; pass stem=1 with dims=3")
+        if self.padding not in ("replicate", "zeros"):
+            raise ParameterError(f"padding must be 'replicate' or 'zeros', got {self.padding!r}")
         if self.residual and self.in_channels != self.out_channels:
             raise ParameterError("residual=True needs in_channels == out_channels; pass residual=False")
 
@@ -76,12 +88,12 @@ class UNetConfig:
         return asdict(self)
 
 
-def _block(dims: int, c_in: int, c_out: int) -> nn.Sequential:
+def _block(dims: int, c_in: int, c_out: int, padding: str = "replicate") -> nn.Sequential:
     conv = nn.Conv2d if dims == 2 else nn.Conv3d
     return nn.Sequential(
-        conv(c_in, c_out, 3, padding=1, padding_mode="replicate"),
+        conv(c_in, c_out, 3, padding=1, padding_mode=padding),
         nn.LeakyReLU(0.1, inplace=True),
-        conv(c_out, c_out, 3, padding=1, padding_mode="replicate"),
+        conv(c_out, c_out, 3, padding=1, padding_mode=padding),
         nn.LeakyReLU(0.1, inplace=True),
     )
 
@@ -108,15 +120,17 @@ class UNet(nn.Module):
         widths = [c.base_channels * 2**i for i in range(c.depth + 1)]
         if c.stem > 1:
             sc = c.stem_channels
-            self.stem_in = nn.Sequential(nn.Conv2d(c.in_channels, sc, 3, padding=1, padding_mode="replicate"), nn.LeakyReLU(0.1, inplace=True))
-            self.stem_out = nn.Conv2d(2 * sc, c.out_channels, 3, padding=1, padding_mode="replicate")
-        self.inc = _block(c.dims, c.in_channels if c.stem == 1 else c.stem_channels * c.stem**2, widths[0])
-        self.down = nn.ModuleList(_block(c.dims, widths[i], widths[i + 1]) for i in range(c.depth))
-        self.up = nn.ModuleList(_block(c.dims, widths[i + 1] + widths[i], widths[i]) for i in reversed(range(c.depth)))
+            self.stem_in = nn.Sequential(nn.Conv2d(c.in_channels, sc, 3, padding=1, padding_mode=c.padding), nn.LeakyReLU(0.1, inplace=True))
+            self.stem_out = nn.Conv2d(2 * sc, c.out_channels, 3, padding=1, padding_mode=c.padding)
+        self.inc = _block(c.dims, c.in_channels if c.stem == 1 else c.stem_channels * c.stem**2, widths[0], c.padding)
+        self.down = nn.ModuleList(_block(c.dims, widths[i], widths[i + 1], c.padding) for i in range(c.depth))
+        self.up = nn.ModuleList(_block(c.dims, widths[i + 1] + widths[i], widths[i], c.padding) for i in reversed(range(c.depth)))
         self.out = conv(widths[0], c.out_channels if c.stem == 1 else c.stem_channels * c.stem**2, 1)
         last = self.out if c.stem == 1 else self.stem_out
         nn.init.zeros_(last.weight)  # start as the identity (residual) / zero map
         nn.init.zeros_(last.bias)
+        if c.dims == 2:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -133,6 +147,8 @@ class UNet(nn.Module):
             p = (-s) % m if k < 2 else 0  # stacks are pooled laterally only
             pad += [p // 2, p - p // 2]
         xp = F.pad(x, pad, mode="replicate") if any(pad) else x
+        if c.dims == 2:
+            xp = xp.contiguous(memory_format=torch.channels_last)
         if c.stem > 1:
             full = self.stem_in(xp)
             skips = [self.inc(F.pixel_unshuffle(full, c.stem))]
@@ -149,11 +165,21 @@ class UNet(nn.Module):
             h = blk(torch.cat([h, skip], dim=1))
         y = self.out(h)
         if c.stem > 1:
-            y = self.stem_out(torch.cat([F.leaky_relu(F.pixel_shuffle(y, c.stem), 0.1), full], dim=1))
+            y = self._stem_out(F.leaky_relu(F.pixel_shuffle(y, c.stem), 0.1), full)
         if any(pad):
             idx = [slice(None), slice(None)] + [slice(pad[2 * (len(size) - 1 - i)], pad[2 * (len(size) - 1 - i)] + size[i]) for i in range(len(size))]
             y = y[tuple(idx)]
-        return x + y if c.residual else y
+        y = x + y if c.residual else y
+        return y.contiguous() if c.dims == 2 else y
+
+
+    def _stem_out(self, a: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """``stem_out(cat([a, full]))`` as two convolutions over the weight's halves (no full-resolution concatenation)."""
+        w, sc = self.stem_out.weight, a.shape[1]
+        if self.config.padding == "zeros":
+            return F.conv2d(a, w[:, :sc], None, padding=1) + F.conv2d(full, w[:, sc:], self.stem_out.bias, padding=1)
+        rep = [1, 1, 1, 1]
+        return F.conv2d(F.pad(a, rep, mode="replicate"), w[:, :sc]) + F.conv2d(F.pad(full, rep, mode="replicate"), w[:, sc:], self.stem_out.bias)
 
 
 def count_parameters(model: nn.Module) -> int:
