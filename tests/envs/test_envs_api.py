@@ -105,6 +105,32 @@ def test_clem_failed_evaluation_gives_documented_penalty_not_nan():
     env.close()
 
 
+def test_clem_scores_sections_against_the_simulators_structures():
+    """On the simulator, the label is scored against the specimen's labelled sites and
+    the EM contrast over its target structures (neurites here): sections are scored,
+    not failed, and a bad choice of structures option is refused."""
+    env = make("cryoopt/CLEMProtocol-v0", image_size=128, scenario="neurons")
+    env.reset(seed=0)
+    assert env.unwrapped.structures == "known" and env.unwrapped._target_structures() == ("cells",)
+    scored, failed = [], 0
+    for _ in range(8):
+        _, r, te, _, info = env.step(np.zeros(13, np.float32))
+        if info["section_failed"]:
+            continue
+        if info["evaluation_failed"]:
+            failed += 1
+        else:
+            scored.append(info["scores"]["scores"])
+        if te:
+            break
+    assert len(scored) >= 4 and failed <= 1
+    assert all(math.isfinite(s["em_cnr"]["value"]) and s["em_cnr"]["value"] > 0.5 for s in scored)
+    assert all(0.0 < s["logic_precision"]["value"] <= 1.0 for s in scored)
+    env.close()
+    with pytest.raises(ValueError, match="structures"):
+        make("cryoopt/CLEMProtocol-v0", structures="guess")
+
+
 def test_clem_image_observation():
     env = make("cryoopt/CLEMProtocol-v0", observation="images", obs_image_px=32)
     obs, _ = env.reset(seed=0)

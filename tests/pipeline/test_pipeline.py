@@ -68,6 +68,24 @@ def test_logic_separates_on_target_from_off_target_label(on_target):
     assert st.scores["logic_recall"].value > 0.9
 
 
+def test_known_structure_masks_replace_the_segmenters(on_target):
+    lm, em, _, st = on_target
+    mito = clem_pair(0)[3]
+    keep = np.zeros_like(mito)
+    keep[: mito.shape[0] // 2] = mito[: mito.shape[0] // 2]  # only the known upper-half mitochondria count
+    from scipy import ndimage as ndi
+
+    ctx = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, structure_masks={"mitochondria": keep})
+    known = evaluate_section(lm, em, context=ctx)
+    assert known["n_mitochondria"].value == ndi.label(keep)[1] < st.scores["n_mitochondria"].value
+    # the label belongs on the lower half only: logic precision collapses to about half
+    ctx = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, label_target_mask=mito & ~keep)
+    assert evaluate_section(lm, em, context=ctx)["logic_precision"].value < 0.75 * st.scores["logic_precision"].value
+    with pytest.raises(EvaluationError, match=r"structure_masks\['cells'\].*grid"):
+        evaluate_section(lm, em, context=EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0,
+                                                            structure_masks={"cells": keep[:10]}))
+
+
 @pytest.mark.parametrize(
     "lm_bad",
     [np.full((64, 64), np.nan), np.zeros((64, 64)), np.zeros((64, 64), complex), np.zeros((4, 64, 64))],

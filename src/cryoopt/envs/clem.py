@@ -157,7 +157,7 @@ class CLEMProtocolEnv(InstrumentEnv):
     }
 
     def __init__(self, *, observation: str = "scalar", image_size: int = 256, obs_image_px: int = 64,
-                 registration: str | None = None, weights: Any = None, failure_reward: float = -1.0,
+                 registration: str | None = None, structures: str | None = None, weights: Any = None, failure_reward: float = -1.0,
                  failure_limit: int = 2, evaluators: Sequence[Evaluator] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if observation not in ("scalar", "images"):
@@ -167,6 +167,9 @@ class CLEMProtocolEnv(InstrumentEnv):
         self.registration = registration or ("known" if self.chain.user_bench is None else "estimate")
         if self.registration not in ("known", "estimate"):
             raise ValueError(f"registration must be 'known' or 'estimate', got {self.registration!r}")
+        self.structures = structures or ("known" if self.chain.user_bench is None else "estimate")
+        if self.structures not in ("known", "estimate"):
+            raise ValueError(f"structures must be 'known' or 'estimate', got {self.structures!r}")
         self.weights = DEFAULT_WEIGHTS if weights is None else weights
         self.failure_reward, self.failure_limit = float(failure_reward), int(failure_limit)
         self.user_evaluators = evaluators
@@ -225,7 +228,9 @@ class CLEMProtocolEnv(InstrumentEnv):
                 inner.variation = {"antibody_dilution": 0.1 * protocol["antibody_dilution"],
                                    "incubation_min": 0.1 * protocol["incubation_min"]}
         ctx = EvaluationContext(lm_pixel_size_nm=lm_px, em_pixel_size_nm=em_px, protocol=protocol,
-                                previous_sections=tuple(self.previous[-3:]), evaluators=tuple(evs))
+                                previous_sections=tuple(self.previous[-3:]), evaluators=tuple(evs),
+                                target_structures=self._target_structures(),
+                                **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
         if self.registration == "known":
             n = self.image_size
@@ -240,6 +245,26 @@ class CLEMProtocolEnv(InstrumentEnv):
         if st.label_mask is not None and st.target_mask is not None:
             self.previous.append((st.label_mask, st.target_mask))
         return Scores(st.scores), ""
+
+    def _known_structures(self, shape: tuple[int, ...], lm_to_em: float) -> dict[str, Any]:
+        """The simulator's EM structure masks and labelled sites (``structures="known"``), else nothing.
+
+        The labelled sites are dilated by one LM pixel: the label cannot be placed more
+        finely than the LM image resolves it."""
+        truth = getattr(self.chain.physics.get("microscope"), "last_truth", None)
+        if self.structures != "known" or truth is None or truth.cells.shape != tuple(shape):
+            return {}
+        from scipy import ndimage as ndi
+
+        sites = ndi.binary_dilation(truth.targets, iterations=max(1, int(round(lm_to_em)))) if truth.targets.any() else truth.targets
+        masks = {"cells": truth.cells > 0, "nuclei": truth.nuclei, "mitochondria": truth.mitochondria, "membranes": truth.membranes}
+        return {"structure_masks": masks, "label_target_mask": sites}
+
+    def _target_structures(self) -> tuple[str, ...]:
+        """EM structures the label is meant for (and whose contrast ``em_cnr`` measures),
+        from the specimen's ``target_site``: mitochondria, or the cells (neurites, somata)."""
+        site = getattr(getattr(self.chain.physics.get("microscope"), "specimen", None), "target_site", "mitochondria")
+        return ("mitochondria",) if site == "mitochondria" else ("cells",)
 
     # -- observation ------------------------------------------------------------------------
     def _features(self) -> np.ndarray:

@@ -28,6 +28,7 @@ from cryoopt.pipeline._validate import check_image
 from cryoopt.registry import Registry
 
 __all__ = [
+    "KnownMask",
     "MembraneSegmenter",
     "ParseResult",
     "Segmenter",
@@ -119,9 +120,23 @@ class MembraneSegmenter:
         return label(th > med + self.z * mad).astype(np.int32)
 
 
+@dataclass(frozen=True)
+class KnownMask:
+    """A "segmenter" that returns a known mask's connected objects (ground truth or an annotation)."""
+
+    mask: np.ndarray = field(repr=False)
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        if np.shape(self.mask) != np.shape(image):
+            raise EvaluationError(f"known mask has shape {np.shape(self.mask)} but the image has {np.shape(image)}")
+        return ndi.label(np.asarray(self.mask, bool))[0].astype(np.int32)
+
+
 segmenters.register("nuclei", lambda: ThresholdSegmenter("dark", sigma_px=3.0, min_area_px=400))
 segmenters.register("mitochondria", lambda: ThresholdSegmenter("dark", sigma_px=1.0, min_area_px=9, max_area_px=399))
 segmenters.register("membranes", MembraneSegmenter)
+# stained material (cells, neurites) against the brighter embedding resin
+segmenters.register("cells", lambda: ThresholdSegmenter("dark", sigma_px=2.0, min_area_px=50))
 segmenters.register("targets", lambda: ThresholdSegmenter("bright", sigma_px=1.0, min_area_px=4))
 
 

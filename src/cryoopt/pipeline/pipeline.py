@@ -32,7 +32,7 @@ from cryoopt.pipeline import metrics as M
 from cryoopt.pipeline._robust import median_sigma
 from cryoopt.pipeline._validate import check_image
 from cryoopt.pipeline.evaluators import Evaluator, Evidence, LogicConsistencyEvaluator
-from cryoopt.pipeline.parser import ParseResult, parse_section
+from cryoopt.pipeline.parser import KnownMask, ParseResult, parse_section
 from cryoopt.pipeline.preprocess import Restorer, block_mean, detect_charging, detect_ice, normalize_intensity, restorers
 from cryoopt.pipeline.registration import RegistrationResult, detect_structure_points, register_lm_em
 from cryoopt.pipeline.scores import Score, Scores, score
@@ -57,6 +57,12 @@ class EvaluationContext:
         max_working_px: longest side of the reduced grid.
         charging_mask, ice_mask: known EM masks (e.g. simulator ground truth) instead
             of the detectors.
+        structure_masks: known EM masks by structure kind (``"cells"``, ``"nuclei"``,
+            ``"mitochondria"``, ``"membranes"``, ...) on the EM image's grid, used
+            instead of the segmenters for those kinds (e.g. simulator ground truth, or
+            an operator's annotation). The LM label is always segmented.
+        label_target_mask: where the label belongs, on the EM image's grid (e.g. the
+            simulator's labelled sites); default: the union of ``target_structures``.
     """
 
     lm_pixel_size_nm: float
@@ -70,6 +76,8 @@ class EvaluationContext:
     max_working_px: int = 512
     charging_mask: np.ndarray | None = None
     ice_mask: np.ndarray | None = None
+    structure_masks: Mapping[str, np.ndarray] | None = None
+    label_target_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
@@ -144,7 +152,18 @@ def stage_parse(st: SectionState) -> None:
     assert st.em_w is not None and st.lm_w is not None  # noqa: S101 - stage order
     em = st.em_w.copy()
     em[st.charging | st.ice] = median_sigma(em)[0]  # artifacts are not structures
-    st.parsed = parse_section(em, st.lm_w, with_graph=False)
+    known = {kind: KnownMask(_working_mask(mask, st, f"structure_masks[{kind!r}]"))
+             for kind, mask in (st.context.structure_masks or {}).items()}
+    kinds = tuple(dict.fromkeys(("nuclei", "mitochondria", "membranes", *st.context.target_structures, *known)))
+    st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False)
+
+
+def _working_mask(mask: Any, st: SectionState, name: str) -> np.ndarray:
+    """A known full-resolution EM mask on the working grid (a block is in if half its pixels are)."""
+    arr = np.asarray(mask)
+    if arr.shape != st.em.shape:
+        raise EvaluationError(f"context.{name} has shape {arr.shape}; it must be on the EM image's grid {st.em.shape}")
+    return block_mean(arr.astype(float), st.f_em) > 0.5
 
 
 def stage_metrics(st: SectionState) -> None:
@@ -155,7 +174,7 @@ def stage_metrics(st: SectionState) -> None:
     for k in ctx.target_structures:
         structures |= p.mask(k)
     artifacts = st.charging | st.ice
-    bg = ~(p.mask("nuclei") | p.mask("mitochondria") | p.mask("membranes") | artifacts)
+    bg = ~(structures | p.mask("nuclei") | p.mask("mitochondria") | p.mask("membranes") | artifacts)
     s["em_cnr"] = _safe("em_cnr", lambda: M.contrast_to_noise_ratio(st.em_w, structures, bg))
     # SNR on the raw grid: mean section signal over background noise (physical zero needed)
     s["em_snr"] = _safe("em_snr", lambda: M.signal_to_noise_ratio(st.em_raw_w, bg, structures))
@@ -183,7 +202,10 @@ def stage_metrics(st: SectionState) -> None:
     s["n_mitochondria"] = score("n_mitochondria", p.count("mitochondria"))
     s["n_targets"] = score("n_targets", p.count("targets"))
     s["membrane_fraction"] = score("membrane_fraction", float(p.mask("membranes").mean()))
-    st.target_mask = structures
+    if ctx.label_target_mask is not None:
+        st.target_mask = _working_mask(ctx.label_target_mask, st, "label_target_mask")
+    else:
+        st.target_mask = structures
 
 
 def _grid(f: int) -> np.ndarray:
