@@ -90,7 +90,10 @@ def test_clem_info_groups_and_stop():
 
 
 def test_clem_failed_evaluation_gives_documented_penalty_not_nan():
-    env = make("cryoopt/CLEMProtocol-v0", weights={"logic": 0.5, "impact": 0.5})  # impact is never scored
+    from cryoopt.pipeline import LogicConsistencyEvaluator
+
+    # impact weighted but nothing scores it: every evaluated section fails its reward
+    env = make("cryoopt/CLEMProtocol-v0", weights={"logic": 0.5, "impact": 0.5}, evaluators=[LogicConsistencyEvaluator()])
     env.reset(seed=0)
     seen = False
     for _ in range(6):

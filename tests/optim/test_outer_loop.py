@@ -40,7 +40,7 @@ def test_resume_mid_campaign_gives_the_same_proposals(runner):
     a.run(2)
     state = json.loads(json.dumps(a.state_dict(), default=float))
     b = OuterLoop.from_state_dict(state, runner=runner)
-    assert b.history == a.history
+    assert json.dumps(b.history) == json.dumps(a.history)  # (NaN metrics of failed sections compare as text)
     pa, pb = a.optimizer.ask(2), b.optimizer.ask(2)
     assert [t.params for t in pa] == [t.params for t in pb]
     # the asked-but-unrun blocks are pending: a resumed loop runs them first

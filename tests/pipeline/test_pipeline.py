@@ -102,7 +102,7 @@ def test_context_requires_pixel_sizes():
 
 
 def test_evaluators_registry_and_reward_from_all_five():
-    assert evaluators.names() == ["execution", "impact", "logic", "novelty", "reproducibility"]
+    assert evaluators.names() == ["execution", "image_quality", "impact", "logic", "novelty", "reproducibility"]
     rng = np.random.default_rng(0)
     names = ("em_cnr", "em_sharpness")
     hist = [{"em_cnr": c, "em_sharpness": s} for c, s in rng.uniform(0, 1, (30, 2))]
@@ -133,6 +133,22 @@ def test_evaluators_registry_and_reward_from_all_five():
     assert math.isfinite(r.value)
     with pytest.raises(EvaluationError, match="not fitted"):
         ImpactForecaster(names).evaluate(ev)
+
+
+def test_image_quality_index_gives_half_credit_at_its_half_points():
+    from cryoopt.pipeline import ImageQualityIndex
+
+    m = {"em_cnr": 3.0, "lm_cnr": 3.0, "em_frc_resolution_nm": 200.0, "em_artifact_fraction": 0.0}
+    iq = ImageQualityIndex()
+    assert iq.evaluate(Evidence(metrics=m))["impact"].value == pytest.approx(0.125)
+    assert iq.evaluate(Evidence(metrics={**m, "em_artifact_fraction": 0.5}))["impact"].value == pytest.approx(0.0625)
+    better = {**m, "em_cnr": 30.0, "lm_cnr": 30.0, "em_frc_resolution_nm": 20.0}
+    assert iq.evaluate(Evidence(metrics=better))["impact"].value == pytest.approx((10 / 11) ** 3)
+    with pytest.raises(EvaluationError, match="em_frc_resolution_nm"):
+        iq.evaluate(Evidence(metrics={k: v for k, v in m.items() if k != "em_frc_resolution_nm"}))
+    with pytest.raises(EvaluationError, match="finite"):
+        iq.evaluate(Evidence(metrics={**m, "lm_cnr": math.nan}))
+    assert iq.evaluate(Evidence(metrics={**m, "em_frc_resolution_nm": math.inf}))["impact"].value == 0.0
 
 
 def test_structure_graph_containment_and_adjacency():

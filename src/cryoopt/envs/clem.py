@@ -20,6 +20,7 @@ from cryoopt.pipeline.evaluators import (
     Evaluator,
     Evidence,
     ExecutionEvaluator,
+    ImageQualityIndex,
     LogicConsistencyEvaluator,
     NoveltyEvaluator,
     ReproducibilityEvaluator,
@@ -37,8 +38,30 @@ IMAGING_FEATURES = (
 )
 CLEM_FEATURES = (*SECTIONING_FEATURES, *STAINING_FEATURES, *IMAGING_FEATURES, "block_progress", "prep_time")
 
-#: Default fusion weights (impact needs a fitted forecaster, so it is off by default).
-DEFAULT_WEIGHTS = {"logic": 0.4, "novelty": 0.1, "impact": 0.0, "d_repro": 0.1, "meta": 0.4}
+#: Pairwise judgments behind :data:`DEFAULT_WEIGHTS` (Saaty's scale: ``a_ij`` = how much more
+#: term i matters than term j): label placement (logic) and image quality (impact) matter
+#: equally and most, execution against the simulator (meta) next, novelty and
+#: reproducibility least.
+REWARD_JUDGMENTS: dict[tuple[str, str], float] = {
+    ("logic", "impact"): 1.0, ("logic", "meta"): 2.0, ("logic", "novelty"): 3.0, ("logic", "d_repro"): 3.0,
+    ("impact", "meta"): 2.0, ("impact", "novelty"): 3.0, ("impact", "d_repro"): 3.0,
+    ("meta", "novelty"): 2.0, ("meta", "d_repro"): 2.0, ("novelty", "d_repro"): 1.0,
+}
+
+
+def _ahp_weights(judgments: Mapping[tuple[str, str], float]) -> dict[str, float]:
+    from cryoopt.fusion.ahp import ahp_weights
+
+    names = tuple(dict.fromkeys(n for pair in judgments for n in pair))
+    a = np.ones((len(names), len(names)))
+    for (i, j), v in judgments.items():
+        a[names.index(i), names.index(j)], a[names.index(j), names.index(i)] = v, 1.0 / v
+    return {k: round(w, 4) for k, w in ahp_weights(a, names=names).as_dict().items()}
+
+
+#: Default fusion weights: AHP priorities of :data:`REWARD_JUDGMENTS` (consistency ratio 0.003):
+#: logic 0.31, impact 0.31, meta 0.18, novelty 0.10, d_repro 0.10.
+DEFAULT_WEIGHTS = _ahp_weights(REWARD_JUDGMENTS)
 
 _REG_KEYS = ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction")
 
@@ -126,8 +149,10 @@ class CLEMProtocolEnv(InstrumentEnv):
     The fused reward ``R = sum_k w_k term_k`` over ``logic`` (label on target
     structures, across sections), ``novelty`` (vs this block's sections), ``d_repro``
     (reproducibility under +-10 % dilution/time), ``meta`` (execution vs the
-    simulator's optimal time) and ``impact`` (weight 0 unless you pass a fitted
-    forecaster), weights :data:`DEFAULT_WEIGHTS` or ``weights=``; its breakdown is
+    simulator's optimal time) and ``impact`` (image quality:
+    :class:`~cryoopt.pipeline.ImageQualityIndex` of EM/LM CNR, EM FRC resolution and
+    artifact fraction, or your fitted forecaster among ``evaluators=``), weights
+    :data:`DEFAULT_WEIGHTS` (AHP) or ``weights=``; its breakdown is
     ``info["reward_terms"]``, the pipeline's scores ``info["scores"]``
     (``Scores.to_dict()``). A failed evaluation (a NaN metric a term needs, or images
     the pipeline refuses) gives ``failure_reward`` (-1 by default) and
@@ -213,6 +238,7 @@ class CLEMProtocolEnv(InstrumentEnv):
             return list(self.user_evaluators)
         return [
             LogicConsistencyEvaluator(),
+            _Safe(ImageQualityIndex(), ("impact",)),
             _Safe(ExecutionEvaluator(self._predictor), ("meta", "execution_time_ratio", "execution_uniformity")),
             _Safe(NoveltyEvaluator(self.database), ("novelty", "novelty_distance")),
             _Safe(ReproducibilityEvaluator(self._label_score, {"antibody_dilution": 0.0, "incubation_min": 0.0}, n_samples=8,

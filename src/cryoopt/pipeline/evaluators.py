@@ -35,6 +35,7 @@ __all__ = [
     "Evaluator",
     "Evidence",
     "ExecutionEvaluator",
+    "ImageQualityIndex",
     "ImpactForecaster",
     "LogicConsistencyEvaluator",
     "NoveltyEvaluator",
@@ -296,6 +297,41 @@ class ImpactForecaster(Evaluator):
     def evaluate(self, evidence: Evidence) -> Scores:
         mean, std = self.predict(evidence.metrics)
         return Scores({"impact": score("impact", max(0.0, mean), uncertainty=std)})
+
+
+@evaluators.register("image_quality")
+class ImageQualityIndex(Evaluator):
+    """A fixed forecast of downstream quality from the section's own image metrics (``impact``).
+
+    For campaigns with no rated history to fit :class:`ImpactForecaster` on (every
+    simulated one, and a real one's first blocks):
+    ``impact = s(em_cnr) * s(lm_cnr) * r * (1 - em_artifact_fraction)`` with the
+    saturating ``s(c) = c / (c + cnr_half)`` (half credit at ``cnr_half``, default 3,
+    below the Rose criterion of 5 for reliably seeing a structure) and
+    ``r = res_half / (res_half + em_frc_resolution_nm)`` (half credit at ``res_half``,
+    default 200 nm). In [0, 1): both modalities must show their structure, resolved
+    and free of artifacts. An infinite resolution (FRC below threshold at every
+    frequency: nothing resolved) gives 0; a missing or NaN metric raises (a failed term).
+    """
+
+    features: tuple[str, ...] = ("em_cnr", "lm_cnr", "em_frc_resolution_nm", "em_artifact_fraction")
+
+    def __init__(self, *, cnr_half: float = 3.0, res_half_nm: float = 200.0) -> None:
+        if not (cnr_half > 0 and res_half_nm > 0):
+            raise EvaluationError(f"cnr_half and res_half_nm must be positive, got {cnr_half}, {res_half_nm}")
+        self.cnr_half, self.res_half_nm = float(cnr_half), float(res_half_nm)
+
+    def evaluate(self, evidence: Evidence) -> Scores:
+        missing = [n for n in self.features if n not in evidence.metrics]
+        if missing:
+            raise EvaluationError(f"image quality needs metrics {missing}; run the metrics stage first")
+        em_cnr, lm_cnr, res, art = (float(getattr(evidence.metrics[n], "value", evidence.metrics[n])) for n in self.features)
+        if any(math.isnan(v) for v in (em_cnr, lm_cnr, res, art)) or math.isinf(em_cnr) or math.isinf(lm_cnr):
+            raise EvaluationError(f"image quality needs finite {self.features}, got {(em_cnr, lm_cnr, res, art)}")
+        em_cnr, lm_cnr, res, art = max(em_cnr, 0.0), max(lm_cnr, 0.0), max(res, 0.0), min(max(art, 0.0), 1.0)
+        impact = (em_cnr / (em_cnr + self.cnr_half)) * (lm_cnr / (lm_cnr + self.cnr_half))
+        impact *= self.res_half_nm / (self.res_half_nm + res) * (1.0 - art)
+        return Scores({"impact": score("impact", impact)})
 
 
 @evaluators.register("reproducibility")
