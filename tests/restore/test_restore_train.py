@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cryoopt.exceptions import EvaluationError, ParameterError, StateError
-from cryoopt.restore import ImagePairs, TrainConfig, UNet, load_model, predict, save_model, train
+from cryoopt.restore import ImagePairs, TrainConfig, UNet, load_model, predict, save_model, train, validation_scores
 
 from ._helpers import noisy_pairs
 
@@ -94,3 +94,25 @@ def test_pairs_and_model_mismatch_refused():
         train(UNet(base_channels=4, depth=1, dims=3), noisy_pairs(2), config=TINY)
     with pytest.raises(ParameterError):
         train("not a model", noisy_pairs(2), config=TINY)  # type: ignore[arg-type]
+
+
+def test_validation_scores_match_the_training_history():
+    pairs = noisy_pairs(6, seed=2)
+    model = UNet(base_channels=4, depth=1)
+    res = train(model, pairs.subset([0, 1, 2, 3]), pairs.subset([4, 5]), config=TINY)
+    val = pairs.subset([4, 5])
+    from cryoopt.restore._image import Normalization
+    from cryoopt.restore.losses import RestorationLoss
+
+    xs, ys = [], []
+    for x, y in zip(val.inputs, val.targets):
+        n = Normalization.from_image(x)
+        xs.append(n(predict(model, x)))
+        ys.append(n(y))
+    got = validation_scores(xs, ys, RestorationLoss())
+    for k in ("val_loss", "val_psnr_db", "val_ssim"):
+        assert abs(got[k] - res.final[k]) < 1e-4, k
+    perfect = validation_scores(ys, ys)
+    assert perfect["val_ssim"] > 0.999 and "val_loss" not in perfect
+    noisy = validation_scores([y + 0.2 for y in ys], ys)
+    assert noisy["val_psnr_db"] < perfect["val_psnr_db"] and noisy["val_ssim"] < perfect["val_ssim"]

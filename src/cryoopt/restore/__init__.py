@@ -8,7 +8,8 @@ term is SSIM/MS-SSIM written in torch.
   70/15/15 splits over disjoint specimens) -> :func:`train` -> :class:`UNetRestorer`,
   registered as ``"unet"`` in :data:`cryoopt.pipeline.preprocess.restorers`;
   :func:`artifact_gains` measures it against NL-means/bilateral over seeds;
-  :func:`tune_generator` picks the generator's settings with :func:`cryoopt.optimize`;
+  :func:`tune_generator` picks the generator's settings with :func:`cryoopt.optimize`
+  and :func:`tuned_vs_default` checks them against the defaults on held-out data;
   :func:`finetune` (``python -m cryoopt.restore finetune FOLDER --out m.pt``) adapts it
   to a folder of the user's TIFFs.
 * Cross-microscope: :class:`PairStore` (OME-TIFF + SQLite, registered pairs),
@@ -32,8 +33,8 @@ from cryoopt.restore.finetune import finetune
 from cryoopt.restore.losses import RestorationLoss, ms_ssim, ssim
 from cryoopt.restore.pairs import Pair, PairStore, read_ome_tiff, write_ome_tiff
 from cryoopt.restore.restorer import CHECKPOINT_ENV, UNetRestorer, register_checkpoint
-from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, load_model, predict, save_model, train
-from cryoopt.restore.tune import GENERATOR_SPACE, TuneResult, tune_generator
+from cryoopt.restore.train import ImagePairs, TrainConfig, TrainResult, load_model, predict, save_model, train, validation_scores
+from cryoopt.restore.tune import GENERATOR_SPACE, TuneResult, tune_generator, tuned_vs_default
 from cryoopt.restore.unet import UNet, UNetConfig, build_unet, count_parameters
 from cryoopt.restore.zssr import SRResult, bicubic_upscale, sr_resolution_gain, zero_shot_sr
 
@@ -56,6 +57,7 @@ __all__ = [
     "sr_resolution_gain",
     "train_artifact_model",
     "tune_generator",
+    "tuned_vs_default",
     "write_ome_tiff",
     "zero_shot_sr",
     "CHECKPOINT_ENV",
@@ -85,4 +87,5 @@ __all__ = [
     "ssim",
     "summarize",
     "train",
+    "validation_scores",
 ]

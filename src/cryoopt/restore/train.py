@@ -37,7 +37,7 @@ from cryoopt.restore._image import Normalization, as_image
 from cryoopt.restore.losses import RestorationLoss, ssim
 from cryoopt.restore.unet import UNet, UNetConfig, count_parameters
 
-__all__ = ["CHECKPOINT_FORMAT", "ImagePairs", "TrainConfig", "TrainResult", "load_model", "predict", "save_model", "train"]
+__all__ = ["CHECKPOINT_FORMAT", "ImagePairs", "TrainConfig", "TrainResult", "load_model", "predict", "save_model", "train", "validation_scores"]
 
 CHECKPOINT_FORMAT = "cryoopt.restore.unet/1"
 
@@ -183,16 +183,32 @@ def _forward_full(model: UNet, x: np.ndarray) -> np.ndarray:
 
 
 def _validate(model: UNet, xs: list[np.ndarray], ys: list[np.ndarray], loss_fn: RestorationLoss) -> dict[str, float]:
+    return validation_scores([_forward_full(model, x) for x in xs], ys, loss_fn)
+
+
+def validation_scores(outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], loss_fn: RestorationLoss | None = None) -> dict[str, float]:
+    """The validation metrics of :func:`train`'s history for any outputs (e.g. a baseline's).
+
+    ``outputs`` and ``targets`` are on the training scale (both normalised by the
+    input's :class:`~cryoopt.restore._image.Normalization`); returns ``val_psnr_db``,
+    ``val_ssim`` (torch :func:`~cryoopt.restore.losses.ssim`, target range as
+    ``data_range``) and, with ``loss_fn``, ``val_loss``. A baseline scored here
+    compares number for number with the network's validation history.
+    """
     losses, psnrs, ssims = [], [], []
-    for x, y in zip(xs, ys):
-        p = torch.from_numpy(_forward_full(model, x))[None, None]
-        t = torch.from_numpy(y)[None, None]
-        losses.append(float(loss_fn(p, t)))
+    for o, y in zip(outputs, targets):
+        p = torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32))[None, None]
+        t = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None]
+        if loss_fn is not None:
+            losses.append(float(loss_fn(p, t)))
         rng_ = float(y.max() - y.min()) or 1.0
         mse = float(torch.mean((p - t) ** 2))
         psnrs.append(10 * math.log10(rng_**2 / max(mse, 1e-12)))
         ssims.append(float(ssim(p, t, data_range=rng_)))
-    return {"val_loss": float(np.mean(losses)), "val_psnr_db": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
+    out = {"val_psnr_db": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
+    if loss_fn is not None:
+        out = {"val_loss": float(np.mean(losses)), **out}
+    return out
 
 
 def train(
