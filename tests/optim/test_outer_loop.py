@@ -50,6 +50,20 @@ def test_resume_mid_campaign_gives_the_same_proposals(runner):
     assert [r["params"] for r in recs] == [t.params for t in pb] and len(c.history) == 4
 
 
+def test_start_protocols_run_first_and_count_toward_the_design(runner):
+    from cryoopt.agents import EXPERT_PROTOCOL
+
+    loop = OuterLoop(runner=runner, seed=3, optimizer_kwargs={**BO, "n_initial": 3}, start_protocols=[EXPERT_PROTOCOL])
+    loop.run(4)
+    first = loop.history[0]
+    assert first["source"] == "start"
+    assert first["params"] == {k: EXPERT_PROTOCOL[k] for k in block_space().names}
+    assert [r["source"] for r in loop.history[1:]] == ["sobol", "sobol", "bo"]
+    # a resumed loop does not inject them again
+    again = OuterLoop.from_state_dict(json.loads(json.dumps(loop.state_dict(), default=float)), runner=runner)
+    assert len(again.optimizer.trials) == 4 and not again.optimizer.pending
+
+
 def test_save_load_with_agent(tmp_path):
     loop = OuterLoop("fixed", optimizer="random", seed=2, runner_kwargs=RK)
     loop.run(1)

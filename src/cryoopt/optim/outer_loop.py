@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +91,16 @@ class BlockRunner:
         env_kwargs: e.g. ``scenario``, ``backend`` (``direct`` by default), ``image_size``.
         max_sections: the block's budget of serial sections (the agent may stop earlier).
         learn_steps_per_block: after each block, train the agent this many sections.
-        pretrain_steps: for agents with ``pretrain`` (HRL) or ``learn``: train this many
-            steps before the first block.
+        pretrain_steps: for agents with ``learn``: train this many sections in the
+            composite env before the first block.
+        instrument_pretrain_steps: for agents with ``pretrain`` (HRL): steps on each cheap
+            per-instrument env (thousands per second) before that (default ``pretrain_steps``).
     """
 
     def __init__(self, agent: Any = "hrl", *, agent_kwargs: Mapping[str, Any] | None = None, agent_path: str | None = None,
                  env_id: str = "cryoopt/CLEMProtocol-v0", env_kwargs: Mapping[str, Any] | None = None,
-                 max_sections: int | None = 8, learn_steps_per_block: int = 0, pretrain_steps: int = 0) -> None:
+                 max_sections: int | None = 8, learn_steps_per_block: int = 0, pretrain_steps: int = 0,
+                 instrument_pretrain_steps: int | None = None) -> None:
         import gymnasium as gym
 
         import cryoopt.envs  # noqa: F401 - registers the envs
@@ -114,14 +117,17 @@ class BlockRunner:
         self.max_sections = max_sections
         self.learn_steps_per_block = int(learn_steps_per_block)
         self.blocks_run = 0
-        if pretrain_steps:
-            self.pretrain(pretrain_steps)
+        if pretrain_steps or instrument_pretrain_steps:
+            self.pretrain(pretrain_steps, instrument_pretrain_steps)
 
-    def pretrain(self, steps: int) -> None:
-        """Pre-train the agent (HRL: per-instrument envs, then the composite env)."""
-        if hasattr(self.agent, "pretrain"):
-            self.agent.pretrain(steps, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
-        self.agent.learn(self.env, steps)
+    def pretrain(self, steps: int, instrument_steps: int | None = None) -> None:
+        """Pre-train the agent: HRL on the per-instrument envs (``instrument_steps``, default
+        ``steps``), then any agent ``steps`` sections in the composite env."""
+        n_inst = steps if instrument_steps is None else int(instrument_steps)
+        if hasattr(self.agent, "pretrain") and n_inst:
+            self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
+        if steps:
+            self.agent.learn(self.env, steps)
 
     def run(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """Run one block from the starting protocol ``params``; returns the result dict
@@ -336,6 +342,10 @@ class OuterLoop:
             ``{"quality": "maximize"}`` for a single objective.
         runner_kwargs: :class:`BlockRunner` arguments (``env_kwargs``, ``max_sections``,
             ``learn_steps_per_block``, ``pretrain_steps``, ``agent_kwargs``).
+        start_protocols: known protocols (e.g. the lab's current one,
+            :data:`~cryoopt.agents.EXPERT_PROTOCOL`) run as the first blocks of a fresh
+            loop, before the optimizer proposes anything; keys outside the space are
+            ignored. They count toward BO's initial design.
 
     Example:
         >>> loop = OuterLoop("hrl", seed=0, batch_size=2, runner_kwargs={"pretrain_steps": 128})
@@ -346,7 +356,8 @@ class OuterLoop:
     def __init__(self, agent: Any = "hrl", space: SearchSpace | Mapping[str, Any] | None = None, *,
                  optimizer: str | Optimizer = "bo", optimizer_kwargs: Mapping[str, Any] | None = None, seed: int = 0,
                  batch_size: int = 1, objectives: Mapping[str, str] | None = None,
-                 runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None) -> None:
+                 runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None,
+                 start_protocols: Sequence[Mapping[str, Any]] = ()) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.seed, self.batch_size = int(seed), int(batch_size)
@@ -359,6 +370,10 @@ class OuterLoop:
             self.optimizer = make_optimizer(optimizer, sp, seed=self.seed, objectives=dict(objectives or OBJECTIVES), **kw)
         self.runner = runner if runner is not None else BlockRunner(agent, **dict(runner_kwargs or {}))
         self.history: list[dict[str, Any]] = []
+        if not self.optimizer.trials:
+            names = set(self.optimizer.space.names)
+            for protocol in start_protocols:
+                self.optimizer.add_trial({k: v for k, v in protocol.items() if k in names}, source="start")
 
     @property
     def agent(self) -> Any:
