@@ -204,6 +204,10 @@ class CampaignConfig(_Model):
     batch_size: int = Field(default=1, gt=0, description="trials proposed together (one ask)")
     max_in_flight: int = Field(default=1, gt=0, description="trials executed at the same time (asynchronous when > 1)")
     executor: ExecutorConfig
+    start_protocols: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="known protocols (e.g. the lab's current one) run first on a fresh campaign, before any proposal",
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
@@ -253,6 +257,15 @@ class CampaignConfig(_Model):
             unknown = set(self.stopping.target) - set(self.objectives)
             if unknown:
                 raise ValueError(f"stopping.target names unknown objective(s) {sorted(unknown)}")
+        if self.start_protocols:
+            from cryoopt.space import SearchSpace
+
+            space = SearchSpace.from_dict(self.space.parameters, constraints=self.space.constraints)
+            for i, protocol in enumerate(self.start_protocols):
+                try:
+                    space.validate(protocol)
+                except ParameterError as err:
+                    raise ValueError(f"start_protocols[{i}]: {err}") from None
         return self
 
     # ------------------------------------------------------------------ derived objects

@@ -43,6 +43,20 @@ def test_inject_is_validated_and_runs_next(tmp_path: Path) -> None:
     assert camp.best().id == 2
 
 
+def test_start_protocols_run_first_once(tmp_path: Path) -> None:
+    from cryoopt.exceptions import ConfigError
+
+    d = tmp_path / "c"
+    start = [{"x": 0.3, "y": 4}, {"x": 0.9, "y": 0}]
+    Campaign(make_config(budget={"experiments": 3}, start_protocols=start), d).run()
+    Campaign(make_config(budget={"experiments": 5}, start_protocols=start), d).run()  # resume: not queued again
+    rows = Journal.open(d).trials()
+    assert [r.source for r in rows[:2]] == ["start", "start"] and [r.params for r in rows[:2]] == start
+    assert len(rows) == 5 and all(r.source != "start" for r in rows[2:])
+    with pytest.raises(ConfigError, match=r"start_protocols\[0\].*x"):
+        make_config(start_protocols=[{"x": 2.0, "y": 1}])
+
+
 def test_mlflow_parent_and_child_runs(tmp_path: Path) -> None:
     d = tmp_path / "c"
     cfg = make_config(tracking={"enabled": True}, budget={"experiments": 4},

@@ -411,6 +411,17 @@ class Campaign:
         clean = self.config.search_space().validate(params)
         return self.journal.add_request("inject", {"params": clean})
 
+    def _queue_start_protocols(self) -> None:
+        """On a fresh campaign, queue ``config.start_protocols`` to run before any proposal (once)."""
+        j, protocols = self.journal, self.config.start_protocols
+        if not protocols or j.meta("start_protocols_queued", False):
+            return
+        space = self.config.search_space()
+        with j.transaction():
+            for protocol in protocols:
+                j.add_request("inject", {"params": space.validate(protocol), "source": "start"})
+            j.set_meta(start_protocols_queued=True)
+
     def _drain_inbox(self) -> None:
         j, opt = self.journal, self._opt
         assert opt is not None
@@ -419,15 +430,17 @@ class Campaign:
                 j.consume_request(req_id, None)
                 continue
             try:
-                trial = opt.add_trial(payload["params"], source="manual")
+                source = str(payload.get("source", "manual"))
+                trial = opt.add_trial(payload["params"], source=source)
             except ParameterError as err:  # e.g. the space's constraints refuse it
                 j.event("inject", f"request {req_id} refused: {err}")
                 j.consume_request(req_id, None)
                 continue
             with j.transaction():
-                j.add_trials([{"id": trial.id, "params": trial.params, "source": "manual"}])
+                j.add_trials([{"id": trial.id, "params": trial.params, "source": source}])
                 j.consume_request(req_id, trial.id)
-            self._say(f"trial {trial.id:4d} injected by the operator: {trial.params}")
+            who = "a start protocol" if source == "start" else "injected by the operator"
+            self._say(f"trial {trial.id:4d} {who}: {trial.params}")
 
     def _apply_feedback(self) -> None:
         """With feedback mode 'blend', re-derive rated trials' values and update the optimizer."""
@@ -521,6 +534,7 @@ class Campaign:
             j.set_durable(not executor.idempotent)
             self._recover(executor)
             self._opt = self._optimizer()
+            self._queue_start_protocols()
             self._feedback_seen = -1
             self._progress = self._new_progress()
             tracker = self._make_tracker()

@@ -179,7 +179,7 @@ def _register_executor() -> None:
 
         ``executor.options`` are :class:`BlockRunner`'s keyword arguments (``agent``,
         ``agent_kwargs``, ``agent_path``, ``env_kwargs``, ``max_sections``,
-        ``learn_steps_per_block``, ``pretrain_steps``); the block seed is
+        ``learn_steps_per_block``, ``pretrain_steps``, ``instrument_pretrain_steps``); the block seed is
         ``config.seed * 100_003 + trial.id``. Idempotent unless the agent learns per block.
         """
 
