@@ -58,6 +58,34 @@ def test_user_agent_plugs_in_with_one_class(env):
         agents._items.pop("test_more_dilute")
 
 
+def test_min_sections_overrides_an_early_stop(env):
+    class Quitter(BaseAgent):
+        def act(self, obs, info=None):
+            a = self.zero_action()
+            a[-1] = 1.0  # stop at once, every time
+            return a
+
+    assert run_block(Quitter(), env, seed=2, start=EXPERT_PROTOCOL, max_sections=5)["sections"] == 0
+    out = run_block(Quitter(), env, seed=2, start=EXPERT_PROTOCOL, max_sections=5, min_sections=3)
+    assert out["sections"] == 3 and out["stopped"]
+
+
+def test_random_starts_draw_from_the_space_and_keep_explicit_setpoints(env):
+    from cryoopt.agents import RandomStarts
+    from cryoopt.optim.outer_loop import block_space
+
+    space = block_space()
+    wrapped = RandomStarts(env, space, seed=0)
+    _, a = wrapped.reset(seed=5)
+    _, b = wrapped.reset(seed=5)
+    _, c = wrapped.reset()
+    dil = [i["setpoints"]["staining"]["dilution"] for i in (a, b, c)]
+    assert dil[0] == dil[1] != dil[2]
+    assert all(space["dilution"].low <= d <= space["dilution"].high for d in dil)
+    _, d = wrapped.reset(options={"setpoints": {"dilution": 333.0}})
+    assert d["setpoints"]["staining"]["dilution"] == pytest.approx(333.0)
+
+
 def test_fixed_starts_from_the_expert_protocol_and_holds(env):
     seen = []
     run_block(make_agent("fixed"), env, seed=1, max_sections=2, on_step=lambda o, r, i: "setpoints" in i and seen.append(i["setpoints"]))

@@ -32,6 +32,7 @@ from cryoopt.agents.base import (
 from cryoopt.agents.baselines import FixedAgent, HoldAgent, RandomAgent
 from cryoopt.agents.hrl import OPTIONS, HRLAgent, OptionEnv, OptionTermination, GroupControlEnv
 from cryoopt.agents.sb3 import FlatPPOAgent, FlatSACAgent, MLflowOutputFormat, SB3Agent, configure_mlflow_logger
+from cryoopt.agents.starts import RandomStarts
 
 __all__ = [
     "EXPERT_PROTOCOL",
@@ -48,6 +49,7 @@ __all__ = [
     "OptionEnv",
     "OptionTermination",
     "RandomAgent",
+    "RandomStarts",
     "SB3Agent",
     "agents",
     "start_setpoints",

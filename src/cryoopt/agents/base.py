@@ -208,8 +208,13 @@ def start_setpoints(params: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping[str, Any] | None = None,
-              max_sections: int | None = None, on_step: Callable[..., None] | None = None) -> dict[str, Any]:
+              max_sections: int | None = None, min_sections: int = 0,
+              on_step: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run one sample block with ``agent`` on ``env`` from the starting protocol ``start``.
+
+    ``max_sections`` is the block's budget (the block is stopped when it is used);
+    before ``min_sections`` sections the agent's stop action is overridden (the lab
+    cuts at least that many sections from a block, whatever the agent prefers).
 
     Returns the env's final ``quality_summary`` plus ``return`` (sum of rewards),
     ``steps``, ``stopped`` (the agent stopped the block), ``options`` (HRL option counts,
@@ -222,9 +227,9 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     limit = max_sections if max_sections is not None else math.inf
     while True:
         action = agent.act(obs, info)
-        if steps >= limit:  # the block's budget of sections is used: stop it
+        if steps >= limit or steps < min_sections:
             action = np.asarray(action, np.float32).copy()
-            action[STOP_INDEX] = 1.0
+            action[STOP_INDEX] = 1.0 if steps >= limit else -1.0  # budget used: stop; too early: go on
         obs, reward, terminated, truncated, info = env.step(action)
         steps += 1
         total += float(reward)

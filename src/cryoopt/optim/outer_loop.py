@@ -95,12 +95,17 @@ class BlockRunner:
             composite env before the first block.
         instrument_pretrain_steps: for agents with ``pretrain`` (HRL): steps on each cheap
             per-instrument env (thousands per second) before that (default ``pretrain_steps``).
+        min_sections: sections every block yields before the agent may stop it.
+        pretrain_space: composite-env pre-training starts each episode from a random
+            protocol of this space (the blocks the outer loop will hand the agent) instead
+            of the scenario's start ranges; :class:`OuterLoop` passes its space.
     """
 
     def __init__(self, agent: Any = "hrl", *, agent_kwargs: Mapping[str, Any] | None = None, agent_path: str | None = None,
                  env_id: str = "cryoopt/CLEMProtocol-v0", env_kwargs: Mapping[str, Any] | None = None,
                  max_sections: int | None = 8, learn_steps_per_block: int = 0, pretrain_steps: int = 0,
-                 instrument_pretrain_steps: int | None = None) -> None:
+                 instrument_pretrain_steps: int | None = None, min_sections: int = 0,
+                 pretrain_space: SearchSpace | Mapping[str, Any] | None = None) -> None:
         import gymnasium as gym
 
         import cryoopt.envs  # noqa: F401 - registers the envs
@@ -114,7 +119,9 @@ class BlockRunner:
             self.agent = cls.load(agent_path)
         else:
             self.agent = make_agent(agent, **dict(agent_kwargs or {}))
-        self.max_sections = max_sections
+        self.max_sections, self.min_sections = max_sections, int(min_sections)
+        self.pretrain_space = (pretrain_space if isinstance(pretrain_space, SearchSpace) or pretrain_space is None
+                               else block_space(pretrain_space))
         self.learn_steps_per_block = int(learn_steps_per_block)
         self.blocks_run = 0
         if pretrain_steps or instrument_pretrain_steps:
@@ -127,7 +134,10 @@ class BlockRunner:
         if hasattr(self.agent, "pretrain") and n_inst:
             self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
         if steps:
-            self.agent.learn(self.env, steps)
+            from cryoopt.agents.starts import RandomStarts
+
+            env = self.env if self.pretrain_space is None else RandomStarts(self.env, self.pretrain_space)
+            self.agent.learn(env, steps)
 
     def run(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """Run one block from the starting protocol ``params``; returns the result dict
@@ -135,7 +145,8 @@ class BlockRunner:
         from cryoopt.agents import EXPERT_PROTOCOL, run_block
 
         start = {**EXPERT_PROTOCOL, **dict(params)}
-        out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections)
+        out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
+                        min_sections=self.min_sections)
         self.blocks_run += 1
         if self.learn_steps_per_block > 0:
             self.agent.learn(self.env, self.learn_steps_per_block)
@@ -368,7 +379,11 @@ class OuterLoop:
             kw = dict(FAST_BO) if optimizer == "bo" else {}
             kw.update(optimizer_kwargs or {})
             self.optimizer = make_optimizer(optimizer, sp, seed=self.seed, objectives=dict(objectives or OBJECTIVES), **kw)
-        self.runner = runner if runner is not None else BlockRunner(agent, **dict(runner_kwargs or {}))
+        if runner is None:
+            rk = dict(runner_kwargs or {})
+            rk.setdefault("pretrain_space", self.optimizer.space)
+            runner = BlockRunner(agent, **rk)
+        self.runner = runner
         self.history: list[dict[str, Any]] = []
         if not self.optimizer.trials:
             names = set(self.optimizer.space.names)
