@@ -116,16 +116,18 @@ def speed_and_size(threads: int, *, max_load: float = 1.5, max_wait_s: float = 9
     }
 
 
-def time_to_quality(per_seed: list[dict], val_ssim_target: dict[int, float]) -> list[float | None]:
+def time_to_quality(per_seed: list[dict], targets: dict[int, dict[str, float]], keys: tuple[str, ...] = ("val_ssim",)) -> list[float | None]:
+    """Seconds of training until a validation pass first reaches every ``targets[seed][key]`` (None: never)."""
     out = []
     for s in per_seed:
-        hit = next((h["seconds"] for h in s["history"] if h.get("val_ssim", -1) >= val_ssim_target[s["seed"]]), None)
+        t = targets[s["seed"]]
+        hit = next((h["seconds"] for h in s["history"] if all(h.get(k, -np.inf) >= t[k] for k in keys)), None)
         out.append(hit)
     return out
 
 
-def nlm_val_ssim(n_images: int, seed: int, shape: tuple[int, int] = (96, 96)) -> float:
-    """NL-means' validation SSIM on the training scale, scored exactly as the network's validation history."""
+def nlm_val_scores(n_images: int, seed: int, shape: tuple[int, int] = (96, 96)) -> dict[str, float]:
+    """NL-means' validation SSIM and PSNR on the training scale, scored exactly as the network's validation history."""
     from cryoopt.restore._image import Normalization
     from cryoopt.restore.data import make_artifact_dataset
 
@@ -135,7 +137,11 @@ def nlm_val_ssim(n_images: int, seed: int, shape: tuple[int, int] = (96, 96)) ->
         n = Normalization.from_image(x)
         outs.append(n(nl_means(x)))
         tgts.append(n(y))
-    return validation_scores(outs, tgts)["val_ssim"]
+    return validation_scores(outs, tgts)
+
+
+def _r(ts: list[float | None]) -> list[float | None]:
+    return [None if t is None else round(t, 1) for t in ts]
 
 
 def _ms(d: dict) -> str:
@@ -183,8 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     cfg = DEFAULT_TRAINING.model_copy(update={"steps": args.steps})
     gains = artifact_gains(range(args.seeds), n_images=args.images, config=cfg, log=lambda m: print(m, flush=True))
-    targets = {s["seed"]: nlm_val_ssim(args.images, s["seed"]) for s in gains["per_seed"]}
-    ttq = time_to_quality(gains["per_seed"], targets)
+    targets = {s["seed"]: nlm_val_scores(args.images, s["seed"]) for s in gains["per_seed"]}
+    ttq = time_to_quality(gains["per_seed"], targets, ("val_ssim",))
+    ttq_psnr = time_to_quality(gains["per_seed"], targets, ("val_psnr_db",))
+    ttq_both = time_to_quality(gains["per_seed"], targets, ("val_ssim", "val_psnr_db"))
 
     from cryoopt.restore import TrainConfig
     from cryoopt.restore.cross import cross_microscope_gains
@@ -222,7 +230,11 @@ def main(argv: list[str] | None = None) -> dict:
         "val_history": {s["seed"]: s["history"] for s in gains["per_seed"]},
         "train_seconds": [s["train_seconds"] for s in gains["per_seed"]],
         "time_to_nlm_val_ssim_s": ttq,
-        "nlm_val_ssim": targets,
+        "time_to_nlm_val_psnr_s": ttq_psnr,
+        "time_to_nlm_val_ssim_and_psnr_s": ttq_both,
+        "nlm_val_ssim": {k: v["val_ssim"] for k, v in targets.items()},
+        "nlm_val_psnr_db": {k: v["val_psnr_db"] for k, v in targets.items()},
+        "val_every": cfg.val_every,
         "speed": speed,
         "dogfood_tuned_generator": dogfood,
         "cross_microscope": None if cross is None else {k: cross[k] for k in ("absolute", "gains", "per_seed")},
@@ -240,8 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
     for ref, g in gains["gains"].items():
         print(f"{ref:<14}" + "".join(f"{_ms(g[m]):>20}" for m in ("psnr_db", "ssim", "frc_px_median")))
     print(f"\ntraining ({args.train_threads} thread): {np.mean(report['train_seconds']):.0f} s for {cfg.steps} steps; "
-          f"time to NL-means' val SSIM {[round(t, 1) if t is not None else None for t in ttq]} s "
-          f"(targets {[round(v, 3) for v in targets.values()]})")
+          f"time to NL-means' val SSIM {_r(ttq)} s, PSNR {_r(ttq_psnr)} s, both {_r(ttq_both)} s "
+          f"(validation every {cfg.val_every} steps; NL-means val SSIM {[round(v['val_ssim'], 3) for v in targets.values()]}, "
+          f"PSNR {[round(v['val_psnr_db'], 2) for v in targets.values()]} dB)")
     _print_speed(speed)
     if dogfood is not None:
         print(f"\nTuned vs default generator ({args.tune_budget} BO trials x {args.tune_steps} steps; then {args.dogfood_steps} steps each, "

@@ -19,10 +19,13 @@ def bench():
 
 
 def test_time_to_quality_is_the_first_validation_pass_at_the_target(bench):
-    hist = [{"seconds": 5.0, "val_ssim": 0.5}, {"seconds": 9.0, "val_ssim": 0.71}, {"seconds": 12.0, "val_ssim": 0.69},
-            {"seconds": 20.0, "val_ssim": 0.8}]
+    hist = [{"seconds": 5.0, "val_ssim": 0.5, "val_psnr_db": 12.0}, {"seconds": 9.0, "val_ssim": 0.71, "val_psnr_db": 10.0},
+            {"seconds": 12.0, "val_ssim": 0.69, "val_psnr_db": 13.0}, {"seconds": 20.0, "val_ssim": 0.8, "val_psnr_db": 12.5}]
     per_seed = [{"seed": 0, "history": hist}, {"seed": 1, "history": hist}]
-    assert bench.time_to_quality(per_seed, {0: 0.7, 1: 0.9}) == [9.0, None]
+    targets = {0: {"val_ssim": 0.7, "val_psnr_db": 11.0}, 1: {"val_ssim": 0.9, "val_psnr_db": 12.9}}
+    assert bench.time_to_quality(per_seed, targets) == [9.0, None]
+    assert bench.time_to_quality(per_seed, targets, ("val_psnr_db",)) == [5.0, 12.0]
+    assert bench.time_to_quality(per_seed, targets, ("val_ssim", "val_psnr_db")) == [20.0, None]
 
 
 def test_load_wait_returns_at_once_below_the_limit(bench):
