@@ -1,17 +1,22 @@
 """Headline benchmark: the closed loop (HRL + BO) against a simulated manual operator.
 
 Every strategy gets the same simulated specimens (block seeds ``seed * 100_003 + i``,
-neurons scenario, direct backend, 64 px LM/EM images) and the same budget of sample
+neurons scenario, direct backend, 128 px LM/EM images) and the same budget of sample
 blocks (``--blocks``, each at most ``--sections`` serial sections), for ``--seeds``
-seeds (each seed is also one simulated operator for the manual baseline):
+seeds (each seed is also one simulated operator for the manual baseline). Every
+strategy starts where the lab is: block 0 runs the documented expert protocol
+(:data:`~cryoopt.agents.EXPERT_PROTOCOL`; the manual operator as they habitually run it):
 
 =============  ==========================================================================
 strategy       starting protocol per block                 within the block
 =============  ==========================================================================
-``hrl_bo``     BoTorch GP, quality vs prep time (q=1)      HRL agent (pre-trained, learns per block)
+``hrl_bo``     BoTorch GP, quality vs prep time (q=1);     HRL agent (controllers pre-trained
+               expert + Sobol up to ``--n-initial``        on the per-instrument envs, then the
+                                                           composite env, once for all seeds;
+                                                           learns after each block)
 ``bo_only``    BoTorch GP, same settings                   hold the proposal
 ``ppo_bo``     BoTorch GP, same settings                   flat PPO (pre-trained, learns per block)
-``random``     uniform random over the same space          hold
+``random``     expert, then uniform random                 hold
 ``manual``     ManualOFAT: one factor at a time from the   hold (the operator does not adapt
                expert protocol, operator variability       within a block)
 =============  ==========================================================================
@@ -23,7 +28,7 @@ counted), and for the *recommended* block (the fastest block that reached the ta
 else the best-quality one): its prep time, EM CNR, EM FRC resolution, quality; and the
 spread (std) of the recommended quality across seeds/operators.
 
-Run by hand (about 10-15 min on 2 cores at the defaults)::
+Run by hand (about 30 min on 2 cores at the defaults)::
 
     nice -n 10 python benchmarks/headline.py --seeds 10 --blocks 10 --workers 2
 
@@ -38,10 +43,41 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 STRATEGIES = ("hrl_bo", "bo_only", "ppo_bo", "random", "manual")
+
+
+AGENT_KWARGS = {"hrl": {"seed": 0, "k": 3, "time_weight": 0.05}, "ppo": {"seed": 0}}
+
+
+def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
+    """Pre-train each learning agent once (same start for every seed), save it under ``out``.
+
+    HRL: controllers on the per-instrument envs (``instrument_pretrain`` steps each), then
+    ``pretrain`` sections in the composite env; PPO: ``pretrain`` composite sections. The
+    composite env draws its own specimens, independent of the benchmark's block seeds, and
+    starts each episode from a random protocol of the block space (what the outer loop hands
+    the agent), not from the scenario's start ranges.
+    """
+    import torch
+
+    from cryoopt.optim.outer_loop import BlockRunner, block_space
+
+    torch.set_num_threads(1)
+    env_kwargs = {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
+    paths = {}
+    for name in names:
+        t0 = time.perf_counter()
+        runner = BlockRunner(name, agent_kwargs=AGENT_KWARGS[name], env_kwargs=env_kwargs, max_sections=a["sections"],
+                             pretrain_steps=a["pretrain"], pretrain_space=block_space(),
+                             instrument_pretrain_steps=a["instrument_pretrain"] if name == "hrl" else 0)
+        paths[name] = str(runner.agent.save(out / "agents" / name))
+        runner.close()
+        print(f"pre-trained {name} in {time.perf_counter() - t0:.0f} s -> {paths[name]}", flush=True)
+    return paths
 
 
 def _run(task: tuple[str, int, dict]) -> dict:
@@ -53,19 +89,22 @@ def _run(task: tuple[str, int, dict]) -> dict:
     from cryoopt.optim.outer_loop import BlockRunner, OuterLoop
 
     env_kwargs = {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
-    rk = {"env_kwargs": env_kwargs, "max_sections": a["sections"]}
+    rk = {"env_kwargs": env_kwargs, "max_sections": a["sections"], "min_sections": a["min_sections"]}
+    # every automated strategy starts where the lab is: block 0 runs the expert protocol
+    # (the manual operator starts there too, as they habitually run it)
+    warm = {"start_protocols": [EXPERT_PROTOCOL]}
+    bo = {"optimizer_kwargs": {"n_initial": a["n_initial"]}, **warm}
     t0 = time.perf_counter()
     if strategy == "hrl_bo":
-        runner = BlockRunner("hrl", agent_kwargs={"seed": seed, "k": 3, "time_weight": 0.05}, pretrain_steps=a["pretrain"],
-                             learn_steps_per_block=a["learn"], **rk)
-        loop = OuterLoop(runner=runner, seed=seed)
+        runner = BlockRunner("hrl", agent_path=a["agents"]["hrl"], learn_steps_per_block=a["learn"], **rk)
+        loop = OuterLoop(runner=runner, seed=seed, **bo)
     elif strategy == "ppo_bo":
-        runner = BlockRunner("ppo", agent_kwargs={"seed": seed}, pretrain_steps=a["pretrain"], learn_steps_per_block=a["learn"], **rk)
-        loop = OuterLoop(runner=runner, seed=seed)
+        runner = BlockRunner("ppo", agent_path=a["agents"]["ppo"], learn_steps_per_block=a["learn"], **rk)
+        loop = OuterLoop(runner=runner, seed=seed, **bo)
     elif strategy == "bo_only":
-        loop = OuterLoop("bo_only", seed=seed, runner_kwargs=rk)
+        loop = OuterLoop("bo_only", seed=seed, runner_kwargs=rk, **bo)
     elif strategy == "random":
-        loop = OuterLoop("bo_only", optimizer="random", seed=seed, runner_kwargs=rk)
+        loop = OuterLoop("bo_only", optimizer="random", seed=seed, runner_kwargs=rk, **warm)
     elif strategy == "manual":
         loop = OuterLoop("fixed", optimizer="manual_ofat", seed=seed, runner_kwargs=rk)
     elif strategy == "expert":  # the documented protocol itself, block 0 specimen: the target
@@ -181,26 +220,47 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--blocks", type=int, default=10)
     ap.add_argument("--sections", type=int, default=8)
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--pretrain", type=int, default=128, help="HRL/PPO pre-training steps")
+    ap.add_argument("--min-sections", type=int, default=4, help="sections every block yields before an agent may stop it")
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--n-initial", type=int, default=4, help="BO initial design, the expert block included")
+    ap.add_argument("--pretrain", type=int, default=2048,
+                    help="HRL/PPO pre-training sections in the composite env (once, shared by every seed)")
+    ap.add_argument("--instrument-pretrain", type=int, default=4096,
+                    help="HRL controller pre-training steps on each per-instrument env")
     ap.add_argument("--learn", type=int, default=32, help="HRL/PPO training steps after each block")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    a = {"seeds": args.seeds, "blocks": args.blocks, "sections": args.sections, "image_size": args.image_size,
-         "pretrain": args.pretrain, "learn": args.learn}
+    a = {"seeds": args.seeds, "blocks": args.blocks, "sections": args.sections, "min_sections": args.min_sections,
+         "image_size": args.image_size,
+         "pretrain": args.pretrain, "instrument_pretrain": args.instrument_pretrain, "learn": args.learn,
+         "n_initial": args.n_initial}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    strategies = args.strategies.split(",")
+    learners = [n for n, st in (("hrl", "hrl_bo"), ("ppo", "ppo_bo")) if st in strategies]
+    a["agents"] = pretrain_agents(a, learners, Path(args.out)) if learners else {}
     tasks = [("expert", s, a) for s in range(args.seeds)]
-    tasks += [(st, s, a) for st in args.strategies.split(",") for s in range(args.seeds)]
+    tasks += [(st, s, a) for st in strategies for s in range(args.seeds)]
     t0 = time.perf_counter()
+
+    def progress(runs: Any) -> list[dict]:
+        done = []
+        for r in runs:  # one line per finished (strategy, seed), in completion order
+            done.append(r)
+            best = max((b["quality"] for b in r["history"]), default=math.nan)
+            print(f"[{len(done):>3}/{len(tasks)}] {r['strategy']:<8} seed {r['seed']:<3} best quality {best:.3f} "
+                  f"({r['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+        return done
+
     if args.workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers) as pool:
-            runs = pool.map(_run, tasks, chunksize=1)
+            runs = progress(pool.imap_unordered(_run, tasks, chunksize=1))
     else:
-        runs = [_run(t) for t in tasks]
+        runs = progress(_run(t) for t in tasks)
+    runs.sort(key=lambda r: (r["strategy"], r["seed"]))
     target = float(np.median([r["history"][0]["quality"] for r in runs if r["strategy"] == "expert"]))
     runs = [r for r in runs if r["strategy"] != "expert"]
     summary = summarize(runs, target, args.blocks)
