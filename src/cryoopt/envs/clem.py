@@ -182,8 +182,9 @@ class CLEMProtocolEnv(InstrumentEnv):
     }
 
     def __init__(self, *, observation: str = "scalar", image_size: int = 256, obs_image_px: int = 64,
-                 registration: str | None = None, structures: str | None = None, weights: Any = None, failure_reward: float = -1.0,
-                 failure_limit: int = 2, evaluators: Sequence[Evaluator] | None = None, **kwargs: Any) -> None:
+                 registration: str | None = None, structures: str | None = None, weights: Any = None,
+                 failure_reward: float = -1.0, failure_limit: int = 2, evaluators: Sequence[Evaluator] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if observation not in ("scalar", "images"):
             raise ValueError(f"observation must be 'scalar' or 'images', got {observation!r}")
@@ -282,8 +283,11 @@ class CLEMProtocolEnv(InstrumentEnv):
             return {}
         from scipy import ndimage as ndi
 
-        sites = ndi.binary_dilation(truth.targets, iterations=max(1, int(round(lm_to_em)))) if truth.targets.any() else truth.targets
-        masks = {"cells": truth.cells > 0, "nuclei": truth.nuclei, "mitochondria": truth.mitochondria, "membranes": truth.membranes}
+        sites = truth.targets
+        if sites.any():
+            sites = ndi.binary_dilation(sites, iterations=max(1, int(round(lm_to_em))))
+        masks = {"cells": truth.cells > 0, "nuclei": truth.nuclei, "mitochondria": truth.mitochondria,
+                 "membranes": truth.membranes}
         return {"structure_masks": masks, "label_target_mask": sites}
 
     def _target_structures(self) -> tuple[str, ...]:
