@@ -134,9 +134,13 @@ class BlockRunner:
         if hasattr(self.agent, "pretrain") and n_inst:
             self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
         if steps:
+            import gymnasium as gym
+
             from cryoopt.agents.starts import RandomStarts
 
             env = self.env if self.pretrain_space is None else RandomStarts(self.env, self.pretrain_space)
+            if self.max_sections:  # episodes as long as the blocks it will run: a series cut past
+                env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
             self.agent.learn(env, steps)
 
     def run(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
