@@ -50,6 +50,11 @@ import numpy as np
 STRATEGIES = ("hrl_bo", "bo_only", "ppo_bo", "random", "manual")
 
 
+def _env_kwargs(a: dict) -> dict:
+    """The one simulated bench every strategy and the pre-training run on."""
+    return {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
+
+
 AGENT_KWARGS = {"hrl": {"seed": 0, "k": 3, "time_weight": 0.05}, "ppo": {"seed": 0}}
 
 
@@ -67,7 +72,7 @@ def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
     from cryoopt.optim.outer_loop import BlockRunner, block_space
 
     torch.set_num_threads(1)
-    env_kwargs = {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
+    env_kwargs = _env_kwargs(a)
     paths = {}
     for name in names:
         t0 = time.perf_counter()
@@ -88,7 +93,7 @@ def _run(task: tuple[str, int, dict]) -> dict:
     from cryoopt.agents import EXPERT_PROTOCOL, run_block
     from cryoopt.optim.outer_loop import BlockRunner, OuterLoop
 
-    env_kwargs = {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
+    env_kwargs = _env_kwargs(a)
     rk = {"env_kwargs": env_kwargs, "max_sections": a["sections"], "min_sections": a["min_sections"]}
     # every automated strategy starts where the lab is: block 0 runs the expert protocol
     # (the manual operator starts there too, as they habitually run it)

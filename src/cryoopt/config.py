@@ -258,9 +258,7 @@ class CampaignConfig(_Model):
             if unknown:
                 raise ValueError(f"stopping.target names unknown objective(s) {sorted(unknown)}")
         if self.start_protocols:
-            from cryoopt.space import SearchSpace
-
-            space = SearchSpace.from_dict(self.space.parameters, constraints=self.space.constraints)
+            space = self.search_space()
             for i, protocol in enumerate(self.start_protocols):
                 try:
                     space.validate(protocol)

@@ -33,3 +33,12 @@ def median_sigma(values: np.ndarray, max_samples: int = MAX_SAMPLES) -> tuple[fl
     sample = subsample(values, max_samples)
     med = float(np.median(sample))
     return med, MAD_TO_SIGMA * float(np.median(np.abs(sample - med)))
+
+
+def location_scale(values: np.ndarray, max_samples: int = MAX_SAMPLES) -> tuple[float, float]:
+    """Median and a positive robust sigma: ``1.4826 * MAD``, else the standard deviation
+    (more than half the values equal), else 1 (constant data)."""
+    med, sigma = median_sigma(values, max_samples)
+    if sigma <= 0:
+        sigma = float(subsample(values, max_samples).std()) or 1.0
+    return med, sigma

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cryoopt.exceptions import EvaluationError
-from cryoopt.pipeline._robust import median_sigma
+from cryoopt.pipeline._robust import location_scale
 from cryoopt.pipeline._validate import check_image
 from cryoopt.registry import Registry
 
@@ -115,8 +115,7 @@ class MembraneSegmenter:
 
         img = check_image(image)
         th = ndi.black_tophat(img, size=self.width_px)
-        med, mad = median_sigma(th)
-        mad = mad or float(th.std()) or 1.0
+        med, mad = location_scale(th)
         return label(th > med + self.z * mad).astype(np.int32)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cryoopt.exceptions import EvaluationError
-from cryoopt.pipeline._robust import median_sigma, subsample
+from cryoopt.pipeline._robust import location_scale
 from cryoopt.pipeline._validate import check_image, check_same_shape, dtype_range, resolve_data_range
 from cryoopt.registry import Registry
 
@@ -72,9 +72,7 @@ def robust_z(image: np.ndarray) -> tuple[np.ndarray, float, float]:
 
     The median and MAD come from a regular subsample of at most 16384 pixels
     (:mod:`cryoopt.pipeline._robust`)."""
-    med, sigma = median_sigma(image)
-    if sigma <= 0:
-        sigma = float(subsample(image).std()) or 1.0
+    med, sigma = location_scale(image)
     return (image - med) / sigma, med, sigma
 
 
@@ -188,7 +186,7 @@ def detect_charging(
     simulator's or an operator's mask when one exists.
     """
     img = check_image(em_image, name="em_image")
-    _, med, sigma = robust_z(img)
+    med, sigma = location_scale(img)
     z = (ndi.uniform_filter(img, smooth_px) - med) / sigma
     return _blobs(z, (img - med) / sigma, z_threshold, min_area_px, max_elongation)
 
@@ -206,7 +204,7 @@ def detect_ice(
     not a percentile-normalised one. A heuristic, like :func:`detect_charging`.
     """
     img = check_image(em_image, name="em_image")
-    _, med, sigma = robust_z(img)
+    med, sigma = location_scale(img)
     z = (ndi.uniform_filter(img, smooth_px) - med) / sigma
     cand = _blobs(-z, (med - img) / sigma, z_threshold, min_area_px, None)
     if not cand.any():
