@@ -92,3 +92,23 @@ def test_train_save_load_evaluate_round_trip(env, tmp_path):
     assert a["quality"] == pytest.approx(b["quality"]) and a["prep_time_h"] == pytest.approx(b["prep_time_h"])
     summary = loaded.evaluate(env, n_episodes=1, max_sections=2)
     assert summary["sections"] <= 2
+
+
+def test_option_reward_counts_failed_sections_as_the_block_quality_does():
+    """A failed section adds nothing to a block's quality, like a section never cut: the
+    option level sees 0 for it (default), not the env's -1 that would make stopping pay."""
+    from cryoopt.pipeline import LogicConsistencyEvaluator
+
+    # impact weighted but nothing scores it: every section that is cut fails its evaluation
+    failing = gym.make("cryoopt/CLEMProtocol-v0", image_size=64, weights={"logic": 0.5, "impact": 0.5},
+                       evaluators=[LogicConsistencyEvaluator()])
+    returns = {}
+    for value in (0.0, None):
+        agent = HRLAgent(seed=0, k=3, patience=None, time_weight=0.0, option_failure_reward=value)
+        oenv = OptionEnv(failing, agent)
+        oenv.reset(seed=0)
+        _, returns[value], _, _, info = oenv.step(OPTIONS.index("hold"))
+        assert info["option_steps"] >= 1
+    assert returns[0.0] == 0.0
+    assert returns[None] <= -1.0  # the env's failure reward, once per failed section
+    failing.close()

@@ -113,7 +113,9 @@ class OptionEnv(gym.Env):
     """The option level as a Gymnasium env: ``step(option)`` runs that option's
     controller on the composite env until :class:`OptionTermination` (or the block)
     ends it. Reward: the sum of the section rewards minus ``time_weight`` per hour of
-    prep time spent. ``info`` adds ``option``, ``option_steps`` and ``termination``."""
+    prep time spent, where a failed section (ribbon or evaluation) counts
+    ``agent.option_failure_reward`` instead of the env's failure reward. ``info`` adds
+    ``option``, ``option_steps`` and ``termination``."""
 
     metadata = {"render_modes": []}
 
@@ -141,7 +143,7 @@ class OptionEnv(gym.Env):
             a = self.agent.option_action(name, self._obs, deterministic=False)
             obs, r, te, tr, info = self.env.step(a)
             self._obs = _feat(obs)
-            total += float(r)
+            total += self.agent.option_reward(float(r), info)
             n += 1
             self._n += 1
             reason = "block_end" if (te or tr) else term.update(float(r))
@@ -165,6 +167,12 @@ class HRLAgent(BaseAgent):
         patience: sections without progress that end the option; ``None``: off.
         min_delta: the reward gain that counts as progress.
         time_weight: option-level penalty per hour of prep time (quality vs time).
+        option_failure_reward: what a failed section is worth to the option policy
+            (``None``: the env's failure reward, -1 by default). The default 0 matches the
+            block's quality, where a failed section, like one never cut, adds nothing: with
+            -1 the option policy learns that stopping beats risking a failure, and ends
+            blocks that would still have yielded good sections. The controllers keep the
+            env's reward (a failure is what they must learn to avoid).
         min_sections: ``stop`` acts as ``hold`` before this many sections (a block must
             yield a sample; an untrained option policy may otherwise stop at once).
         controller_algo: ``"ppo"`` or ``"sac"`` for the low-level controllers.
@@ -176,16 +184,18 @@ class HRLAgent(BaseAgent):
     """
 
     def __init__(self, seed: int | None = 0, k: int = 4, target: float | None = None, patience: int | None = 2,
-                 min_delta: float = 0.01, time_weight: float = 0.05, min_sections: int = 4, controller_algo: str = "ppo",
+                 min_delta: float = 0.01, time_weight: float = 0.05, option_failure_reward: float | None = 0.0,
+                 min_sections: int = 4, controller_algo: str = "ppo",
                  net_arch: Any = (32, 32), option_kwargs: Mapping[str, Any] | None = None,
                  controller_kwargs: Mapping[str, Any] | None = None, mlflow: bool = False,
                  deterministic: bool = True, verbose: int = 0) -> None:
         super().__init__(seed=seed, k=k, target=target, patience=patience, min_delta=min_delta, time_weight=time_weight,
-                         min_sections=min_sections, controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
+                         option_failure_reward=option_failure_reward, min_sections=min_sections, controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
                          controller_kwargs=dict(controller_kwargs or {}), mlflow=mlflow, deterministic=deterministic,
                          verbose=verbose)
         self.k, self.target, self.patience, self.min_delta = int(k), target, patience, float(min_delta)
         self.min_sections = int(min_sections)
+        self.option_failure_reward = None if option_failure_reward is None else float(option_failure_reward)
         self.time_weight, self.controller_algo, self.net_arch = float(time_weight), controller_algo, list(net_arch)
         self.option_kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 4, **dict(option_kwargs or {})}
         self.controller_kwargs = dict(controller_kwargs or {})
@@ -203,6 +213,11 @@ class HRLAgent(BaseAgent):
         return "hold" if option == "stop" and sections < self.min_sections else option
 
     # -- options ----------------------------------------------------------------------
+    def option_reward(self, reward: float, info: Mapping[str, Any]) -> float:
+        """A section's reward as the option policy sees it (see ``option_failure_reward``)."""
+        failed = info.get("section_failed") or info.get("evaluation_failed")
+        return self.option_failure_reward if failed and self.option_failure_reward is not None else reward
+
     def new_termination(self) -> OptionTermination:
         return OptionTermination(self.k, self.target, self.patience, self.min_delta)
 
