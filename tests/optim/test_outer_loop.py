@@ -123,3 +123,58 @@ def test_end_to_end_hrl_bo_campaign(tmp_path):
     assert summary.best is not None and summary.best.values["prep_time_h"] > 0
     again = Campaign(cfg, tmp_path / "run", progress=False).run()  # a second run continues: nothing left
     assert again.counts["completed"] == cfg.budget.experiments
+
+
+class NoisyBlocks:
+    """Stands in for a BlockRunner: quality peaks at 130 nm sections, plus a specimen
+    effect the protocol cannot control: +-0.03, and +0.35 on the second block (a lucky
+    specimen under a Sobol protocol)."""
+
+    agent = None
+
+    def __init__(self):
+        self.n = 0
+
+    @staticmethod
+    def true_quality(params):
+        return 0.6 - ((params["section_thickness_nm"] - 130.0) / 70.0) ** 2 * 0.6
+
+    def run(self, params, seed):
+        self.n += 1
+        specimen = 0.35 if self.n == 2 else 0.03 * (-1) ** self.n
+        return {"quality": self.true_quality(params) + specimen, "prep_time_h": params["time_min"] / 60.0}
+
+
+def test_recommend_on_observed_values_picks_the_fastest_block_at_target():
+    loop = OuterLoop(runner=NoisyBlocks(), optimizer="random", seed=0)
+    assert loop.recommend() is None
+    loop.run(8)
+    q = [r["quality"] for r in loop.history]
+    assert loop.recommend()["block"] == q.index(max(q))  # no model: the best observed block
+    target = sorted(q)[-3]
+    rec = loop.recommend(target)
+    at_target = [r for r in loop.history if r["quality"] >= target]
+    assert rec["block"] == min(at_target, key=lambda r: r["prep_time_h"])["block"]
+    assert loop.recommend(max(q) + 1)["block"] == q.index(max(q))  # nothing reaches it: the best
+
+
+def test_replicates_show_the_gp_a_lucky_specimen_for_what_it_is():
+    runner = NoisyBlocks()
+    loop = OuterLoop(runner=runner, seed=0, optimizer_kwargs={**BO, "n_initial": 6}, objectives={"quality": "maximize"},
+                     replicate_every=3)
+    loop.run(12)
+    sources = [r["source"] for r in loop.history]
+    assert [i for i, s in enumerate(sources) if s == "replicate"] == [2, 5, 8, 11]
+    lucky, replicate = loop.history[1], loop.history[2]
+    assert replicate["params"] == lucky["params"]  # the incumbent after 2 blocks, on a fresh specimen
+    assert lucky["quality"] - replicate["quality"] == pytest.approx(0.35 + 0.03, abs=1e-9)
+    rec = loop.recommend()
+    mean, _ = loop.optimizer.predict([lucky["params"]])
+    assert float(mean[0, 0]) < lucky["quality"] - 0.1  # the GP no longer believes the lucky +0.35
+    assert rec["expected_quality"] < max(r["quality"] for r in loop.history)
+    assert runner.true_quality(rec["params"]) > runner.true_quality(lucky["params"])
+
+
+def test_replicate_every_is_checked():
+    with pytest.raises(ValueError, match="replicate_every"):
+        OuterLoop(runner=NoisyBlocks(), optimizer="random", replicate_every=1)

@@ -361,6 +361,11 @@ class OuterLoop:
             :data:`~cryoopt.agents.EXPERT_PROTOCOL`) run as the first blocks of a fresh
             loop, before the optimizer proposes anything; keys outside the space are
             ignored. They count toward BO's initial design.
+        replicate_every: every this many blocks, rerun the protocol :meth:`recommend`
+            currently picks on a fresh specimen instead of a new proposal (``0``: never).
+            Specimens vary about as much as protocols do; a replicate shows the GP how
+            much (two results at one protocol) and confirms or demotes an incumbent that
+            won on a lucky specimen. Replicates have ``source="replicate"``.
 
     Example:
         >>> loop = OuterLoop("hrl", seed=0, batch_size=2, runner_kwargs={"pretrain_steps": 128})
@@ -372,10 +377,12 @@ class OuterLoop:
                  optimizer: str | Optimizer = "bo", optimizer_kwargs: Mapping[str, Any] | None = None, seed: int = 0,
                  batch_size: int = 1, objectives: Mapping[str, str] | None = None,
                  runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None,
-                 start_protocols: Sequence[Mapping[str, Any]] = ()) -> None:
+                 start_protocols: Sequence[Mapping[str, Any]] = (), replicate_every: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.seed, self.batch_size = int(seed), int(batch_size)
+        if replicate_every < 0 or replicate_every == 1:
+            raise ValueError(f"replicate_every must be 0 (off) or >= 2 blocks, got {replicate_every}")
+        self.seed, self.batch_size, self.replicate_every = int(seed), int(batch_size), int(replicate_every)
         if isinstance(optimizer, Optimizer):
             self.optimizer = optimizer
         else:
@@ -403,7 +410,10 @@ class OuterLoop:
 
     def step(self) -> list[dict[str, Any]]:
         """Run one batch of blocks (pending ones from a resumed state first); returns their records."""
-        trials = list(self.optimizer.pending) or self.optimizer.ask(self.batch_size)
+        trials = list(self.optimizer.pending)
+        if not trials:
+            trials = self._replicates()
+            trials += self.optimizer.ask(self.batch_size - len(trials)) if len(trials) < self.batch_size else []
         records = []
         for t in trials:
             index = len(self.history)
@@ -413,6 +423,15 @@ class OuterLoop:
             self.history.append(rec)
             records.append(rec)
         return records
+
+    def _replicates(self) -> list[Trial]:
+        """The replicate block due now (see ``replicate_every``), queued as a trial, or none."""
+        n = len(self.history)
+        done = sum(r["source"] == "replicate" for r in self.history)
+        if not self.replicate_every or n == 0 or (n + self.batch_size) // self.replicate_every <= done:
+            return []
+        rec = self.recommend()
+        return [self.optimizer.add_trial(rec["params"], source="replicate")] if rec is not None else []
 
     def run(self, n_blocks: int, callback: Any = None) -> list[dict[str, Any]]:
         """Run until ``n_blocks`` blocks are done in total (batches may overshoot by < q)."""
@@ -432,17 +451,43 @@ class OuterLoop:
         t = self.optimizer.best()
         return next((r for r in self.history if t is not None and r["trial"] == t.id), None)
 
+    def recommend(self, target: float | None = None) -> dict[str, Any] | None:
+        """The block whose starting protocol to adopt: with a quality ``target``, the fastest
+        block expected to reach it, else (or with no target) the best expected quality.
+
+        Expected values are the optimizer's posterior means at the blocks' protocols when
+        it has a model (BO: specimen noise averaged out, so a lucky block does not win
+        on luck alone), the observed values otherwise. The returned record adds
+        ``expected_quality`` and ``expected_prep_time_h``; ``None`` before any block.
+        """
+        done = {t.id for t in self.optimizer.completed}
+        blocks = [r for r in self.history if r["trial"] in done]
+        if not blocks:
+            return None
+        quality = np.array([r["quality"] for r in blocks], float)
+        prep = np.array([r["prep_time_h"] for r in blocks], float)
+        names = [o.name for o in self.optimizer.objectives]
+        if hasattr(self.optimizer, "predict") and len(blocks) >= 3:
+            mean, _ = self.optimizer.predict([r["params"] for r in blocks])
+            quality = mean[:, names.index("quality")]
+            if "prep_time_h" in names:
+                prep = mean[:, names.index("prep_time_h")]
+        ok = np.flatnonzero(quality >= target) if target is not None else np.array([], int)
+        i = int(ok[np.argmin(prep[ok])]) if ok.size else int(np.argmax(quality))
+        return {**blocks[i], "expected_quality": float(quality[i]), "expected_prep_time_h": float(prep[i])}
+
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state (trials, RNG) + block history; the agent is saved with :meth:`save`."""
-        return {"version": 1, "seed": self.seed, "batch_size": self.batch_size,
+        return {"version": 1, "seed": self.seed, "batch_size": self.batch_size, "replicate_every": self.replicate_every,
                 "optimizer": self.optimizer.state_dict(), "history": self.history}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any], *, agent: Any = "hrl",
                         runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None) -> OuterLoop:
         loop = cls(agent, optimizer=Optimizer.from_state_dict(state["optimizer"]), seed=int(state["seed"]),
-                   batch_size=int(state["batch_size"]), runner_kwargs=runner_kwargs, runner=runner)
+                   batch_size=int(state["batch_size"]), runner_kwargs=runner_kwargs, runner=runner,
+                   replicate_every=int(state.get("replicate_every", 0)))
         loop.history = [dict(r) for r in state["history"]]
         return loop
 
