@@ -208,6 +208,11 @@ class CampaignConfig(_Model):
         default_factory=list,
         description="known protocols (e.g. the lab's current one) run first on a fresh campaign, before any proposal",
     )
+    replicate_every: int = Field(
+        default=0, ge=0,
+        description="every this many trials, rerun the incumbent (the optimizer's best) instead of a new proposal; "
+                    "0: never. Shows the model the run-to-run noise and confirms an incumbent that may have been lucky",
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
@@ -257,6 +262,8 @@ class CampaignConfig(_Model):
             unknown = set(self.stopping.target) - set(self.objectives)
             if unknown:
                 raise ValueError(f"stopping.target names unknown objective(s) {sorted(unknown)}")
+        if self.replicate_every == 1:
+            raise ValueError("replicate_every must be 0 (never) or >= 2 trials (1 would only ever rerun the incumbent)")
         if self.start_protocols:
             space = self.search_space()
             for i, protocol in enumerate(self.start_protocols):

@@ -57,6 +57,21 @@ def test_start_protocols_run_first_once(tmp_path: Path) -> None:
         make_config(start_protocols=[{"x": 2.0, "y": 1}])
 
 
+def test_replicates_rerun_the_incumbent_and_survive_resume(tmp_path: Path) -> None:
+    from cryoopt.exceptions import ConfigError
+
+    d = tmp_path / "c"
+    Campaign(make_config(budget={"experiments": 5}, replicate_every=3), d).run()
+    Campaign(make_config(budget={"experiments": 9}, replicate_every=3), d).run()  # resumed
+    rows = Journal.open(d).trials()
+    assert len(rows) == 9 and [i for i, r in enumerate(rows) if r.source == "replicate"] == [2, 5, 8]
+    for i in (2, 5, 8):  # each reruns the best trial before it (deterministic objective here)
+        before = [r for r in rows[:i] if r.status == "completed"]
+        assert rows[i].params == max(before, key=lambda r: r.values["objective"]).params
+    with pytest.raises(ConfigError, match="replicate_every"):
+        make_config(replicate_every=1)
+
+
 def test_mlflow_parent_and_child_runs(tmp_path: Path) -> None:
     d = tmp_path / "c"
     cfg = make_config(tracking={"enabled": True}, budget={"experiments": 4},

@@ -45,6 +45,7 @@ from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialE
 if TYPE_CHECKING:
     from cryoopt.campaign.tracking import Tracker
     from cryoopt.optim import Optimizer
+    from cryoopt.optim.trial import Trial
 
 __all__ = ["Campaign", "CampaignStatus", "RunSummary"]
 
@@ -668,11 +669,21 @@ class Campaign:
         remaining = cfg.budget.experiments - j.count(started=True)
         if remaining <= 0:
             return None
-        trials = opt.ask(min(cfg.batch_size, remaining))
+        trials = self._replicate() or opt.ask(min(cfg.batch_size, remaining))
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
             j.save_optimizer_state(_state_without_trials(opt))
         return j.trial(trials[0].id)
+
+    def _replicate(self) -> list[Trial]:
+        """The replicate of the incumbent due now (``config.replicate_every``), or none."""
+        every, j, opt = self.config.replicate_every, self.journal, self._opt
+        if not every:
+            return []
+        started = j.count(started=True)
+        done = sum(r.source == "replicate" for r in j.trials())
+        incumbent = opt.best() if (started + 1) // every > done else None
+        return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:
         """Pick (or ask for) the next trial and mark it running, in one committed transaction."""
