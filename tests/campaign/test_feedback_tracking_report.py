@@ -68,6 +68,10 @@ def test_replicates_rerun_the_incumbent_and_survive_resume(tmp_path: Path) -> No
     for i in (2, 5, 8):  # each reruns the best trial before it (deterministic objective here)
         before = [r for r in rows[:i] if r.status == "completed"]
         assert rows[i].params == max(before, key=lambda r: r.values["objective"]).params
+    # in batches, each batch that reaches a multiple of replicate_every carries one replicate
+    Campaign(make_config(budget={"experiments": 8}, batch_size=2, replicate_every=4), tmp_path / "b").run()
+    sources = [r.source for r in Journal.open(tmp_path / "b").trials()]
+    assert len(sources) == 8 and sources.count("replicate") == 2
     with pytest.raises(ConfigError, match="replicate_every"):
         make_config(replicate_every=1)
 

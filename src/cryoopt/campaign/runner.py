@@ -669,20 +669,22 @@ class Campaign:
         remaining = cfg.budget.experiments - j.count(started=True)
         if remaining <= 0:
             return None
-        trials = self._replicate() or opt.ask(min(cfg.batch_size, remaining))
+        n = min(cfg.batch_size, remaining)
+        trials = self._replicate(n)
+        trials += opt.ask(n - len(trials)) if n > len(trials) else []
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
             j.save_optimizer_state(_state_without_trials(opt))
         return j.trial(trials[0].id)
 
-    def _replicate(self) -> list[Trial]:
-        """The replicate of the incumbent due now (``config.replicate_every``), or none."""
+    def _replicate(self, batch: int) -> list[Trial]:
+        """The replicate of the incumbent due in the next ``batch`` trials (``config.replicate_every``), or none."""
         every, j, opt = self.config.replicate_every, self.journal, self._opt
         if not every:
             return []
         started = j.count(started=True)
         done = sum(r.source == "replicate" for r in j.trials())
-        incumbent = opt.best() if (started + 1) // every > done else None
+        incumbent = opt.best() if (started + batch) // every > done else None
         return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:
