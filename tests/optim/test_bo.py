@@ -134,6 +134,31 @@ def test_noise_aware_best_prefers_model_mean() -> None:
     assert mean.shape == (1, 1) and abs(mean[0, 0]) < 0.02 and std[0, 0] > 0
 
 
+def test_noise_floor_keeps_the_gp_from_interpolating_a_lucky_run() -> None:
+    """8 runs in 4-D where only x0 matters and one run is +1 lucky: the default GP
+    explains it with the three idle dimensions (noise ~0.01 of the variance); with a
+    floor of half the variance it must believe clearly less of it. The floor is kept
+    in the optimizer's state."""
+    space = SearchSpace.from_dict({f"x{i}": {"type": "float", "low": 0, "high": 1} for i in range(4)})
+    pts = space.sample(8, rng=0, method="sobol")
+    lucky = 3
+
+    def fit(noise_floor: float) -> float:
+        opt = BayesianOptimizer(space, seed=0, noise_floor=noise_floor, **FAST)
+        for i, p in enumerate(pts):
+            opt.tell(opt.add_trial(p), p["x0"] + (1.0 if i == lucky else 0.0))
+        mean, _ = opt.predict([pts[lucky]])
+        if noise_floor:
+            assert Optimizer.from_state_dict(opt.state_dict()).noise_floor == noise_floor
+        return float(mean[0, 0]) - pts[lucky]["x0"]  # how much of the +1 the GP believes
+
+    believed = fit(0.0)
+    assert believed > 0.9
+    assert fit(0.5) < believed - 0.1
+    with pytest.raises(ValueError, match="noise_floor"):
+        BayesianOptimizer(space, noise_floor=1.0)
+
+
 @pytest.mark.slow
 def test_finds_branin_optimum_region_within_30_evaluations() -> None:
     """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978)."""

@@ -49,6 +49,7 @@ from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
 from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.sampling import manual_seed
+from gpytorch.constraints import GreaterThan
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from cryoopt.exceptions import OptimizerError
@@ -76,6 +77,10 @@ class BayesianOptimizer(Optimizer):
         num_restarts: acquisition optimizer restarts.
         raw_samples: raw samples to pick the restarts from.
         mc_samples: quasi-MC samples of the acquisition function.
+        noise_floor: least observation-noise variance of each outcome's GP, as a fraction
+            of that outcome's variance (outcomes are standardized); 0 lets the GP infer
+            any noise from 1e-4 up. With few, noisy runs (samples that vary as much as
+            protocols do) the GP otherwise tends to explain a lucky result as signal.
 
     Example:
         >>> opt = BayesianOptimizer(space, seed=0)
@@ -95,8 +100,12 @@ class BayesianOptimizer(Optimizer):
         num_restarts: int = 8,
         raw_samples: int = 256,
         mc_samples: int = 128,
+        noise_floor: float = 0.0,
     ) -> None:
         super().__init__(space, seed=seed, objectives=objectives, outcome_constraints=outcome_constraints)
+        if not 0.0 <= noise_floor < 1.0:
+            raise ValueError(f"noise_floor must be in [0, 1) (a fraction of each outcome's variance), got {noise_floor}")
+        self.noise_floor = float(noise_floor)
         self.n_initial = int(n_initial) if n_initial is not None else max(5, space.dim + 1)
         self.num_restarts = int(num_restarts)
         self.raw_samples = int(raw_samples)
@@ -110,6 +119,7 @@ class BayesianOptimizer(Optimizer):
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
             "mc_samples": self.mc_samples,
+            "noise_floor": self.noise_floor,
         }
 
     def _data_changed(self) -> None:
@@ -238,11 +248,15 @@ class BayesianOptimizer(Optimizer):
     def _feasible_mask(self) -> torch.Tensor:
         return torch.tensor([self.is_feasible(t) for t in self.completed], dtype=torch.bool)
 
-    def _gp(self, X: torch.Tensor, y: torch.Tensor) -> Model:
+    def _gp(self, X: torch.Tensor, y: torch.Tensor, noise_floor: float = 0.0) -> Model:
         cat = list(self.space.categorical_dims)
         if cat:
-            return MixedSingleTaskGP(X, y, cat_dims=cat, outcome_transform=Standardize(m=1))
-        return SingleTaskGP(X, y, outcome_transform=Standardize(m=1))
+            model = MixedSingleTaskGP(X, y, cat_dims=cat, outcome_transform=Standardize(m=1))
+        else:
+            model = SingleTaskGP(X, y, outcome_transform=Standardize(m=1))
+        if noise_floor > 0:  # outcomes are standardized: the floor is a fraction of their variance
+            model.likelihood.noise_covar.register_constraint("raw_noise", GreaterThan(noise_floor))
+        return model
 
     def _fit(self, X: torch.Tensor, Y: torch.Tensor) -> tuple[Model, bool]:
         finished = [t for t in self.trials if t.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)]
@@ -250,7 +264,7 @@ class BayesianOptimizer(Optimizer):
         has_failures = any(t.status is TrialStatus.FAILED for t in finished)
         if self._model_cache is not None and self._model_cache[0] == key:
             return self._model_cache[1], has_failures
-        models = [self._gp(X, Y[:, j : j + 1]) for j in range(Y.shape[1])]
+        models = [self._gp(X, Y[:, j : j + 1], self.noise_floor) for j in range(Y.shape[1])]
         if has_failures:
             Xf = self._encode([t.params for t in finished])
             labels = torch.tensor(
