@@ -66,8 +66,11 @@ DEFAULT_BLOCK_SPACE: dict[str, dict[str, Any]] = {
 }
 
 OBJECTIVES = {"quality": "maximize", "prep_time_h": "minimize"}
-#: small acquisition settings: a block costs seconds in simulation, the GP should not cost more
-FAST_BO = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 64}
+#: small acquisition settings (a block costs seconds in simulation, the GP should not cost
+#: more) and a noise floor: specimens vary about as much as protocols do, and without one
+#: the GP interpolates lucky blocks (headline benchmark, bo_only over 20 seeds: held-out
+#: quality of the recommended protocol 0.278 with a floor of 0.3, 0.245 without)
+FAST_BO = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 64, "noise_floor": 0.3}
 
 
 def block_space(parameters: Mapping[str, Mapping[str, Any]] | None = None) -> SearchSpace:
@@ -350,7 +353,7 @@ class OuterLoop:
         optimizer: strategy name (``"bo"``, ``"random"``, ``"sobol"``, ``"manual_ofat"``)
             or an :class:`Optimizer` (its objectives must include ``quality`` and
             ``prep_time_h``).
-        optimizer_kwargs: strategy options (BO default: :data:`FAST_BO`).
+        optimizer_kwargs: strategy options (BO default: :data:`FAST_BO`, a noise floor of 0.3 included).
         seed: seeds the optimizer and the block sequence.
         batch_size: blocks proposed together (``q``).
         objectives: default ``{"quality": "maximize", "prep_time_h": "minimize"}``;
