@@ -10,10 +10,11 @@ strategy starts where the lab is: block 0 runs the documented expert protocol
 =============  ==========================================================================
 strategy       starting protocol per block                 within the block
 =============  ==========================================================================
-``hrl_bo``     BoTorch GP, quality vs prep time (q=1);     HRL agent (controllers pre-trained
-               expert + Sobol up to ``--n-initial``; every on the per-instrument envs, then the
-               ``--replicate-every`` th block reruns the   composite env, once for all seeds;
-               current recommendation                      learns after each block)
+``hrl_bo``     BoTorch GP, quality vs prep time (q=1,      HRL agent (controllers pre-trained
+               ``--noise-floor`` 0.3); expert + Sobol up   on the per-instrument envs, then the
+               to ``--n-initial``; every                   composite env, once for all seeds;
+               ``--replicate-every`` th block reruns the   learns after each block)
+               current recommendation
 ``bo_only``    BoTorch GP, same settings                   hold the proposal
 ``ppo_bo``     BoTorch GP, same settings                   flat PPO (pre-trained, learns per block)
 ``random``     expert, then uniform random                 hold
@@ -140,10 +141,11 @@ def _run(task: tuple[str, int, dict]) -> dict:
 
 def bo_objective_kwargs(a: dict) -> dict:
     """BO's formulation: ``pareto`` (quality vs prep time), ``quality`` (alone) or
-    ``quality_under_time`` (quality subject to ``prep_time_h <= --max-prep-h``)."""
+    ``quality_under_time`` (quality subject to ``prep_time_h <= --max-prep-h``), and its noise floor."""
+    kw: dict[str, Any] = {"noise_floor": a["noise_floor"]}
     if a["bo_objective"] == "quality_under_time":
-        return {"outcome_constraints": [f"prep_time_h <= {a['max_prep_h']}"]}
-    return {}
+        kw["outcome_constraints"] = [f"prep_time_h <= {a['max_prep_h']}"]
+    return kw
 
 
 def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
@@ -277,6 +279,7 @@ def plot(runs: list[dict], summary: dict, target: float, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--sections", type=int, default=8)
     ap.add_argument("--min-sections", type=int, default=4, help="sections every block yields before an agent may stop it")
@@ -292,6 +295,7 @@ def main() -> None:
     ap.add_argument("--bo-objective", choices=("pareto", "quality", "quality_under_time"), default="pareto",
                     help="what the BO strategies optimize")
     ap.add_argument("--max-prep-h", type=float, default=3.0, help="prep time bound for --bo-objective quality_under_time")
+    ap.add_argument("--noise-floor", type=float, default=0.3, help="BayesianOptimizer noise_floor for the BO strategies")
     ap.add_argument("--heldout", type=int, default=16, help="held-out specimens each recommended protocol is rerun on")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -301,7 +305,8 @@ def main() -> None:
          "image_size": args.image_size,
          "pretrain": args.pretrain, "instrument_pretrain": args.instrument_pretrain, "learn": args.learn,
          "n_initial": args.n_initial, "heldout": args.heldout,
-         "replicate_every": args.replicate_every, "bo_objective": args.bo_objective, "max_prep_h": args.max_prep_h}
+         "replicate_every": args.replicate_every, "bo_objective": args.bo_objective, "max_prep_h": args.max_prep_h,
+         "noise_floor": args.noise_floor}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     strategies = args.strategies.split(",")
     learners = [n for n, st in (("hrl", "hrl_bo"), ("ppo", "ppo_bo")) if st in strategies]
@@ -310,7 +315,8 @@ def main() -> None:
     expert = {key: _mean(expert_runs, key) for key in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")}
     target = a["target"] = expert["quality"]
     print(f"target quality {target:.3f} (expert protocol on {a['heldout']} held-out specimens)", flush=True)
-    tasks = [(st, s, a) for st in strategies for s in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(st, s, a) for st in strategies for s in seeds]
     t0 = time.perf_counter()
 
     def progress(runs: Any) -> list[dict]:
