@@ -10,10 +10,15 @@ at most ``max_sections`` sections). For every block:
    section, and may stop it early;
 3. the block's ``quality`` (maximized): the mean fused score of its good sections times
    the fraction of the section budget that gave good sections (failed ribbons, failed
-   evaluations and sections never cut count 0), and its prep time and its prep time
-   (``prep_time_h``, minimized) go back to the GP (``tell``): multi-objective, the
-   Pareto front is :meth:`OuterLoop.pareto_front`;
+   evaluations and sections never cut count 0) and its prep time (``prep_time_h``,
+   minimized) go back to the GP (``tell``): multi-objective, the Pareto front is
+   :meth:`OuterLoop.pareto_front`;
 4. optionally the agent keeps learning (``learn_steps_per_block``).
+
+Specimens vary about as much as protocols do, so the GP gets a noise floor
+(:data:`FAST_BO`), every ``replicate_every``-th block may rerun the current
+recommendation on a fresh specimen, and :meth:`OuterLoop.recommend` picks the
+protocol to adopt by the GP's expected quality rather than the luckiest block.
 
 The GP sees every earlier block; blocks get seeds ``seed * 100_003 + index``, so two
 strategies with the same ``seed`` face the same specimens and knife wear in the same
