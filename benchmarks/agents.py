@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from headline import _env_kwargs, pretrain_agents  # noqa: E402
+from headline import _env_kwargs, pretrain_agents, repo_relative  # noqa: E402
 
 SPECIMEN_SEED = 8_000_000  # campaign blocks use seed * 100_003 + i, held-out evaluation 9_000_000 + k
 
@@ -125,7 +125,8 @@ def main() -> None:
     text = "\n".join(lines)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "agents.json").write_text(json.dumps({"settings": vars(args), "summary": summary}, indent=1))
+    (out / "agents.json").write_text(json.dumps({"settings": {**vars(args), "agents": repo_relative(args.agents), "out": repo_relative(args.out)},
+                                                 "summary": summary}, indent=1))
     (out / "agents.md").write_text("# Within-block value of the agents (simulation)\n\n" + text + "\n")
     print(text)
 

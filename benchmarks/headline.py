@@ -62,6 +62,7 @@ import numpy as np
 STRATEGIES = ("hrl_bo", "bo_only", "ppo_bo", "random", "manual")
 #: held-out specimens are seeded from here; campaign blocks use ``seed * 100_003 + i`` (< 9e6 for < 90 seeds)
 HELDOUT_SEED = 9_000_000
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _env_kwargs(a: dict) -> dict:
@@ -112,10 +113,7 @@ def _run(task: tuple[str, int, dict]) -> dict:
     # every automated strategy starts where the lab is: block 0 runs the expert protocol
     # (the manual operator starts there too, as they habitually run it)
     warm = {"start_protocols": [EXPERT_PROTOCOL]}
-    bo = {"optimizer_kwargs": {"n_initial": a["n_initial"], **bo_objective_kwargs(a)}, "replicate_every": a["replicate_every"],
-          **warm}
-    if a["bo_objective"] != "pareto":
-        bo["objectives"] = {"quality": "maximize"}
+    bo = {**bo_settings(a), "replicate_every": a["replicate_every"], **warm}
     t0 = time.perf_counter()
     if strategy == "hrl_bo":
         runner = BlockRunner("hrl", agent_path=a["agents"]["hrl"], learn_steps_per_block=a["learn"], **rk)
@@ -139,13 +137,26 @@ def _run(task: tuple[str, int, dict]) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def bo_objective_kwargs(a: dict) -> dict:
-    """BO's formulation: ``pareto`` (quality vs prep time), ``quality`` (alone) or
-    ``quality_under_time`` (quality subject to ``prep_time_h <= --max-prep-h``), and its noise floor."""
-    kw: dict[str, Any] = {"noise_floor": a["noise_floor"]}
+def bo_settings(a: dict) -> dict:
+    """OuterLoop arguments for BO's formulation: ``pareto`` (quality vs prep time, the
+    default objectives), ``quality`` (alone) or ``quality_under_time`` (quality subject
+    to ``prep_time_h <= --max-prep-h``), with its initial design and noise floor."""
+    kw: dict[str, Any] = {"n_initial": a["n_initial"], "noise_floor": a["noise_floor"]}
     if a["bo_objective"] == "quality_under_time":
         kw["outcome_constraints"] = [f"prep_time_h <= {a['max_prep_h']}"]
-    return kw
+    out: dict[str, Any] = {"optimizer_kwargs": kw}
+    if a["bo_objective"] != "pareto":
+        out["objectives"] = {"quality": "maximize"}
+    return out
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (results name no machine's paths)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
 
 
 def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
@@ -341,7 +352,8 @@ def main() -> None:
     text = table(summary, target, expert, a)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "headline.json").write_text(json.dumps({"settings": a, "target_quality": target, "expert_heldout": expert_runs,
+    settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}}
+    (out / "headline.json").write_text(json.dumps({"settings": settings, "target_quality": target, "expert_heldout": expert_runs,
                                                    "summary": summary, "runs": runs,
                                                    "wall_s": time.perf_counter() - t0}, indent=1, default=float))
     (out / "headline.md").write_text("# Headline benchmark (simulation)\n\n" + text + "\n")

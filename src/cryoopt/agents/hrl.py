@@ -190,7 +190,8 @@ class HRLAgent(BaseAgent):
                  controller_kwargs: Mapping[str, Any] | None = None, mlflow: bool = False,
                  deterministic: bool = True, verbose: int = 0) -> None:
         super().__init__(seed=seed, k=k, target=target, patience=patience, min_delta=min_delta, time_weight=time_weight,
-                         option_failure_reward=option_failure_reward, min_sections=min_sections, controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
+                         option_failure_reward=option_failure_reward, min_sections=min_sections,
+                         controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
                          controller_kwargs=dict(controller_kwargs or {}), mlflow=mlflow, deterministic=deterministic,
                          verbose=verbose)
         self.k, self.target, self.patience, self.min_delta = int(k), target, patience, float(min_delta)

@@ -679,12 +679,14 @@ class Campaign:
 
     def _replicate(self, batch: int) -> list[Trial]:
         """The replicate of the incumbent due in the next ``batch`` trials (``config.replicate_every``), or none."""
-        every, j, opt = self.config.replicate_every, self.journal, self._opt
-        if not every:
+        from cryoopt.optim.base import replicate_due
+
+        j, opt = self.journal, self._opt
+        if not self.config.replicate_every:
             return []
-        started = j.count(started=True)
-        done = sum(r.source == "replicate" for r in j.trials())
-        incumbent = opt.best() if (started + batch) // every > done else None
+        replicated = sum(r.source == "replicate" for r in j.trials())
+        due = replicate_due(j.count(started=True), batch, self.config.replicate_every, replicated)
+        incumbent = opt.best() if due else None
         return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:

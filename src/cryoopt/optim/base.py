@@ -54,6 +54,15 @@ def available_strategies() -> list[str]:
     return sorted(set(strategies.names()) | set(_LAZY_STRATEGIES))
 
 
+def replicate_due(started: int, batch: int, every: int, replicated: int) -> bool:
+    """Whether the next ``batch`` trials should carry a replicate of the incumbent: one per
+    ``every`` trials, placed in the batch that reaches the next multiple (``every`` 0: never).
+
+    ``started`` trials ran or run already, ``replicated`` of them were replicates; the
+    first trial is never one (there is no incumbent yet)."""
+    return bool(every) and started > 0 and (started + batch) // every > replicated
+
+
 def make_optimizer(strategy: str | type[Optimizer], space: SearchSpace, **kwargs: Any) -> Optimizer:
     """Build an optimizer by registered name (``bo``, ``random``, ``sobol``) or class."""
     cls = _strategy(strategy) if isinstance(strategy, str) else strategy

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoopt.optim.base import Optimizer, make_optimizer, register_strategy
+from cryoopt.optim.base import Optimizer, make_optimizer, register_strategy, replicate_due
 from cryoopt.optim.trial import Trial, TrialStatus
 from cryoopt.space import Params, SearchSpace
 
@@ -434,9 +434,8 @@ class OuterLoop:
 
     def _replicates(self) -> list[Trial]:
         """The replicate block due now (see ``replicate_every``), queued as a trial, or none."""
-        n = len(self.history)
-        done = sum(r["source"] == "replicate" for r in self.history)
-        if not self.replicate_every or n == 0 or (n + self.batch_size) // self.replicate_every <= done:
+        replicated = sum(r["source"] == "replicate" for r in self.history)
+        if not replicate_due(len(self.history), self.batch_size, self.replicate_every, replicated):
             return []
         rec = self.recommend()
         return [self.optimizer.add_trial(rec["params"], source="replicate")] if rec is not None else []
