@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     from cryoopt.agents import EXPERT_PROTOCOL
-    from cryoopt.optim.outer_loop import BlockRunner, block_space
+    from cryoopt.loop import BlockRunner, block_space
 
     torch.set_num_threads(1)
     a = {"image_size": args.image_size, "sections": args.sections, "pretrain": args.pretrain,

@@ -25,7 +25,7 @@ strategy       starting protocol per block                 within the block
 Why held-out specimens: the same protocol scores anywhere from 0 to about 0.4 on
 different simulated specimens, so a campaign's best block is mostly its luckiest
 specimen. Each campaign therefore ends with a *recommended* protocol, the one a lab
-would adopt (:meth:`~cryoopt.optim.outer_loop.OuterLoop.recommend`: the fastest block
+would adopt (:meth:`~cryoopt.loop.OuterLoop.recommend`: the fastest block
 expected to reach the target quality, else the best expected one; expected = the GP's
 posterior mean for the BO strategies, the observed block for random and manual), and
 that protocol is rerun, with the agent as the campaign left it and no more
@@ -84,7 +84,7 @@ def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
     """
     import torch
 
-    from cryoopt.optim.outer_loop import BlockRunner, block_space
+    from cryoopt.loop import BlockRunner, block_space
 
     torch.set_num_threads(1)
     env_kwargs = _env_kwargs(a)
@@ -106,7 +106,7 @@ def _run(task: tuple[str, int, dict]) -> dict:
 
     torch.set_num_threads(1)
     from cryoopt.agents import EXPERT_PROTOCOL, run_block
-    from cryoopt.optim.outer_loop import BlockRunner, OuterLoop
+    from cryoopt.loop import BlockRunner, OuterLoop
 
     env_kwargs = _env_kwargs(a)
     rk = {"env_kwargs": env_kwargs, "max_sections": a["sections"], "min_sections": a["min_sections"]}
@@ -169,7 +169,7 @@ def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
 def expert_reference(a: dict) -> list[dict]:
     """The documented expert protocol on the held-out specimens: the target quality."""
     from cryoopt.agents import EXPERT_PROTOCOL
-    from cryoopt.optim.outer_loop import BlockRunner
+    from cryoopt.loop import BlockRunner
 
     runner = BlockRunner("fixed", env_kwargs=_env_kwargs(a), max_sections=a["sections"], min_sections=a["min_sections"])
     try:

@@ -18,7 +18,7 @@ import tempfile
 import torch
 
 from cryoopt.agents import available_agents
-from cryoopt.optim.outer_loop import OuterLoop
+from cryoopt.loop import OuterLoop
 
 torch.set_num_threads(1)
 

@@ -1,9 +1,15 @@
-"""A small name -> object registry for extension points.
+"""Small shared protocols at the bottom of the package: name -> object registries,
+``"module:attr"`` resolution and the executor protocol.
 
-Agents, optimizer strategies, evaluators, reward terms, transports and simulator
-backends are all found by name. A registry refuses a duplicate name (two plugins
-silently shadowing each other is a bug) and lists the known names when asked for a
-missing one.
+Agents, optimizer strategies, evaluators, reward terms, transports, simulator
+backends and campaign executors are all found by name. A registry refuses a
+duplicate name (two plugins silently shadowing each other is a bug) and lists the
+known names when asked for a missing one.
+
+The executor protocol (:class:`Executor`, :class:`TrialRequest`, :data:`executors`)
+lives here rather than in :mod:`cryoopt.campaign` so that layers below the campaign
+(the closed loop in :mod:`cryoopt.loop`, agents) can provide executors without
+importing the layer above them.
 
 Example:
     >>> strategies = Registry("optimizer strategy")
@@ -15,10 +21,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
-from cryoopt.exceptions import RegistryError
+from cryoopt.exceptions import ConfigError, RegistryError
+
+__all__ = ["Executor", "Registry", "TrialRequest", "executors", "register_executor", "resolve_target"]
 
 T = TypeVar("T")
 
@@ -69,3 +79,92 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def resolve_target(target: str) -> Any:
+    """Import ``"package.module:attr.path"`` and return the object.
+
+    Raises:
+        ConfigError: the module cannot be imported or has no such attribute.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"target {target!r} must look like 'package.module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"executor.target {target!r}: cannot import module {module_name!r} ({err})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"executor.target {target!r}: module {module_name!r} has no {attr!r}") from None
+    return obj
+
+
+# ---------------------------------------------------------------------------- executors
+class TrialRequest(Mapping[str, Any]):
+    """What an executor gets: the trial id and its params (reads like the params dict)."""
+
+    __slots__ = ("id", "params", "source")
+
+    def __init__(self, id: int, params: Mapping[str, Any], source: str = "") -> None:  # noqa: A002
+        self.id = int(id)
+        self.params = dict(params)
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.params)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __repr__(self) -> str:
+        return f"TrialRequest(id={self.id}, params={self.params!r})"
+
+
+class Executor(ABC):
+    """Runs one trial and returns its result.
+
+    ``run`` returns a float (the single objective), a dict (objectives, constraint
+    metrics and any extra metrics, which the journal stores), or a failure: raise,
+    return NaN, ``None`` or :class:`~cryoopt.optim.Failure`. It may be called from a
+    worker thread when several trials are in flight.
+
+    The crash rule (what happens to a trial that was *running* when the process died)
+    is decided by the executor, never silently: :meth:`recover` may return the result;
+    otherwise an ``idempotent`` executor's trial is run again, any other is abandoned.
+
+    Attributes:
+        idempotent: re-running an interrupted trial is harmless (pure functions, simulators).
+    """
+
+    idempotent: ClassVar[bool] = False
+
+    @abstractmethod
+    def run(self, trial: TrialRequest) -> Any:
+        """Run ``trial`` (``trial.params``, ``trial.id``) and return its result."""
+
+    def recover(self, trial: TrialRequest) -> Any | None:
+        """Re-check a trial that was running when the process died; ``None`` if unknown."""
+        return None
+
+    def close(self) -> None:
+        """Release resources (instrument connections) at the end of a run."""
+
+
+#: Campaign executors by name: factories ``(config: CampaignConfig) -> Executor``.
+executors: Registry[Callable[..., Executor]] = Registry("campaign executor")
+
+
+def register_executor(name: str) -> Callable[[Callable[..., Executor]], Callable[..., Executor]]:
+    """Register a factory ``(config: CampaignConfig) -> Executor`` (or an Executor class taking it)."""
+
+    def _wrap(factory: Callable[..., Executor]) -> Callable[..., Executor]:
+        executors.register(name, factory)
+        return factory
+
+    return _wrap

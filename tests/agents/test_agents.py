@@ -72,7 +72,7 @@ def test_min_sections_overrides_an_early_stop(env):
 
 def test_random_starts_draw_from_the_space_and_keep_explicit_setpoints(env):
     from cryoopt.agents import RandomStarts
-    from cryoopt.optim.outer_loop import block_space
+    from cryoopt.loop import block_space
 
     space = block_space()
     wrapped = RandomStarts(env, space, seed=0)

@@ -3,7 +3,7 @@
 An agent acts *within* one sample block (one episode of ``cryoopt/CLEMProtocol-v0``,
 one step per serial section): it reads the observation and returns the env's full
 13-d action (normalized setpoint deltas, see ``env.unwrapped.action_groups``; the
-``stop`` entry > 0.5 ends the block). The outer loop (:mod:`cryoopt.optim.outer_loop`)
+``stop`` entry > 0.5 ends the block). The outer loop (:mod:`cryoopt.loop`)
 chooses the block's *starting* protocol and calls :func:`run_block`.
 
 A user's agent plugs in with one class::
@@ -116,7 +116,7 @@ def make_agent(name: str | type | Agent, **kwargs: Any) -> Agent:
     """
     if isinstance(name, str):
         if ":" in name and name not in agents:
-            from cryoopt.campaign.executors import resolve_target
+            from cryoopt.registry import resolve_target
 
             factory = resolve_target(name)
         else:

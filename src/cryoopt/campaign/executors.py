@@ -1,7 +1,11 @@
 """Executors: what runs one trial (a function, a simulator, instruments).
 
-An executor subclasses :class:`Executor` and writes one method, :meth:`Executor.run`.
-It is registered by name in :data:`executors`; the config's ``executor.type`` picks it.
+An executor subclasses :class:`~cryoopt.registry.Executor` and writes one method,
+:meth:`~cryoopt.registry.Executor.run`. It is registered by name in
+:data:`~cryoopt.registry.executors`; the config's ``executor.type`` picks it. The
+protocol itself lives in :mod:`cryoopt.registry` (below every layer that provides
+executors); this module builds the campaign's executor from its config and holds the
+campaign-level ones (``function``, ``manual``).
 
 The crash rule (what happens to a trial that was *running* when the process died)
 is decided by the executor, never silently:
@@ -17,83 +21,22 @@ is decided by the executor, never silently:
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from cryoopt.exceptions import ConfigError
-from cryoopt.registry import Registry
+from cryoopt.registry import Executor, TrialRequest, executors, register_executor, resolve_target
 
 if TYPE_CHECKING:
     from cryoopt.config import CampaignConfig
 
-__all__ = ["Executor", "FunctionExecutor", "ManualExecutor", "TrialRequest", "executors", "make_executor", "register_executor"]
+__all__ = [
+    "Executor", "FunctionExecutor", "ManualExecutor", "TrialRequest", "executors", "make_executor", "register_executor",
+    "resolve_target",
+]
 
 
-class TrialRequest(Mapping[str, Any]):
-    """What an executor gets: the trial id and its params (reads like the params dict)."""
-
-    __slots__ = ("id", "params", "source")
-
-    def __init__(self, id: int, params: Mapping[str, Any], source: str = "") -> None:  # noqa: A002
-        self.id = int(id)
-        self.params = dict(params)
-        self.source = source
-
-    def __getitem__(self, key: str) -> Any:
-        return self.params[key]
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.params)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def __repr__(self) -> str:
-        return f"TrialRequest(id={self.id}, params={self.params!r})"
-
-
-class Executor(ABC):
-    """Runs one trial and returns its result.
-
-    ``run`` returns a float (the single objective), a dict (objectives, constraint
-    metrics and any extra metrics, which the journal stores), or a failure: raise,
-    return NaN, ``None`` or :class:`~cryoopt.optim.Failure`. It may be called from a
-    worker thread when several trials are in flight.
-
-    Attributes:
-        idempotent: re-running an interrupted trial is harmless (see the module doc).
-    """
-
-    idempotent: ClassVar[bool] = False
-
-    @abstractmethod
-    def run(self, trial: TrialRequest) -> Any:
-        """Run ``trial`` (``trial.params``, ``trial.id``) and return its result."""
-
-    def recover(self, trial: TrialRequest) -> Any | None:
-        """Re-check a trial that was running when the process died; ``None`` if unknown."""
-        return None
-
-    def close(self) -> None:
-        """Release resources (instrument connections) at the end of a run."""
-
-
-executors: Registry[Callable[..., Executor]] = Registry("campaign executor")
-
-
-def register_executor(name: str):  # noqa: ANN201 - decorator
-    """Register a factory ``(config: CampaignConfig) -> Executor`` (or an Executor class taking it)."""
-
-    def _wrap(factory: Callable[..., Executor]) -> Callable[..., Executor]:
-        executors.register(name, factory)
-        return factory
-
-    return _wrap
-
-
-#: built-in executors that live above the campaign layer, imported when a config names them
-_LAZY_EXECUTORS = {"simulated_clem": "cryoopt.optim.outer_loop"}
+#: built-in executors of the layers below (heavy: agents, envs), imported only when a config names them
+_LAZY_EXECUTORS = {"simulated_clem": "cryoopt.loop.executor"}
 
 
 def make_executor(config: CampaignConfig) -> Executor:
@@ -108,21 +51,6 @@ def make_executor(config: CampaignConfig) -> Executor:
     except RegistryError as err:
         raise ConfigError(f"executor.type: {err}") from None
     return factory(config)
-
-
-def resolve_target(target: str) -> Any:
-    """Import ``"package.module:attr.path"`` and return the object."""
-    module_name, _, attr = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"executor.target {target!r}: cannot import module {module_name!r} ({err})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"executor.target {target!r}: module {module_name!r} has no {attr!r}") from None
-    return obj
 
 
 @register_executor("function")

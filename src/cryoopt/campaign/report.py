@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cryoopt.campaign.journal import Journal, TrialRecord
+from cryoopt.campaign.outcomes import Outcomes, config_from_journal
 from cryoopt.config import CampaignConfig
 
 __all__ = ["write_report"]
@@ -34,11 +35,9 @@ __all__ = ["write_report"]
 def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
                  out_dir: str | Path | None = None) -> dict[str, Path]:
     """Write the plots and ``report.md`` for the campaign in ``directory``; returns ``{name: path}``."""
-    from cryoopt.campaign.runner import Campaign
-
     directory = Path(directory)
-    campaign = Campaign(config, directory, progress=False) if config is not None else Campaign.open(directory, progress=False)
-    cfg = campaign.config
+    cfg = config if config is not None else config_from_journal(directory)
+    outcomes = Outcomes(cfg)
     j = Journal.open(directory, readonly=True)
     try:
         trials = j.trials()
@@ -51,15 +50,15 @@ def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
     out.mkdir(parents=True, exist_ok=True)
     space = cfg.search_space()
     model = _fit_model(cfg, space, trials)
-    best = campaign.best(trials)
+    best = outcomes.best(trials)
     paths: dict[str, Path] = {}
-    paths["convergence"] = _convergence(out / "convergence.png", cfg, campaign, trials, model)
+    paths["convergence"] = _convergence(out / "convergence.png", cfg, outcomes, trials, model)
     if len(cfg.objectives) >= 2:
-        paths["pareto"] = _pareto(out / "pareto.png", cfg, campaign, trials)
+        paths["pareto"] = _pareto(out / "pareto.png", cfg, outcomes, trials)
     if model is not None and best is not None:
         paths["effects"] = _effects(out / "effects.png", cfg, space, model, best)
     paths["parallel"] = _parallel(out / "parallel.png", cfg, space, trials)
-    paths["summary"] = _markdown(out / "report.md", cfg, campaign, trials, ratings, notes, meta, paths, best)
+    paths["summary"] = _markdown(out / "report.md", cfg, outcomes, trials, ratings, notes, meta, paths, best)
     return paths
 
 
@@ -93,7 +92,7 @@ def _figure(w: float, h: float) -> Any:
 
 
 # ---------------------------------------------------------------------------- plots
-def _convergence(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[TrialRecord], model: Any) -> Path:
+def _convergence(path: Path, cfg: CampaignConfig, outcomes: Outcomes, trials: list[TrialRecord], model: Any) -> Path:
     name, direction = next(iter(cfg.objectives.items()))
     sign = 1.0 if direction == "maximize" else -1.0
     started = sorted((t for t in trials if t.started_at is not None), key=lambda t: t.started_at or 0.0)
@@ -102,14 +101,14 @@ def _convergence(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[Tr
     xs, best_line, best_ids = [], [], []
     best_val, best_id = -math.inf, None
     for k, t in enumerate(started, start=1):
-        if t.status == "completed" and campaign._feasible(t.values) and sign * t.values[name] > best_val:  # type: ignore[index]
+        if t.status == "completed" and outcomes.feasible(t.values) and sign * t.values[name] > best_val:  # type: ignore[index]
             best_val, best_id = sign * t.values[name], t.id  # type: ignore[index]
         xs.append(k)
         best_line.append(sign * best_val if math.isfinite(best_val) else np.nan)
         best_ids.append(best_id)
     obs = [(k, t) for k, t in enumerate(started, start=1) if t.status == "completed"]
-    feas = [(k, t.values[name]) for k, t in obs if campaign._feasible(t.values)]  # type: ignore[index]
-    infeas = [(k, t.values[name]) for k, t in obs if not campaign._feasible(t.values)]  # type: ignore[index]
+    feas = [(k, t.values[name]) for k, t in obs if outcomes.feasible(t.values)]  # type: ignore[index]
+    infeas = [(k, t.values[name]) for k, t in obs if not outcomes.feasible(t.values)]  # type: ignore[index]
     if feas:
         ax.scatter(*zip(*feas), s=22, color="tab:blue", alpha=0.7, label="observed (feasible)", zorder=3)
     if infeas:
@@ -138,11 +137,11 @@ def _convergence(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[Tr
     return path
 
 
-def _pareto(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[TrialRecord]) -> Path:
+def _pareto(path: Path, cfg: CampaignConfig, outcomes: Outcomes, trials: list[TrialRecord]) -> Path:
     (n1, d1), (n2, d2) = list(cfg.objectives.items())[:2]
     s1, s2 = (1 if d1 == "maximize" else -1), (1 if d2 == "maximize" else -1)
     done = [t for t in trials if t.status == "completed"]
-    feas = [t for t in done if campaign._feasible(t.values)]
+    feas = [t for t in done if outcomes.feasible(t.values)]
     pts = [(s1 * t.values[n1], s2 * t.values[n2]) for t in feas]  # type: ignore[index]
     front = [t for t, p in zip(feas, pts) if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts)]
     fig = _figure(6, 4.5)
@@ -266,7 +265,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[TrialRecord], ratings: dict[int, float],
+def _markdown(path: Path, cfg: CampaignConfig, outcomes: Outcomes, trials: list[TrialRecord], ratings: dict[int, float],
               notes: list[Any], meta: dict[str, Any], plots: dict[str, Path], best: TrialRecord | None) -> Path:
     counts: dict[str, int] = {}
     for t in trials:
@@ -304,7 +303,7 @@ def _markdown(path: Path, cfg: CampaignConfig, campaign: Any, trials: list[Trial
               "|---" * (len(names) + 3 + len(pnames)) + "|"]
     for t in done[:10]:
         lines.append(f"| {t.id} | " + " | ".join(_fmt(t.values[n]) for n in names)  # type: ignore[index]
-                     + f" | {'yes' if campaign._feasible(t.values) else 'no'} | {_fmt(ratings.get(t.id, '-'))} | "
+                     + f" | {'yes' if outcomes.feasible(t.values) else 'no'} | {_fmt(ratings.get(t.id, '-'))} | "
                      + " | ".join(_fmt(t.params[p]) for p in pnames) + " |")
     bad = [t for t in trials if t.status in ("failed", "abandoned")]
     if bad:

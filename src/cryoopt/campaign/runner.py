@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from cryoopt.campaign.executors import Executor, TrialRequest, make_executor
 from cryoopt.campaign.journal import FINAL, CampaignLock, Journal, TrialRecord
-from cryoopt.config import _OUTCOME, CampaignConfig, load_config
+from cryoopt.campaign.outcomes import Outcomes, config_from_journal
+from cryoopt.config import CampaignConfig, load_config
 from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError
 
 if TYPE_CHECKING:
@@ -140,12 +141,6 @@ class _ContractError(Exception):
     """The executor's result does not carry what the config asks for (stops the campaign)."""
 
 
-def _parse_outcome(text: str) -> tuple[str, str, float]:
-    m = _OUTCOME.fullmatch(text)
-    assert m is not None  # validated by the config
-    return m.group(1), m.group(2), float(m.group(3))
-
-
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) or type(x).__module__ == "numpy" and hasattr(x, "item") and getattr(x, "ndim", 1) == 0
 
@@ -185,20 +180,13 @@ class Campaign:
         self._stop_requested = False
         self._journal: Journal | None = None
         self._opt: Optimizer | None = None
-        self._constraints = [_parse_outcome(c) for c in config.outcome_constraints]
+        self._outcomes = Outcomes(config)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def open(cls, directory: str | Path, **kwargs: Any) -> Campaign:
         """The campaign stored in ``directory`` (its config comes from the journal)."""
-        j = Journal.open(directory, readonly=True)
-        try:
-            data = j.meta("config")
-        finally:
-            j.close()
-        if data is None:
-            raise JournalError(f"{directory}: the journal holds no config")
-        return cls(CampaignConfig.from_dict(data, source=f"{directory} journal"), directory, **kwargs)
+        return cls(config_from_journal(directory), directory, **kwargs)
 
     @property
     def journal(self) -> Journal:
@@ -320,7 +308,7 @@ class Campaign:
             if key not in flat:
                 raise _ContractError(f"evaluation.metrics maps {name!r} to result key {key!r}, which the result lacks; keys: {sorted(flat)}")
             flat[name] = flat[key]
-        required = names + [c[0] for c in self._constraints]
+        required = names + [c[0] for c in self._outcomes.constraints]
         missing = [n for n in required if n not in flat]
         if missing:
             raise _ContractError(f"the result lacks {missing}; it has keys {sorted(flat)} (map them with evaluation.metrics)")
@@ -344,30 +332,12 @@ class Campaign:
         return values, None
 
     def _feasible(self, values: Mapping[str, float] | None) -> bool:
-        if not values:
-            return False
-        for name, op, bound in self._constraints:
-            v = values.get(name)
-            if v is None or not (v <= bound if op == "<=" else v >= bound):
-                return False
-        return True
+        return self._outcomes.feasible(values)
 
     # ------------------------------------------------------------------ queries
     def best(self, records: Sequence[TrialRecord] | None = None) -> TrialRecord | None:
         """The best feasible completed trial as observed (one objective; the balanced Pareto compromise for several)."""
-        records = self.journal.trials(status="completed") if records is None else [r for r in records if r.status == "completed"]
-        feas = [r for r in records if self._feasible(r.values)]
-        if not feas:
-            return None
-        signs = {n: (1.0 if d == "maximize" else -1.0) for n, d in self.config.objectives.items()}
-        if len(signs) == 1:
-            (n, s), = signs.items()
-            return max(feas, key=lambda r: s * r.values[n])  # type: ignore[index]
-        from cryoopt.optim.pareto import balanced_compromise, pareto_indices
-
-        ys = [[s * r.values[n] for n, s in signs.items()] for r in feas]  # type: ignore[index]
-        front = pareto_indices(ys)
-        return feas[front[balanced_compromise([ys[i] for i in front])]]
+        return self._outcomes.best(self.journal.trials(status="completed") if records is None else records)
 
     def status(self) -> CampaignStatus:
         j = Journal.open(self.directory, readonly=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cryoopt.optim.outer_loop import BlockRunner, ManualOFAT, OuterLoop, block_space
+from cryoopt.loop import BlockRunner, ManualOFAT, OuterLoop, block_space
 
 RK = {"max_sections": 3, "env_kwargs": {"image_size": 64}}
 BO = {"n_initial": 2, "num_restarts": 1, "raw_samples": 16, "mc_samples": 16}

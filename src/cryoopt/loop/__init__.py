@@ -1,0 +1,33 @@
+"""The closed loop: BO over sample blocks (:class:`OuterLoop`), one agent episode per block
+(:class:`BlockRunner`), the block search space, the manual baseline and the campaign
+executor ``simulated_clem``.
+
+This layer sits between :mod:`cryoopt.campaign` (above) and :mod:`cryoopt.optim` /
+:mod:`cryoopt.agents` (below), so the optimizer stays a pure ask/tell library usable
+without agents or envs.
+
+Example:
+    >>> from cryoopt.loop import OuterLoop
+    >>> loop = OuterLoop("hrl", seed=0, batch_size=2, runner_kwargs={"pretrain_steps": 128})
+    >>> history = loop.run(n_blocks=8)
+    >>> loop.recommend()["params"]
+"""
+
+from __future__ import annotations
+
+from cryoopt.loop.blocks import DEFAULT_BLOCK_SPACE, OBJECTIVES, BlockRunner, SimulatedCLEMBlock, block_space
+from cryoopt.loop.executor import SimulatedCLEMExecutor
+from cryoopt.loop.manual import ManualOFAT
+from cryoopt.loop.outer_loop import FAST_BO, OuterLoop
+
+__all__ = [
+    "DEFAULT_BLOCK_SPACE",
+    "FAST_BO",
+    "OBJECTIVES",
+    "BlockRunner",
+    "ManualOFAT",
+    "OuterLoop",
+    "SimulatedCLEMBlock",
+    "SimulatedCLEMExecutor",
+    "block_space",
+]

@@ -1,0 +1,156 @@
+"""One sample block = one episode of an agent in ``cryoopt/CLEMProtocol-v0``.
+
+:class:`BlockRunner` owns one env and one agent and runs a block from a starting
+protocol: the agent adapts setpoints per serial section and may stop early. A block's
+``quality`` (maximized) is the mean fused score of its good sections times the
+fraction of the section budget that gave good sections (failed ribbons, failed
+evaluations and sections never cut count 0); its ``prep_time_h`` is minimized.
+
+:func:`block_space` is the search space over a block's starting protocol, the space the
+outer loop (:mod:`cryoopt.loop.outer_loop`) optimizes over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cryoopt.space import SearchSpace
+
+__all__ = ["DEFAULT_BLOCK_SPACE", "OBJECTIVES", "BlockRunner", "SimulatedCLEMBlock", "block_space"]
+
+#: The starting-protocol knobs the GP searches by default (names as the env's setpoints).
+DEFAULT_BLOCK_SPACE: dict[str, dict[str, Any]] = {
+    "section_thickness_nm": {"type": "float", "low": 60.0, "high": 200.0, "unit": "nm"},
+    "cutting_speed_mm_s": {"type": "float", "low": 0.3, "high": 3.0, "log": True, "unit": "mm/s"},
+    "dilution": {"type": "float", "low": 50.0, "high": 2000.0, "log": True, "description": "antibody 1:N"},
+    "time_min": {"type": "float", "low": 5.0, "high": 120.0, "log": True, "unit": "min"},
+    "temperature_c": {"type": "float", "low": 15.0, "high": 37.0, "unit": "C"},
+    "exposure_ms": {"type": "float", "low": 10.0, "high": 200.0, "log": True, "unit": "ms"},
+    "gain": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+    "focus_um": {"type": "float", "low": -2.0, "high": 2.0, "unit": "um"},
+}
+
+#: A block's objectives: quality up, preparation time down.
+OBJECTIVES = {"quality": "maximize", "prep_time_h": "minimize"}
+
+
+def block_space(parameters: Mapping[str, Mapping[str, Any]] | None = None) -> SearchSpace:
+    """The search space over a block's starting protocol (default :data:`DEFAULT_BLOCK_SPACE`)."""
+    return SearchSpace.from_dict(dict(parameters or DEFAULT_BLOCK_SPACE))
+
+
+def _json_seed(params: Mapping[str, Any], seed: int) -> int:
+    text = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+    return (int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) + 7919 * int(seed)) % (2**31 - 1)
+
+
+class BlockRunner:
+    """Runs sample blocks: one env (``env_id``, ``env_kwargs``) and one agent.
+
+    Args:
+        agent: an agent, a registered agent name, or a class (see :func:`cryoopt.agents.make_agent`).
+        agent_kwargs: arguments when ``agent`` is a name or class.
+        agent_path: load a saved agent from this directory instead (``agent`` names its class).
+        env_id: the composite env (default ``cryoopt/CLEMProtocol-v0``).
+        env_kwargs: e.g. ``scenario``, ``backend`` (``direct`` by default), ``image_size``.
+        max_sections: the block's budget of serial sections (the agent may stop earlier).
+        learn_steps_per_block: after each block, train the agent this many sections.
+        pretrain_steps: for agents with ``learn``: train this many sections in the
+            composite env before the first block.
+        instrument_pretrain_steps: for agents with ``pretrain`` (HRL): steps on each cheap
+            per-instrument env (thousands per second) before that (default ``pretrain_steps``).
+        min_sections: sections every block yields before the agent may stop it.
+        pretrain_space: composite-env pre-training starts each episode from a random
+            protocol of this space (the blocks the outer loop will hand the agent) instead
+            of the scenario's start ranges; :class:`OuterLoop` passes its space.
+    """
+
+    def __init__(self, agent: Any = "hrl", *, agent_kwargs: Mapping[str, Any] | None = None, agent_path: str | None = None,
+                 env_id: str = "cryoopt/CLEMProtocol-v0", env_kwargs: Mapping[str, Any] | None = None,
+                 max_sections: int | None = 8, learn_steps_per_block: int = 0, pretrain_steps: int = 0,
+                 instrument_pretrain_steps: int | None = None, min_sections: int = 0,
+                 pretrain_space: SearchSpace | Mapping[str, Any] | None = None) -> None:
+        import gymnasium as gym
+
+        import cryoopt.envs  # noqa: F401 - registers the envs
+        from cryoopt.agents import agents as agent_registry
+        from cryoopt.agents import make_agent
+
+        self.env_kwargs = {"image_size": 64, **dict(env_kwargs or {})}
+        self.env = gym.make(env_id, **self.env_kwargs)
+        if agent_path is not None:
+            cls = agent_registry.get(agent) if isinstance(agent, str) else agent
+            self.agent = cls.load(agent_path)
+        else:
+            self.agent = make_agent(agent, **dict(agent_kwargs or {}))
+        self.max_sections, self.min_sections = max_sections, int(min_sections)
+        self.pretrain_space = (pretrain_space if isinstance(pretrain_space, SearchSpace) or pretrain_space is None
+                               else block_space(pretrain_space))
+        self.learn_steps_per_block = int(learn_steps_per_block)
+        self.blocks_run = 0
+        if pretrain_steps or instrument_pretrain_steps:
+            self.pretrain(pretrain_steps, instrument_pretrain_steps)
+
+    def pretrain(self, steps: int, instrument_steps: int | None = None) -> None:
+        """Pre-train the agent: HRL on the per-instrument envs (``instrument_steps``, default
+        ``steps``), then any agent ``steps`` sections in the composite env."""
+        n_inst = steps if instrument_steps is None else int(instrument_steps)
+        if hasattr(self.agent, "pretrain") and n_inst:
+            self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
+        if steps:
+            import gymnasium as gym
+
+            from cryoopt.agents.starts import RandomStarts
+
+            env = self.env if self.pretrain_space is None else RandomStarts(self.env, self.pretrain_space)
+            if self.max_sections:  # episodes as long as the blocks it will run: a series cut past
+                env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
+            self.agent.learn(env, steps)
+
+    def run(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Run one block from the starting protocol ``params``; returns the result dict
+        (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...)."""
+        from cryoopt.agents import EXPERT_PROTOCOL, run_block
+
+        start = {**EXPERT_PROTOCOL, **dict(params)}
+        out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
+                        min_sections=self.min_sections)
+        self.blocks_run += 1
+        if self.learn_steps_per_block > 0:
+            self.agent.learn(self.env, self.learn_steps_per_block)
+        result: dict[str, Any] = {}
+        for k, v in out.items():
+            if isinstance(v, (bool, int, float, np.integer, np.floating)) or v is None:
+                result[k] = float(v) if v is not None else math.nan
+            elif k == "options":
+                result.update({f"option_{o}": float(c) for o, c in v.items()})
+        good = out.get("sections", 0) - out.get("failed_sections", 0) - out.get("failed_evaluations", 0)
+        budget = self.max_sections or max(int(out.get("sections", 0)), 1)
+        result["good_sections"] = float(good)
+        result["quality"] = float(out["quality"]) * max(good, 0) / budget
+        result["prep_time_h"] = float(out["prep_time_h"])
+        return result
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class SimulatedCLEMBlock(BlockRunner):
+    """A :class:`BlockRunner` callable with a params dict (for a ``function`` executor).
+
+    The block seed comes from the params and ``seed``, so re-running a trial gives the
+    same answer (idempotent) as long as the agent does not learn between blocks.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs: Any) -> None:
+        self.seed = int(seed)
+        super().__init__(**kwargs)
+
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self.run(params, _json_seed(params, self.seed))
