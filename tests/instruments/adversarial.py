@@ -11,7 +11,8 @@ protocol byte for byte) and rewrites its replies, exchange by exchange, with *qu
 - ``unsolicited``: a line nobody asked for arrives before the reply (``ALARM``);
 - ``late``: the reply is held back and arrives just before the reply to the next command
   (a device that answers after the driver has given up waiting);
-- ``silent``: no reply at all.
+- ``silent``: no reply at all (the device ran the command);
+- ``lost``: the command never reaches the device (no reply; an ``*OPC?`` that never ends).
 
 ``idn=`` replaces the identification string (the wrong instrument on the port).
 
@@ -29,7 +30,7 @@ from cryoopt.instruments.simulated.device import Reply
 
 __all__ = ["AdversarialDevice", "Quirk"]
 
-QuirkKind = Literal["replace", "extra", "echo", "unsolicited", "late", "silent"]
+QuirkKind = Literal["replace", "extra", "echo", "unsolicited", "late", "silent", "lost"]
 
 
 @dataclass
@@ -92,6 +93,9 @@ class AdversarialDevice:
 
     def exchange(self, line: bytes) -> Reply:
         command = line.decode("ascii", "replace").strip()
+        if any(q.kind == "lost" and q.fires(command) for q in self.quirks):
+            self.log.append(("lost", command))
+            return Reply(None)
         reply = self.device.exchange(line)
         if reply.disconnect:
             return reply
@@ -100,7 +104,7 @@ class AdversarialDevice:
             data = self.idn.encode("latin-1") + self.term
         held = b""
         for q in self.quirks:
-            if not q.fires(command):
+            if q.kind == "lost" or not q.fires(command):
                 continue
             self.log.append((q.kind, command))
             if q.kind == "replace":

@@ -72,6 +72,7 @@ def connect(
     timeout_s: float | None = None,
     exchange_log: ExchangeLog | None = None,
     realtime: bool = False,
+    check_identity: bool = True,
 ) -> CryoInstrument:
     """Return a connected driver for ``profile``; close it (or use ``with``) when done.
 
@@ -89,6 +90,9 @@ def connect(
         timeout_s: override the profile's per-exchange timeout.
         exchange_log: where to log every exchange (a fresh log by default).
         realtime: in-process only: really sleep for injected latencies.
+        check_identity: ask ``*IDN?`` first and refuse a device whose answer lacks the
+            profile's ``idn_contains`` (:class:`~cryoopt.instruments.errors.WrongInstrumentError`;
+            nothing else is sent and the link is closed again).
 
     The driver owns the simulator server it started; ``driver.close()`` stops it.
     ``driver.simulated_device`` is the simulated device (``None`` on hardware).
@@ -127,6 +131,12 @@ def connect(
     driver = driver_cls(adapter, prof, exchange_log=exchange_log)
     driver._owned = owned  # type: ignore[attr-defined]
     driver.simulated_device = sim_dev  # type: ignore[attr-defined]
+    if check_identity:
+        try:
+            driver.identify()
+        except BaseException:
+            driver.close()
+            raise
     return driver
 
 

@@ -64,12 +64,16 @@ class Stainer(CryoInstrument):
         "reagent_level": "REAG:LEV? %s",
         "reagent_list": "REAG:LIST?",
     }
+    reply_words: ClassVar[dict[str, tuple[str, ...]]] = {
+        "state": ("IDLE", "LOADED", "RUNNING", "PAUSED", "DONE", "ABORTED"),
+        "door": ("OPEN", "CLOSED"),
+    }
 
     temperature_c = setpoint("TEMP?", "TEMP %g", "Stage temperature setpoint between steps, degC.")
     measured_temperature_c = reading("MEAS:TEMP?", "Measured stage temperature, degC.")
-    door = reading("DOOR?", "``OPEN`` or ``CLOSED``.", cast=str)
-    step_count = reading("PROT:COUN?", "Number of steps in the loaded protocol.", cast=lambda s: int(float(s)))
-    current_step = reading("STAIN:STEP?", "Step running now (1-based; 0 when idle).", cast=lambda s: int(float(s)))
+    door = reading("DOOR?", "``OPEN`` or ``CLOSED``.", kind="word")
+    step_count = reading("PROT:COUN?", "Number of steps in the loaded protocol.", kind="int")
+    current_step = reading("STAIN:STEP?", "Step running now (1-based; 0 when idle).", kind="int")
     progress = reading("STAIN:PROG?", "Fraction of the protocol's duration done, 0..1.")
 
     # -- validation -------------------------------------------------------------------------

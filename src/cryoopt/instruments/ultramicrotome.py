@@ -39,6 +39,7 @@ class Ultramicrotome(CryoInstrument):
         "cut": "SECT:CUT %d",
         "reset_counter": "SECT:COUN:RES",
     }
+    reply_words: ClassVar[dict[str, tuple[str, ...]]] = {"state": ("IDLE", "CUTTING")}
 
     section_thickness_nm = setpoint("SECT:THIC?", "SECT:THIC %g", "Section thickness (feed per cut), nm.")
     cutting_speed_mm_s = setpoint("SECT:SPEE?", "SECT:SPEE %g", "Knife speed through the cutting window, mm/s.")
@@ -54,8 +55,8 @@ class Ultramicrotome(CryoInstrument):
     measured_specimen_temperature_c = reading("MEAS:TEMP:SPEC?", "Measured specimen temperature, degC.")
     measured_knife_temperature_c = reading("MEAS:TEMP:KNIF?", "Measured knife temperature, degC.")
     measured_chamber_temperature_c = reading("MEAS:TEMP:CHAM?", "Measured chamber temperature, degC.")
-    section_count = reading("SECT:COUN?", "Sections cut since the last counter reset.", cast=lambda s: int(float(s)))
-    knife_wear = reading("KNIF:WEAR?", "Cuts made on the current knife-edge segment.", cast=lambda s: int(float(s)))
+    section_count = reading("SECT:COUN?", "Sections cut since the last counter reset.", kind="int")
+    knife_wear = reading("KNIF:WEAR?", "Cuts made on the current knife-edge segment.", kind="int")
 
     # -- composite setters -------------------------------------------------------------
     def set_cutting_window(self, start_um: float, end_um: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cryoopt.instruments.profiles import Profile, load_profile
+from cryoopt.instruments.replies import format_number
 from cryoopt.instruments.simulated.faults import FaultInjector
 from cryoopt.instruments.validators import Choices, Limits
 
@@ -147,7 +148,7 @@ class SimulatedDevice:
     def _getter(self, name: str) -> Callable[[str], str]:
         def handler(arg: str) -> str:
             v = self.settings.get(name)
-            return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+            return format_number(v) if isinstance(v, (int, float)) else str(v)
 
         return handler
 
@@ -190,6 +191,8 @@ class SimulatedDevice:
             if d is not None and d.when == "before":
                 return Reply(None, disconnect=True)
             self.advance(self.tick_s)
+            if "drop" in kinds and not kinds["drop"].execute:
+                return Reply(None)
             e = kinds.get("error_code")
             if e is not None:
                 self.push_error(e.code, e.message)
