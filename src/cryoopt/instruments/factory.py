@@ -20,6 +20,7 @@ import numpy as np
 
 from cryoopt.exceptions import ConfigError
 from cryoopt.instruments.base import CryoInstrument
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.log import ExchangeLog
 from cryoopt.instruments.microscope import Microscope
 from cryoopt.instruments.profiles import Profile, load_profile
@@ -152,6 +153,28 @@ class Bench:
     @property
     def drivers(self) -> tuple[CryoInstrument, ...]:
         return (self.ultramicrotome, self.stainer, self.microscope)
+
+    def conditions(self) -> list[Condition]:
+        """Every instrument's conditions that should hold a campaign (see :meth:`suspend_reason`)."""
+        found: list[Condition] = []
+        for driver in self.drivers:
+            found.extend(driver.conditions())
+        return found
+
+    def suspend_reason(self) -> str | None:
+        """Why trials should wait now, in words, or ``None`` when the bench is ready.
+
+        Asks each instrument its readbacks (door, reagent levels, measured vs set
+        temperatures; thresholds from the profiles' ``interlocks``). A campaign polls this
+        before each trial, waits while it returns a reason and resumes when it returns
+        ``None``. Example: ``"stainer-ref: door open; close it to continue"``.
+
+        Bounded in time: a dozen queries, each within its profile's ``timeout_s`` and
+        ``query_retries``. Raises the typed :class:`~cryoopt.exceptions.InstrumentError`
+        of a readback that fails for good (that instrument is then in its safe state).
+        """
+        found = self.conditions()
+        return "; ".join(str(c) for c in found) if found else None
 
     def close(self) -> None:
         for d in self.drivers:

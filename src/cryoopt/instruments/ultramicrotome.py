@@ -14,6 +14,7 @@ import time
 from typing import Any, ClassVar
 
 from cryoopt.instruments.base import CryoInstrument, reading, setpoint
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.errors import TemperatureInterlockError
 from cryoopt.instruments.validators import integer_in_range
 
@@ -125,6 +126,18 @@ class Ultramicrotome(CryoInstrument):
                 f"temperatures not stable within +/-{self.temperature_tolerance_c:g} degC ({detail}); "
                 "wait for the cryo chamber to settle",
             )
+
+    def conditions(self) -> list[Condition]:
+        """Temperatures further than ``interlocks.temperature_tolerance_c`` from their setpoints
+        (a drifting cryo chamber, or one not yet settled): a campaign waits while any is."""
+        if not self.profile.interlocks.get("require_stable_temperatures", True):
+            return []
+        tol = self.temperature_tolerance_c
+        return [
+            Condition(self.profile.name, "temperature",
+                      f"{s} temperature {m:.2f} degC, setpoint {sp:g} degC (off by {m - sp:+.2f}, tolerance {tol:g})")
+            for s, (sp, m) in self.temperatures().items() if abs(m - sp) > tol
+        ]
 
     # -- actions ----------------------------------------------------------------------------
     def cut(self, n: int = 1, *, wait: bool = True, stable_wait_s: float = 0.0) -> int:

@@ -111,9 +111,29 @@ class SimulatedDevice:
         if dt > 0:
             self._evolve(dt)
             self.now += dt
+            self._update_faults()
 
     def _evolve(self, dt: float) -> None:  # pragma: no cover - overridden
         pass
+
+    # -- device faults while running ----------------------------------------------------------
+    def inject(self, fault: Any) -> Any:
+        """Add a fault now (a door opened, a reagent drained, a temperature drifting): a fault
+        model or a dict as in :mod:`~cryoopt.instruments.simulated.faults`; returns it."""
+        with self.lock:
+            f = self.faults.add(fault)
+            self._update_faults()
+            return f
+
+    def clear_faults(self, kind: str | None = None) -> None:
+        """Clear injected faults of ``kind`` (all: ``None``): the door closes, the reagent is
+        refilled, the temperature comes back under control."""
+        with self.lock:
+            self.faults.clear(kind)
+            self._update_faults()
+
+    def _update_faults(self) -> None:
+        """Start and end time-triggered device faults (devices that have some override this)."""
 
     def _opc(self) -> str:
         for _ in range(100_000):
