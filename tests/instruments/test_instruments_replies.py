@@ -259,3 +259,20 @@ def test_full_precision_round_trip_through_the_simulated_device():
         um.section_thickness_nm = 80.1234567
         assert um.simulated_device.settings["section_thickness_nm"] == 80.1234567
         assert um.section_thickness_nm == 80.1234567
+
+
+@pytest.mark.slow  # waits ~5 s of timeouts (no CPU)
+def test_a_silent_device_costs_at_most_the_documented_bound():
+    """Worst case of one property read on a device that never answers (PROTOCOL.md):
+    query Q = (1 + 3r) t + r d (attempts, then resync before each retry), fault guard
+    2t + 2Q (resync, STAT? before and after the safe state): (5 + 9r) t + 3 r d in all."""
+    prof = load_profile("ultramicrotome-ref")
+    t, r, d = FAST, prof.transport.query_retries, prof.transport.retry_delay_s
+    bound = (5 + 9 * r) * t + 3 * r * d
+    with _um([{"kind": "drop", "count": None, "skip": 1}], "socket") as um:  # silent after *IDN?
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentTimeoutError) as exc:
+            um.section_thickness_nm  # noqa: B018
+        elapsed = time.monotonic() - t0
+    assert elapsed <= bound + 1.0, f"{elapsed:.2f} s > bound {bound:.2f} s"
+    assert exc.value.device_state == "unknown" and "SECT:STOP" in um.simulated_device.received
