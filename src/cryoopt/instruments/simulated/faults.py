@@ -6,7 +6,8 @@ Two families:
 (``match``), skipping the first ``skip`` matches and firing ``count`` times (``None`` =
 forever) with ``probability`` (drawn from the injector's seeded generator):
 
-- ``latency``: the reply comes ``seconds`` late (later than the driver's timeout = lost);
+- ``latency``: the reply comes ``seconds`` late (later than the driver's timeout: it arrives
+  after the driver gave up, just before the reply to the next command);
 - ``drop``: the command is executed but no reply is sent (``execute=False``: the
   command is lost before the device runs it, e.g. an ``*OPC?`` that never completes);
 - ``garble``: the reply's first bytes are replaced by non-ASCII noise;
