@@ -59,3 +59,20 @@ def test_unknown_command_surfaces_as_device_error_or_timeout():
             mic.image_size_px = 64
         with pytest.raises(InstrumentTimeoutError):
             mic.focus_um  # noqa: B018  (unknown query: pyvisa-sim answers nothing useful)
+
+
+def test_setpoints_travel_in_full_precision_over_visa():
+    with _visa("ultramicrotome-ref", "ASRL1::INSTR") as um:
+        um.section_thickness_nm = 80.1234567
+        assert um.section_thickness_nm == 80.1234567
+
+
+def test_bench_over_pyvisa_sim_is_ready():
+    from cryoopt.instruments import Bench
+
+    bench = Bench(ultramicrotome=_visa("ultramicrotome-ref", "ASRL1::INSTR"),
+                  stainer=_visa("stainer-ref", "ASRL2::INSTR"), microscope=_visa("microscope-ref", "ASRL3::INSTR"))
+    with bench:
+        bench.stainer.temperature_c = 22  # the static definition measures 22 degC
+        assert bench.conditions() == []
+        assert bench.suspend_reason() is None

@@ -1,6 +1,7 @@
 """Instrument drivers, transports and simulated devices (see ``instruments/PROTOCOL.md``)."""
 from __future__ import annotations
 
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.log import Exchange, ExchangeLog
 from cryoopt.instruments.microscope import Image, Microscope
 from cryoopt.instruments.profiles import Profile, list_profiles, load_profile
@@ -10,14 +11,17 @@ from cryoopt.instruments.errors import (
     DisconnectedError,
     DoorOpenError,
     GarbledReplyError,
+    OperationTimeoutError,
     ReagentError,
     TemperatureInterlockError,
+    WrongInstrumentError,
 )
 from cryoopt.instruments.factory import Bench, connect, device_models, open_bench, simulated_models
 from cryoopt.instruments.transports import InProcessAdapter, SerialURLAdapter, VisaResourceAdapter, transports
 
 __all__ = [
     "Bench",
+    "Condition",
     "DisconnectedError",
     "DoorOpenError",
     "Exchange",
@@ -26,6 +30,7 @@ __all__ = [
     "Image",
     "InProcessAdapter",
     "Microscope",
+    "OperationTimeoutError",
     "Profile",
     "ReagentError",
     "SerialURLAdapter",
@@ -34,6 +39,7 @@ __all__ = [
     "TemperatureInterlockError",
     "Ultramicrotome",
     "VisaResourceAdapter",
+    "WrongInstrumentError",
     "connect",
     "device_models",
     "list_profiles",

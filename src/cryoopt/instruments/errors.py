@@ -33,19 +33,41 @@ __all__ = [
     "InstrumentError",
     "InstrumentTimeoutError",
     "InterlockError",
+    "OperationTimeoutError",
     "ParameterError",
     "ReagentError",
     "TemperatureInterlockError",
+    "WrongInstrumentError",
     "with_context",
 ]
 
 
 class GarbledReplyError(CommunicationError):
-    """A reply arrived but cannot be decoded or parsed (noise on the line)."""
+    """A reply arrived but is not a valid answer to the query.
+
+    Noise on the line, junk (``OK`` where a number was asked), two values where one was
+    expected, ``nan``, a word the device does not use, or replies out of step.
+    """
 
 
 class DisconnectedError(CommunicationError):
     """The channel closed (cable pulled, socket reset) in the middle of an exchange."""
+
+
+class OperationTimeoutError(InstrumentTimeoutError):
+    """A long operation (cut, stain run, acquisition) did not finish within ``operation_timeout_s``.
+
+    ``*OPC?`` is asked once and never repeated, so the wait is bounded by the profile's
+    ``transport.operation_timeout_s``; the device is then put in its safe state.
+    """
+
+
+class WrongInstrumentError(InstrumentError):
+    """The device does not identify (``*IDN?``) as the model its profile is for.
+
+    Raised by :func:`~cryoopt.instruments.connect` before any other command is sent; the
+    link is closed again.
+    """
 
 
 class DoorOpenError(InterlockError):

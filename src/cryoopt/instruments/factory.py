@@ -20,6 +20,7 @@ import numpy as np
 
 from cryoopt.exceptions import ConfigError
 from cryoopt.instruments.base import CryoInstrument
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.log import ExchangeLog
 from cryoopt.instruments.microscope import Microscope
 from cryoopt.instruments.profiles import Profile, load_profile
@@ -72,6 +73,7 @@ def connect(
     timeout_s: float | None = None,
     exchange_log: ExchangeLog | None = None,
     realtime: bool = False,
+    check_identity: bool = True,
 ) -> CryoInstrument:
     """Return a connected driver for ``profile``; close it (or use ``with``) when done.
 
@@ -89,6 +91,9 @@ def connect(
         timeout_s: override the profile's per-exchange timeout.
         exchange_log: where to log every exchange (a fresh log by default).
         realtime: in-process only: really sleep for injected latencies.
+        check_identity: ask ``*IDN?`` first and refuse a device whose answer lacks the
+            profile's ``idn_contains`` (:class:`~cryoopt.instruments.errors.WrongInstrumentError`;
+            nothing else is sent and the link is closed again).
 
     The driver owns the simulator server it started; ``driver.close()`` stops it.
     ``driver.simulated_device`` is the simulated device (``None`` on hardware).
@@ -127,6 +132,12 @@ def connect(
     driver = driver_cls(adapter, prof, exchange_log=exchange_log)
     driver._owned = owned  # type: ignore[attr-defined]
     driver.simulated_device = sim_dev  # type: ignore[attr-defined]
+    if check_identity:
+        try:
+            driver.identify()
+        except BaseException:
+            driver.close()
+            raise
     return driver
 
 
@@ -142,6 +153,28 @@ class Bench:
     @property
     def drivers(self) -> tuple[CryoInstrument, ...]:
         return (self.ultramicrotome, self.stainer, self.microscope)
+
+    def conditions(self) -> list[Condition]:
+        """Every instrument's conditions that should hold a campaign (see :meth:`suspend_reason`)."""
+        found: list[Condition] = []
+        for driver in self.drivers:
+            found.extend(driver.conditions())
+        return found
+
+    def suspend_reason(self) -> str | None:
+        """Why trials should wait now, in words, or ``None`` when the bench is ready.
+
+        Asks each instrument its readbacks (door, reagent levels, measured vs set
+        temperatures; thresholds from the profiles' ``interlocks``). A campaign polls this
+        before each trial, waits while it returns a reason and resumes when it returns
+        ``None``. Example: ``"stainer-ref: door open; close it to continue"``.
+
+        Bounded in time: a dozen queries, each within its profile's ``timeout_s`` and
+        ``query_retries``. Raises the typed :class:`~cryoopt.exceptions.InstrumentError`
+        of a readback that fails for good (that instrument is then in its safe state).
+        """
+        found = self.conditions()
+        return "; ".join(str(c) for c in found) if found else None
 
     def close(self) -> None:
         for d in self.drivers:

@@ -15,6 +15,7 @@ import numpy as np
 
 from cryoopt.instruments.base import CryoInstrument, reading, setpoint
 from cryoopt.instruments.errors import GarbledReplyError
+from cryoopt.instruments.replies import parse_number
 
 __all__ = ["Image", "Microscope"]
 
@@ -42,6 +43,7 @@ class Microscope(CryoInstrument):
         "metadata": "IMAG:META?",
         "data": "IMAG:DATA?",
     }
+    reply_words: ClassVar[dict[str, tuple[str, ...]]] = {"state": ("IDLE", "ACQUIRING")}
 
     modality = setpoint("MODE?", "MODE %s", "``LM`` (light) or ``EM`` (electron).", kind="choice")
     channel = setpoint("CHAN?", "CHAN %s", "Detection channel (LM filter set or EM detector).", kind="choice")
@@ -57,16 +59,23 @@ class Microscope(CryoInstrument):
         self.stage_y_um = y_um
 
     def metadata(self) -> dict[str, Any]:
-        """``IMAG:META?`` -> ``rows,cols,dtype,pixel_size_nm,modality,channel``."""
-        with self._guarded("IMAG:META?"):
-            parts = self.values(self.command("metadata"), cast=str)
+        """``IMAG:META?`` -> ``rows,cols,dtype,pixel_size_nm,modality,channel`` (retried if invalid)."""
+        cmd = self.command("metadata")
+        with self._guarded(cmd):
+            return self._retry(lambda: self._ask(cmd, self._parse_metadata), cmd)
+
+    @staticmethod
+    def _parse_metadata(text: str) -> dict[str, Any]:
+        parts = [p.strip() for p in text.split(",")]
         try:
-            rows, cols, dtype, px = int(parts[0]), int(parts[1]), np.dtype(str(parts[2])), float(parts[3])
+            rows, cols, dtype, px = int(parts[0]), int(parts[1]), np.dtype(parts[2]), parse_number(parts[3])
         except (ValueError, TypeError, IndexError) as exc:
-            raise GarbledReplyError(f"{self.profile.name}: unparsable IMAG:META? reply {parts!r}") from exc
+            raise ValueError(f"expected rows,cols,dtype,pixel_size_nm[,modality,channel], got {text!r}") from exc
+        if rows < 1 or cols < 1 or dtype.kind not in "uif" or len(parts) not in (4, 6):
+            raise ValueError(f"expected rows,cols,dtype,pixel_size_nm[,modality,channel], got {text!r}")
         meta: dict[str, Any] = {"shape": (rows, cols), "dtype": dtype.str, "pixel_size_nm": px}
-        if len(parts) >= 6:
-            meta["modality"], meta["channel"] = str(parts[4]), str(parts[5])
+        if len(parts) == 6:
+            meta["modality"], meta["channel"] = parts[4], parts[5]
         return meta
 
     def fetch(self) -> Image:

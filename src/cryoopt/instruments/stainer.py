@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from cryoopt.exceptions import ParameterError
+from cryoopt.exceptions import ConfigError, ParameterError
 from cryoopt.instruments.base import CryoInstrument, reading, setpoint
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.errors import DoorOpenError, ReagentError
 from cryoopt.instruments.validators import Limits, in_range, in_set, integer_in_range
 
@@ -64,12 +65,16 @@ class Stainer(CryoInstrument):
         "reagent_level": "REAG:LEV? %s",
         "reagent_list": "REAG:LIST?",
     }
+    reply_words: ClassVar[dict[str, tuple[str, ...]]] = {
+        "state": ("IDLE", "LOADED", "RUNNING", "PAUSED", "DONE", "ABORTED"),
+        "door": ("OPEN", "CLOSED"),
+    }
 
     temperature_c = setpoint("TEMP?", "TEMP %g", "Stage temperature setpoint between steps, degC.")
     measured_temperature_c = reading("MEAS:TEMP?", "Measured stage temperature, degC.")
-    door = reading("DOOR?", "``OPEN`` or ``CLOSED``.", cast=str)
-    step_count = reading("PROT:COUN?", "Number of steps in the loaded protocol.", cast=lambda s: int(float(s)))
-    current_step = reading("STAIN:STEP?", "Step running now (1-based; 0 when idle).", cast=lambda s: int(float(s)))
+    door = reading("DOOR?", "``OPEN`` or ``CLOSED``.", kind="word")
+    step_count = reading("PROT:COUN?", "Number of steps in the loaded protocol.", kind="int")
+    current_step = reading("STAIN:STEP?", "Step running now (1-based; 0 when idle).", kind="int")
     progress = reading("STAIN:PROG?", "Fraction of the protocol's duration done, 0..1.")
 
     # -- validation -------------------------------------------------------------------------
@@ -154,6 +159,56 @@ class Stainer(CryoInstrument):
                 raise self._interlock(
                     ReagentError, f"reagent {reagent} holds {have:g} ul but the protocol needs {vol:g} ul; refill it"
                 )
+
+    # -- conditions that hold a campaign -------------------------------------------------------
+    def reagent_low_mark_ul(self, reagent: str) -> float:
+        """The profile's low-level mark for ``reagent`` (``interlocks.reagent_low_ul``: a number,
+        or a mapping of reagent -> ul with an optional ``default``; 0 when absent)."""
+        marks = self.profile.interlocks.get("reagent_low_ul", 0.0)
+        try:
+            if isinstance(marks, Mapping):
+                return float(marks.get(reagent, marks.get("default", 0.0)))
+            return float(marks)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"profile {self.profile.name!r}: interlocks.reagent_low_ul must be a number of ul or a mapping "
+                f"reagent -> ul (with an optional 'default'), got {marks!r}"
+            ) from None
+
+    def low_reagents(self) -> list[tuple[str, float, float]]:
+        """``(reagent, level_ul, needed_ul)`` for each watched reagent below what it needs.
+
+        Watched: the reagents of the protocol last loaded through this driver (with the wash
+        reagent), else every loaded reagent the profile knows. Needed: the larger of the
+        reagent's low-level mark and what that protocol consumes.
+        """
+        need = self.required_volumes(self.protocol) if self.protocol else {}
+        known = {c.upper() for c in self.limit("reagent").choices}  # type: ignore[union-attr]
+        names = list(need) if need else [n for n in self.reagent_names() if n.upper() in known]
+        out = []
+        for reagent in names:
+            mark = max(self.reagent_low_mark_ul(reagent), need.get(reagent, 0.0))
+            have = self.reagent_level_ul(reagent)
+            if have < mark:
+                out.append((reagent, have, mark))
+        return out
+
+    def conditions(self) -> list[Condition]:
+        """The door open, a watched reagent low (:meth:`low_reagents`), or, while no run is
+        going, the stage further than ``interlocks.temperature_tolerance_c`` from its setpoint."""
+        name = self.profile.name
+        out: list[Condition] = []
+        if self.door_open:
+            out.append(Condition(name, "door_open", "door open; close it to continue"))
+        for reagent, have, need in self.low_reagents():
+            out.append(Condition(name, "reagent_low", f"reagent {reagent} holds {have:g} ul, needs {need:g} ul; refill it"))
+        tol = self.profile.interlocks.get("temperature_tolerance_c")
+        if tol is not None and self.state not in ("RUNNING", "PAUSED"):
+            sp, m = self.temperature_c, self.measured_temperature_c
+            if abs(m - sp) > float(tol):
+                out.append(Condition(name, "temperature", f"stage temperature {m:.2f} degC, setpoint {sp:g} degC "
+                                                          f"(off by {m - sp:+.2f}, tolerance {float(tol):g})"))
+        return out
 
     def run(self, *, wait: bool = True) -> None:
         """Check interlocks, ``STAIN:RUN`` once, and (``wait``) block until done or a fault."""

@@ -17,7 +17,12 @@ Three transports, found by name in :data:`transports`:
     :class:`InProcessAdapter` hands each command line straight to a simulated device's
     ``exchange(bytes)`` method: the same bytes and the same driver code path as over a
     wire, with no socket and no thread. Faults still apply: a dropped reply or one later
-    than the timeout raises at once (no waiting), so RL training runs at full speed.
+    than the timeout raises at once (no waiting), so RL training runs at full speed; the
+    late reply then arrives just before the reply to the next command, as it would on a
+    wire, and the driver has to cope with it.
+
+Every adapter has ``drain() -> bytes``: it returns (and discards) what arrived unasked,
+without waiting; the drivers call it before each command.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ class SerialURLAdapter(SerialAdapter):
 
     def __init__(self, url: str, settings: TransportSettings, **kwargs: Any) -> None:
         try:
-            conn = serial.serial_for_url(url, baudrate=settings.baud_rate, timeout=settings.timeout_s, **kwargs)
+            conn = serial.serial_for_url(url, baudrate=settings.baud_rate, timeout=settings.timeout_s,
+                                         write_timeout=settings.timeout_s, **kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DisconnectedError(f"cannot open {url!r}: {exc}; check the address and that the device is on") from exc
         super().__init__(
@@ -121,6 +127,19 @@ class SerialURLAdapter(SerialAdapter):
         except (serial.SerialException, OSError):
             pass
 
+    def drain(self, limit: int = 65536) -> bytes:
+        """Return the bytes already waiting (at most ``limit``), without blocking."""
+        data = b""
+        try:
+            while len(data) < limit:
+                n = self.connection.in_waiting
+                if not n:
+                    break
+                data += self.connection.read(min(n, limit - len(data)))
+        except (serial.SerialException, OSError) as exc:
+            raise DisconnectedError(f"{self.url}: {exc}") from exc
+        return data
+
     def reconnect(self) -> None:
         """Close and reopen the port (a new TCP connection for ``socket://``)."""
         try:
@@ -161,6 +180,12 @@ class VisaResourceAdapter(VISAAdapter):
         self.connection.close()
         self.connection = self.manager.open_resource(self.resource_name, **self._open_kwargs)
 
+    def drain(self) -> bytes:
+        """Discard what VISA has buffered (VISA cannot say how much without reading it)."""
+        with contextlib.suppress(Exception):
+            self.flush_read_buffer()
+        return b""
+
 
 class InProcessAdapter(Adapter):
     """Adapter whose 'wire' is a direct call to ``device.exchange(line)``.
@@ -182,6 +207,7 @@ class InProcessAdapter(Adapter):
         self.connection = None
         self._in = b""
         self._out = bytearray()
+        self._late: list[bytes] = []
         self._disconnected = False
 
     def _check(self) -> None:
@@ -197,6 +223,9 @@ class InProcessAdapter(Adapter):
         term = self.write_termination.encode() or b"\n"
         while term in self._in:
             line, self._in = self._in.split(term, 1)
+            for late in self._late:  # replies that came after the driver gave up: now on the line
+                self._out += late
+            self._late.clear()
             reply = self.device.exchange(line)
             if reply.disconnect:
                 self._disconnected = True
@@ -205,7 +234,8 @@ class InProcessAdapter(Adapter):
             if reply.data is None:
                 continue
             if reply.latency_s >= self.timeout_s:
-                continue  # the reply arrives after the driver gave up: lost for this exchange
+                self._late.append(reply.data)  # arrives after the driver gave up, before the next reply
+                continue
             if self.realtime and reply.latency_s > 0:
                 time.sleep(reply.latency_s)
             self._out += reply.data
@@ -240,10 +270,16 @@ class InProcessAdapter(Adapter):
     def flush_read_buffer(self) -> None:
         self._out.clear()
 
+    def drain(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
     def reconnect(self) -> None:
         self._disconnected = False
         self._in = b""
         self._out.clear()
+        self._late.clear()
 
     def close(self) -> None:
         self._disconnected = True

@@ -14,6 +14,7 @@ import time
 from typing import Any, ClassVar
 
 from cryoopt.instruments.base import CryoInstrument, reading, setpoint
+from cryoopt.instruments.conditions import Condition
 from cryoopt.instruments.errors import TemperatureInterlockError
 from cryoopt.instruments.validators import integer_in_range
 
@@ -39,6 +40,7 @@ class Ultramicrotome(CryoInstrument):
         "cut": "SECT:CUT %d",
         "reset_counter": "SECT:COUN:RES",
     }
+    reply_words: ClassVar[dict[str, tuple[str, ...]]] = {"state": ("IDLE", "CUTTING")}
 
     section_thickness_nm = setpoint("SECT:THIC?", "SECT:THIC %g", "Section thickness (feed per cut), nm.")
     cutting_speed_mm_s = setpoint("SECT:SPEE?", "SECT:SPEE %g", "Knife speed through the cutting window, mm/s.")
@@ -54,8 +56,8 @@ class Ultramicrotome(CryoInstrument):
     measured_specimen_temperature_c = reading("MEAS:TEMP:SPEC?", "Measured specimen temperature, degC.")
     measured_knife_temperature_c = reading("MEAS:TEMP:KNIF?", "Measured knife temperature, degC.")
     measured_chamber_temperature_c = reading("MEAS:TEMP:CHAM?", "Measured chamber temperature, degC.")
-    section_count = reading("SECT:COUN?", "Sections cut since the last counter reset.", cast=lambda s: int(float(s)))
-    knife_wear = reading("KNIF:WEAR?", "Cuts made on the current knife-edge segment.", cast=lambda s: int(float(s)))
+    section_count = reading("SECT:COUN?", "Sections cut since the last counter reset.", kind="int")
+    knife_wear = reading("KNIF:WEAR?", "Cuts made on the current knife-edge segment.", kind="int")
 
     # -- composite setters -------------------------------------------------------------
     def set_cutting_window(self, start_um: float, end_um: float) -> None:
@@ -124,6 +126,18 @@ class Ultramicrotome(CryoInstrument):
                 f"temperatures not stable within +/-{self.temperature_tolerance_c:g} degC ({detail}); "
                 "wait for the cryo chamber to settle",
             )
+
+    def conditions(self) -> list[Condition]:
+        """Temperatures further than ``interlocks.temperature_tolerance_c`` from their setpoints
+        (a drifting cryo chamber, or one not yet settled): a campaign waits while any is."""
+        if not self.profile.interlocks.get("require_stable_temperatures", True):
+            return []
+        tol = self.temperature_tolerance_c
+        return [
+            Condition(self.profile.name, "temperature",
+                      f"{s} temperature {m:.2f} degC, setpoint {sp:g} degC (off by {m - sp:+.2f}, tolerance {tol:g})")
+            for s, (sp, m) in self.temperatures().items() if abs(m - sp) > tol
+        ]
 
     # -- actions ----------------------------------------------------------------------------
     def cut(self, n: int = 1, *, wait: bool = True, stable_wait_s: float = 0.0) -> int:

@@ -35,6 +35,17 @@ class SimulatedCLEMExecutor(Executor):
     def run(self, trial: TrialRequest) -> dict[str, Any]:
         return self.runner.run(trial.params, self.seed * 100_003 + trial.id)
 
+    def suspended(self) -> str | None:
+        """Why the next trial should wait (a door open, a temperature drifting, a reagent out), or
+        ``None``: the env's instrument bench's :meth:`~cryoopt.instruments.Bench.suspend_reason`
+        on the ``instruments``/``socket`` backends; always ``None`` on ``direct`` (no instruments)."""
+        chain = getattr(self.runner.env.unwrapped, "chain", None)
+        bench = getattr(chain, "bench", None)
+        if chain is None or chain.backend == "direct" or bench is None:
+            return None
+        reason = getattr(bench, "suspend_reason", None)
+        return reason() if callable(reason) else None
+
     def close(self) -> None:
         self.runner.close()
 

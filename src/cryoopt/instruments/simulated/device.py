@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cryoopt.instruments.profiles import Profile, load_profile
+from cryoopt.instruments.replies import format_number
 from cryoopt.instruments.simulated.faults import FaultInjector
 from cryoopt.instruments.validators import Choices, Limits
 
@@ -110,9 +111,29 @@ class SimulatedDevice:
         if dt > 0:
             self._evolve(dt)
             self.now += dt
+            self._update_faults()
 
     def _evolve(self, dt: float) -> None:  # pragma: no cover - overridden
         pass
+
+    # -- device faults while running ----------------------------------------------------------
+    def inject(self, fault: Any) -> Any:
+        """Add a fault now (a door opened, a reagent drained, a temperature drifting): a fault
+        model or a dict as in :mod:`~cryoopt.instruments.simulated.faults`; returns it."""
+        with self.lock:
+            f = self.faults.add(fault)
+            self._update_faults()
+            return f
+
+    def clear_faults(self, kind: str | None = None) -> None:
+        """Clear injected faults of ``kind`` (all: ``None``): the door closes, the reagent is
+        refilled, the temperature comes back under control."""
+        with self.lock:
+            self.faults.clear(kind)
+            self._update_faults()
+
+    def _update_faults(self) -> None:
+        """Start and end time-triggered device faults (devices that have some override this)."""
 
     def _opc(self) -> str:
         for _ in range(100_000):
@@ -147,7 +168,7 @@ class SimulatedDevice:
     def _getter(self, name: str) -> Callable[[str], str]:
         def handler(arg: str) -> str:
             v = self.settings.get(name)
-            return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+            return format_number(v) if isinstance(v, (int, float)) else str(v)
 
         return handler
 
@@ -190,6 +211,8 @@ class SimulatedDevice:
             if d is not None and d.when == "before":
                 return Reply(None, disconnect=True)
             self.advance(self.tick_s)
+            if "drop" in kinds and not kinds["drop"].execute:
+                return Reply(None)
             e = kinds.get("error_code")
             if e is not None:
                 self.push_error(e.code, e.message)

@@ -4,6 +4,11 @@ A run walks the loaded steps; each step lasts ``time_min`` plus ``wash_cycles`` 
 ``sim.wash_time_s``. When a step begins the device checks the door (open -> pause, error
 301) and draws the step's reagent and wash volumes (short -> pause, error 302). When
 the last step ends the staining backend computes the section's staining features.
+
+Device faults (``door_open``, ``reagent_out``, ``temperature_drift`` of the ``stage``)
+start when a step begins or at a simulated time, and clear by themselves after their
+``duration_s`` or by :meth:`clear_faults`: the door closes, the reagent is refilled to
+the level it had, the stage temperature relaxes back. A door opened mid-run pauses the run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class SimulatedStainer(SimulatedDevice):
         self.t_in_step = 0.0
         self.elapsed = 0.0
         self.measured_temp = float(self.settings.get("temperature_c", 22.0))
+        self._active: dict[int, tuple[Any, float, float]] = {}  # id(fault) -> (fault, started at, memo)
+        self._done: set[int] = set()
         self.commands.update({
             "MEAS:TEMP?": lambda a: f"{self.measured_temp:.2f}",
             "DOOR?": lambda a: self.door,
@@ -132,14 +139,7 @@ class SimulatedStainer(SimulatedDevice):
 
     def _begin_step(self, k: int) -> None:
         self.step, self.t_in_step = k, 0.0
-        for f in self.faults.device_faults("door_open"):
-            if f.at_step == k:
-                self.door = "OPEN"
-                self.faults.note("door_open", f"step {k}")
-        for f in self.faults.device_faults("reagent_out"):
-            if f.at_step == k and f.reagent.upper() in self.reagents:
-                self.reagents[f.reagent.upper()] = 0.0
-                self.faults.note("reagent_out", f"{f.reagent} at step {k}")
+        self._update_faults(step=k)
         if self.door != "CLOSED":
             self.state = "PAUSED"
             self.push_error(301, f"Door open; run paused at step {k}")
@@ -147,16 +147,82 @@ class SimulatedStainer(SimulatedDevice):
         if not self._draw(self.steps[k - 1]):
             self.state = "PAUSED"
 
+    # -- device faults ------------------------------------------------------------------------
+    def _update_faults(self, step: int | None = None) -> None:
+        live = self.faults.device_faults("door_open") + self.faults.device_faults("reagent_out")
+        live_ids = {id(f) for f in live}
+        for key in [k for k in self._active if k not in live_ids]:  # cleared by hand
+            self._end_fault(key)
+        for f in live:
+            key = id(f)
+            if key in self._done:
+                continue
+            if key in self._active:
+                if f.duration_s is not None and self.now >= self._active[key][1] + f.duration_s:
+                    self._end_fault(key)
+                continue
+            if (f.start_s is not None and self.now >= f.start_s) or (step is not None and f.at_step == step):
+                self._start_fault(f, mid_run=step is None)
+
+    def _start_fault(self, f: Any, *, mid_run: bool) -> None:
+        memo = 0.0
+        if f.kind == "door_open":
+            self.door = "OPEN"
+            self.faults.note("door_open", f"t={self.now:g} s, step {self.step}")
+            if mid_run and self.state == "RUNNING":
+                self.state = "PAUSED"
+                self.push_error(301, f"Door open; run paused at step {self.step}")
+        else:
+            reagent = f.reagent.upper()
+            if reagent not in self.reagents:
+                self._done.add(id(f))
+                return
+            memo, self.reagents[reagent] = self.reagents[reagent], 0.0
+            self.faults.note("reagent_out", f"{f.reagent} at t={self.now:g} s, step {self.step}")
+        self._active[id(f)] = (f, self.now, memo)
+
+    def _end_fault(self, key: int) -> None:
+        f, _, memo = self._active.pop(key)
+        self._done.add(key)
+        if f.kind == "door_open":
+            if not any(g.kind == "door_open" for g, _, _ in self._active.values()):
+                self.door = "CLOSED"
+            self.faults.note("door_closed", f"t={self.now:g} s")
+        else:
+            reagent = f.reagent.upper()
+            self.reagents[reagent] = max(self.reagents[reagent], memo)
+            self.faults.note("reagent_refilled", f"{f.reagent} at t={self.now:g} s")
+
+    def _stage_drift_c_per_s(self) -> float:
+        return sum(f.rate_c_per_s for f in self.faults.device_faults("temperature_drift")
+                   if f.sensor == "stage" and f.active(self.now))
+
     def _next_event_dt(self) -> float:
         if self.state != "RUNNING":
             return 1.0
-        return max(self.step_duration(self.steps[self.step - 1]) - self.t_in_step, 1e-3)
+        step_left = self.step_duration(self.steps[self.step - 1]) - self.t_in_step
+        return max(min(step_left, self._next_fault_dt()), 1e-3)
+
+    def _next_fault_dt(self) -> float:
+        """Simulated seconds until a device fault starts or ends (``inf`` if none is due)."""
+        due = [float("inf")]
+        for f in self.faults.device_faults("door_open") + self.faults.device_faults("reagent_out"):
+            key = id(f)
+            if key in self._active and f.duration_s is not None:
+                due.append(self._active[key][1] + f.duration_s - self.now)
+            elif key not in self._active and key not in self._done and f.start_s is not None:
+                due.append(f.start_s - self.now)
+        return min(d for d in due if d > 0) if any(d > 0 for d in due) else float("inf")
 
     def _evolve(self, dt: float) -> None:
         target = float(self.settings.get("temperature_c", 22.0))
         if self.state == "RUNNING" and self.step:
             target = self.steps[self.step - 1]["temperature_c"]
-        self.measured_temp = target + (self.measured_temp - target) * 0.5
+        drift = self._stage_drift_c_per_s()
+        if drift:
+            self.measured_temp += drift * dt
+        else:
+            self.measured_temp = target + (self.measured_temp - target) * 0.5
         while dt > 1e-12 and self.state == "RUNNING":
             remaining = self.step_duration(self.steps[self.step - 1]) - self.t_in_step
             step = min(dt, remaining)

@@ -1,7 +1,8 @@
 """Simulated cryo-ultramicrotome speaking the reference command set.
 
 Temperatures relax to their setpoints with time constant ``sim.temperature_tau_s``
-(a ``temperature_drift`` fault takes a sensor out of control). ``SECT:CUT n`` runs
+(a ``temperature_drift`` fault takes a sensor out of control; when it ends or is
+cleared, the sensor relaxes back). ``SECT:CUT n`` runs
 ``n`` strokes of ``window/speed + window/return_speed`` seconds each; each finished
 stroke asks the sectioning backend for the section's features and appends them to the
 tray. If a temperature is further than ``sim.device_tolerance_c`` from its setpoint
@@ -103,7 +104,7 @@ class SimulatedUltramicrotome(SimulatedDevice):
 
     # -- dynamics ---------------------------------------------------------------------------
     def _drifting(self) -> dict[str, float]:
-        return {f.sensor: f.rate_c_per_s for f in self.faults.device_faults("temperature_drift") if self.now >= f.start_s}
+        return {f.sensor: f.rate_c_per_s for f in self.faults.device_faults("temperature_drift") if f.active(self.now)}
 
     def _evolve(self, dt: float) -> None:
         while dt > 1e-12:
