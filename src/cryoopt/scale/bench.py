@@ -78,14 +78,17 @@ class LatencyBench(Executor):
         rng = np.random.default_rng([self.seed, trial_id, 1])
         return self.section_s * rng.lognormal(-0.5 * self.jitter**2, self.jitter, self.sections)
 
-    def run(self, trial: TrialRequest) -> dict[str, Any]:
-        times = self.block_times(trial.id)
-        for seconds in times:  # section by section, as an instrument would (an interrupt lands mid-block)
-            time.sleep(float(seconds))
-        true = float(self.problem.evaluate_true(trial.params))
-        noise = float(np.random.default_rng([self.seed, trial.id, 0]).normal(0.0, self.problem.noise_std))
+    def outcome(self, trial_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        """What trial ``trial_id`` yields, without taking its time (for simulations on a virtual clock)."""
+        true = float(self.problem.evaluate_true(params))
+        noise = float(np.random.default_rng([self.seed, trial_id, 0]).normal(0.0, self.problem.noise_std))
         return {"quality": true + noise, "true_quality": true, "sections": self.sections,
-                "instrument_s": float(times.sum())}
+                "instrument_s": float(self.block_times(trial_id).sum())}
+
+    def run(self, trial: TrialRequest) -> dict[str, Any]:
+        for seconds in self.block_times(trial.id):  # section by section, as an instrument (an interrupt lands mid-block)
+            time.sleep(float(seconds))
+        return self.outcome(trial.id, trial.params)
 
 
 if "latency_bench" not in executors:
