@@ -48,6 +48,11 @@ def actors_in(config: CampaignConfig) -> list[str]:
     return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == ns)
 
 
+def assert_released(config: CampaignConfig) -> None:
+    """No bench of the campaign is left on the cluster (Ray frees a killed actor's name within moments)."""
+    wait_for(lambda: actors_in(config) == [], timeout_s=30, what=f"the benches to be released: {actors_in(config)}")
+
+
 def trials_of(directory: Path) -> list[Any]:
     j = Journal.open(directory, readonly=True)
     try:
@@ -108,7 +113,7 @@ def test_trials_run_on_every_bench_at_once_one_trial_per_bench(tmp_path: Path) -
     edges = sorted([(t0, 1) for r in results for t0 in [r["t0"]]] + [(r["t1"], -1) for r in results])
     overlap = max(sum(d for _, d in edges[: i + 1]) for i in range(len(edges)))
     assert overlap == 3
-    assert actors_in(cfg) == [], "no bench outlives the run"
+    assert_released(cfg)
 
 
 def test_a_failed_experiment_on_a_bench_is_recorded_with_its_own_error(tmp_path: Path) -> None:
@@ -143,7 +148,7 @@ def test_bench_killed_mid_trial_idempotent_trial_runs_again(tmp_path: Path) -> N
     assert trials[killed].attempts == 2, "the interrupted trial ran again"
     assert Counter(starts(log))[json.dumps(trials[killed].params, sort_keys=True)] == 2
     assert any(f"trial {killed} was running when its bench" in e and "runs again" in e for e in events_of(tmp_path / "c"))
-    assert actors_in(cfg) == []
+    assert_released(cfg)
 
 
 def test_bench_process_killed_mid_trial_instrument_trial_is_abandoned_not_rerun(tmp_path: Path) -> None:
@@ -168,7 +173,7 @@ def test_bench_process_killed_mid_trial_instrument_trial_is_abandoned_not_rerun(
     assert all(n == 1 for n in counts.values())
     # the budget counts the abandoned experiment; the replacement bench ran the rest
     assert outcome["summary"].counts == {"proposed": 0, "running": 0, "completed": 3, "failed": 0, "abandoned": 1}
-    assert actors_in(cfg) == []
+    assert_released(cfg)
 
 
 def _run_campaign(config_json: str, directory: str) -> None:
@@ -203,7 +208,7 @@ def test_campaign_process_killed_then_resume_reconnects_and_collects_the_running
     assert all(n == 1 for n in Counter(starts(log)).values()), "no trial ran twice on an instrument"
     assert len(starts(log)) == 4
     assert len({r.result["pid"] for r in trials.values()}) == 2, "the resume reused the two benches, not fresh ones"
-    assert actors_in(cfg) == []
+    assert_released(cfg)
 
 
 def test_a_campaign_started_on_threads_continues_on_ray(tmp_path: Path) -> None:
@@ -223,4 +228,24 @@ def test_a_bench_that_cannot_start_is_a_config_error_naming_it(tmp_path: Path) -
     cfg = ray_config(tmp_path / "x.log", benches=1, budget=1, target="campaign_helpers:no_such_function")
     with pytest.raises(ConfigError, match="bench bench-0 could not start"):
         Campaign(cfg, tmp_path / "c", progress=False).run()
-    assert actors_in(cfg) == []
+    assert_released(cfg)
+
+
+def test_close_leaves_a_bench_that_still_runs_a_trial_and_release_benches_frees_it(tmp_path: Path) -> None:
+    from cryoopt.campaign.ray_executor import RayExecutor, release_benches
+    from cryoopt.registry import TrialRequest
+
+    log = tmp_path / "starts.log"
+    cfg = ray_config(log, benches=2, sleep_s=2.0, idempotent=False)
+    executor = RayExecutor(cfg)
+    assert executor.idempotent is False and actors_in(cfg) == ["bench-0", "bench-1"]
+    runner = threading.Thread(target=executor.run, args=(TrialRequest(0, {"x": 0.5, "y": 3}),))
+    runner.start()
+    wait_for(lambda: starts(log), what="the trial to start")
+    executor.close()  # an abort with a trial in flight: the idle bench goes, the busy one finishes its trial
+    left = wait_for(lambda: actors_in(cfg) if len(actors_in(cfg)) == 1 else None, timeout_s=30,
+                    what="the idle bench to be released")
+    assert runner.is_alive(), "the busy bench was left to finish its trial"
+    runner.join(timeout=60)
+    assert release_benches(cfg, address=None) == left
+    assert_released(cfg)

@@ -27,10 +27,10 @@ Crash rules (see :mod:`cryoopt.campaign.executors`):
   the trial is neither lost nor repeated. On a local cluster (no ``address``) the cluster
   ends with the process; the resume starts fresh benches and the crash rule applies as
   for threads.
-- No bench outlives the run that made it: :meth:`RayExecutor.close` (called at the end
-  of every run, normal or stopped) releases them. Only a campaign process that was
-  killed leaves its benches alive, for its resume; :func:`release_benches` releases them
-  if the campaign is never resumed.
+- No idle bench outlives the run that made it: :meth:`RayExecutor.close` (called at the
+  end of every run, finished or stopped) releases them. Only a campaign process that was
+  killed, or aborted with trials in flight, leaves benches alive, for its resume;
+  :func:`release_benches` releases them if the campaign is never resumed.
 """
 
 from __future__ import annotations
@@ -220,6 +220,7 @@ class RayExecutor(Executor):
         self._ray = require_ray()
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Bench] = queue.Queue()
+        self._busy: set[int] = set()  # id() of the benches running a trial now
         self._closed = False
         self.benches: list[_Bench] = []
         self._previous: list[Any] = []  # actors of a previous session not reused: asked on recover, then released
@@ -341,9 +342,13 @@ class RayExecutor(Executor):
                 self._retire_previous()
                 with self._lock:
                     self._replace(bench)
+            with self._lock:
+                self._busy.add(id(bench))
             return bench
 
     def _release(self, bench: _Bench) -> None:
+        with self._lock:
+            self._busy.discard(id(bench))
         if bench in self.benches:
             self._idle.put(bench)
 
@@ -406,13 +411,21 @@ class RayExecutor(Executor):
             self._release(bench)
 
     def close(self) -> None:
-        """Release every bench (the bench executors close first); shut down a cluster this executor started."""
+        """Release the benches (their executors close first); shut down a cluster this executor started.
+
+        A bench still running a trial (the run was aborted with trials in flight) is left
+        to finish it, for the resume to collect, as after a crash.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            busy = [b for b in self.benches if id(b) in self._busy]
         ray = self._ray
-        actors = [b.actor for b in self.benches] + self._previous
+        for bench in busy:
+            log.warning("bench %s still runs a trial: left to finish it for the resume to collect "
+                        "(release_benches() frees it if the campaign will not be resumed)", bench.spec.name)
+        actors = [b.actor for b in self.benches if b not in busy] + self._previous
         closing = []
         for actor in actors:
             with contextlib.suppress(Exception):
@@ -422,7 +435,7 @@ class RayExecutor(Executor):
         for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
-        self.benches, self._previous = [], []
+        self.benches, self._previous = busy, []
         if self._owns_cluster:
             ray.shutdown()
 
