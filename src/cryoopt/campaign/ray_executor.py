@@ -241,7 +241,11 @@ class RayExecutor(Executor):
         return self.config.model_copy(update={"executor": bench}).model_dump_json()
 
     def _fingerprint(self, spec: ResolvedBench, config_json: str) -> str:
-        text = json.dumps([config_json, spec.model_dump(mode="json")], sort_keys=True)
+        """What makes a bench what it is: its config's identity (not the budget, tracking, ...) and its settings."""
+        from cryoopt.config import CampaignConfig
+
+        identity = CampaignConfig.model_validate_json(config_json).identity()
+        text = json.dumps([identity, spec.model_dump(mode="json")], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _existing_actors(self) -> dict[str, list[tuple[int, str]]]:
