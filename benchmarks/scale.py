@@ -90,8 +90,8 @@ def timed_campaign(config: CampaignConfig) -> dict[str, Any]:
             j.close()
     start = min(r.started_at for r in trials)
     wall = max(r.finished_at for r in trials) - start
-    busy = sum(r.duration_s for r in trials)
     done = [r for r in trials if r.status == "completed"]
+    busy = sum(r.result["instrument_s"] for r in done)  # the benches' own instrument time, not the loop's view
     return {"wall_s": wall, "startup_s": total - wall, "utilization": busy / (wall * config.max_in_flight),
             "completed": len(done), "best_true": max(r.result["true_quality"] for r in done)}
 
@@ -229,7 +229,8 @@ def main() -> None:
     parser.add_argument("--sections", type=int, default=20, help="serial sections per block")
     parser.add_argument("--section-s", type=float, default=0.05, help="instrument time per section (s)")
     parser.add_argument("--backend", choices=BACKENDS, default="ray", help="where the quality seeds run")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["sobol", "bo", "quality"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sobol", "bo", "quality"],
+                        help="parts not to run (they keep their results from the last run)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 10 trials: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -244,7 +245,12 @@ def main() -> None:
         "problem": PROBLEM, "trials": args.trials, "sections": args.sections, "section_s": args.section_s,
         "trial_s_mean": args.sections * args.section_s, "bo_options": BO_OPTIONS, "benches": BENCHES,
         "timing_seeds": timing_seeds, "quality_seeds": quality_seeds, "backend": args.backend}}
-    report["wall_time"] = {}
+    out = RESULTS / ("scale_quick.json" if args.quick else "scale.json")
+    previous = json.loads(out.read_text()) if out.exists() and args.skip else {}
+    report["wall_time"] = {k: v for k, v in previous.get("wall_time", {}).items() if k in args.skip}
+    if "quality" in args.skip and "quality" in previous:
+        report["quality"] = previous["quality"]
+    report["previous_parts_from"] = {k: previous.get("machine", {}).get("commit") for k in args.skip} or None
     with local_cluster(num_cpus=4, log_to_driver=False):
         for strategy in ("sobol", "bo"):
             if strategy not in args.skip:
@@ -285,7 +291,6 @@ def main() -> None:
     report["targets"] = targets
     print("\nTargets:", json.dumps(targets))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("scale_quick.json" if args.quick else "scale.json")
     out.write_text(json.dumps(report, indent=1, default=float))
     if report["wall_time"] and "quality" in report:
         plot(report, out.with_suffix(".png"))
