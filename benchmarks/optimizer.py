@@ -15,14 +15,17 @@ Same problems, seeds and budgets for every strategy:
 Then the median wall time of one ``ask()`` (GP fit + acquisition optimization) at
 10, 50 and 100 observations in 6 and 12 dimensions.
 
-Usage: ``python benchmarks/optimizer.py [--seeds 10] [--problems branin ...] [--quick]``;
-prints a table and writes ``benchmarks/results/optimizer.json`` (``--problems`` reruns
-only those rows and keeps the others).
+Usage: ``python benchmarks/optimizer.py [--seeds 10] [--problems branin ...] [--quick]
+[--backend local|processes|ray [--address ADDR] [--workers N]]``; prints a table and writes
+``benchmarks/results/optimizer.json`` (``--problems`` reruns only those rows and keeps the
+others). ``--backend`` spreads the seeds (:func:`cryoopt.scale.map_seeds`): the same
+seeds give the same regrets on every backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import platform
@@ -37,6 +40,7 @@ import torch
 
 from cryoopt.optim import BayesianOptimizer, Optimizer, make_optimizer
 from cryoopt.optim.problems import Branin, Hartmann6, Problem, StainingLandscape
+from cryoopt.scale import BACKENDS, map_seeds
 from cryoopt.space import CategoricalParameter, IntParameter, SearchSpace
 
 CHECKPOINTS = (20, 40)
@@ -96,15 +100,30 @@ def median_ci(values: list[float], *, level: float = 0.9, n_boot: int = 2000) ->
     return float(np.quantile(meds, (1 - level) / 2)), float(np.quantile(meds, (1 + level) / 2))
 
 
-def regret_rows(problem_cls: type[Problem], seeds: int) -> dict:
-    """Every method on one problem: per-seed regrets, medians and 90% bootstrap CIs."""
+def quiet() -> None:
+    """No per-trial chatter (also in worker processes, which do not run main())."""
+    warnings.simplefilter("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("cryoopt").setLevel(logging.ERROR)
+
+
+def one_seed(method: str, problem_cls: type[Problem], seed: int) -> dict[int, float]:
+    """One method on one seed of a problem: regret at each checkpoint."""
+    quiet()
+    problem = problem_cls(noise_frac=0.05, seed=1000 + seed)  # same noise stream for every method
+    return run_tpe(problem, seed) if method == "tpe" else run_cryoopt(method, problem, seed)
+
+
+def regret_rows(problem_cls: type[Problem], seeds: int, **spread: object) -> dict:
+    """Every method on one problem: per-seed regrets, medians and 90% bootstrap CIs.
+
+    ``spread``: how the seeds run (:func:`cryoopt.scale.map_seeds` keywords).
+    """
     rows: dict = {"seeds": seeds}
     for method in ("bo", "tpe", "random"):
-        per_seed = []
         t0 = time.perf_counter()
-        for seed in range(seeds):
-            problem = problem_cls(noise_frac=0.05, seed=1000 + seed)  # same noise stream for every method
-            per_seed.append(run_tpe(problem, seed) if method == "tpe" else run_cryoopt(method, problem, seed))
+        per_seed = map_seeds(functools.partial(one_seed, method, problem_cls), range(seeds),
+                             label=f"{problem_cls.name} {method}", **spread)  # type: ignore[arg-type]
         row: dict = {"seconds": time.perf_counter() - t0}
         for n in CHECKPOINTS:
             values = [r[n] for r in per_seed]
@@ -148,14 +167,18 @@ def main() -> None:
                         help="more seeds for a problem whose 10-seed medians are within seed noise "
                              "(default: branin=30)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, for a smoke run")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="where the seeds run: here one by one, in local processes, or on Ray (same numbers)")
+    parser.add_argument("--address", default=None, help="--backend ray: the cluster (default: a local one)")
+    parser.add_argument("--workers", type=int, default=None, help="seeds at once (default: all the backend allows)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per seed (the regrets can depend on it)")
     parser.add_argument("--timing-only", action="store_true",
                         help="only the proposal-time table (keeps the regret table of the last full run)")
     args = parser.parse_args()
     seeds = 2 if args.quick else args.seeds
-    warnings.simplefilter("ignore")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("cryoopt").setLevel(logging.ERROR)
-    torch.set_num_threads(2)
+    quiet()
+    torch.set_num_threads(args.threads)
+    spread = {"backend": args.backend, "address": args.address, "workers": args.workers, "threads": args.threads}
 
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     regret = dict(previous.get("regret", {}))
@@ -165,7 +188,7 @@ def main() -> None:
         extra = {k: int(v) for k, v in (item.split("=") for item in args.seeds_for)}
         print("Regret (median over seeds, noise 5% of range):", flush=True)
         for name in args.problems:
-            regret[name] = regret_rows(PROBLEMS[name], 2 if args.quick else max(seeds, extra.get(name, seeds)))
+            regret[name] = regret_rows(PROBLEMS[name], 2 if args.quick else max(seeds, extra.get(name, seeds)), **spread)
     print("Proposal time (median of 3):", flush=True)
     timing = proposal_times()
 

@@ -35,5 +35,6 @@ fi
 
 echo "[setup] installing cryoopt and its dependencies into $VENV"
 # torch==2.13.0 explicitly: the CPU build on disk; a bare 'torch' would fetch a CUDA build.
-"$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0 "numpy<2" -e ".[test]"
+# The ray extra too, so that CI runs the Ray tests (they skip where Ray is absent).
+"$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0 "numpy<2" -e ".[test,ray]"
 echo "[setup] done"

@@ -124,12 +124,19 @@ class ExecutorConfig(_Model):
     If ``target`` names a class, it is instantiated with ``options`` and then called.
     ``idempotent`` says whether re-running a trial interrupted by a crash is harmless
     (true for pure functions and simulators, never for real instruments).
+
+    ``ray``: the trials run on benches (Ray actors) of a cluster: ``bench`` is the
+    executor each bench runs (any other type), ``address`` the cluster (``auto``,
+    ``ray://host:10001``; default: a local one), ``options`` as
+    :class:`cryoopt.scale.options.RayExecutorOptions` reads them.
     """
 
     type: str = "function"
     target: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     idempotent: bool | None = Field(default=None, description="default: the executor type's own declaration")
+    bench: ExecutorConfig | None = Field(default=None, description="type ray: the executor each bench runs")
+    address: str | None = Field(default=None, description="type ray: the Ray cluster to join (default: a local one)")
 
     @model_validator(mode="after")
     def _target(self) -> ExecutorConfig:
@@ -138,7 +145,32 @@ class ExecutorConfig(_Model):
                 raise ValueError(
                     f"a function executor needs target: 'package.module:callable', got {self.target!r}"
                 )
+        if self.type == "ray":
+            from cryoopt.scale.options import ray_options_error
+
+            if self.bench is None or self.bench.type in ("ray", "manual"):
+                raise ValueError("a ray executor needs bench: the executor each bench runs, e.g. "
+                                 "{type: simulated_clem, options: {...}} (not ray or manual)")
+            if self.idempotent is not None or self.target is not None:
+                raise ValueError("set target and idempotent on executor.bench (the executor that runs the trials), "
+                                 "not on ray")
+            error = ray_options_error(self.options)
+            if error:
+                raise ValueError(error)
+        elif self.bench is not None or self.address is not None:
+            raise ValueError(f"bench and address belong to executor type ray, not {self.type!r}")
         return self
+
+    def identity(self) -> dict[str, Any]:
+        """What fixes the meaning of a trial (see :meth:`CampaignConfig.identity`).
+
+        For ``ray`` it is the bench executor's: where, and on how many benches, trials
+        run may change between sessions (a campaign started on threads may resume on a
+        cluster, and the other way round).
+        """
+        if self.bench is not None:
+            return self.bench.identity()
+        return self.model_dump(mode="json", exclude={"bench", "address"})
 
 
 class EvaluationConfig(_Model):
@@ -292,7 +324,7 @@ class CampaignConfig(_Model):
         keys = ("name", "seed", "space", "objectives", "outcome_constraints", "optimizer", "executor",
                 "evaluation", "reward", "feedback")
         data = self.model_dump(mode="json")
-        return {k: data[k] for k in keys}
+        return {k: data[k] for k in keys} | {"executor": self.executor.identity()}
 
     def config_hash(self) -> str:
         """SHA-256 of :meth:`identity` (canonical JSON), the journal's compatibility key."""

@@ -48,6 +48,20 @@ class JournalError(CryoOptError, RuntimeError):
     """The campaign journal is unusable: wrong campaign, incompatible config, corrupt."""
 
 
+class TrialInterruptedError(CryoOptError, RuntimeError):
+    """A trial was cut off before it could finish (the worker, node or bench running it died).
+
+    Not a result and not a failed experiment: an executor raises it from ``run`` and
+    the campaign applies its crash rule to the trial (re-check, re-run if the executor
+    is idempotent, otherwise abandon). ``executor_lost``: the executor cannot run any
+    further trial (e.g. no bench is left); the campaign stops, resumable.
+    """
+
+    def __init__(self, message: str, *, executor_lost: bool = False) -> None:
+        super().__init__(message)
+        self.executor_lost = executor_lost
+
+
 # -- instruments ----------------------------------------------------------------
 class InstrumentError(CryoOptError, RuntimeError):
     """An instrument failed; the message says what state the hardware was left in."""

@@ -137,6 +137,9 @@ class Executor(ABC):
     The crash rule (what happens to a trial that was *running* when the process died)
     is decided by the executor, never silently: :meth:`recover` may return the result;
     otherwise an ``idempotent`` executor's trial is run again, any other is abandoned.
+    The same rule applies during a run when ``run`` raises
+    :class:`~cryoopt.exceptions.TrialInterruptedError` (the worker running the trial
+    died: the trial was cut off, it did not fail).
 
     Attributes:
         idempotent: re-running an interrupted trial is harmless (pure functions, simulators).

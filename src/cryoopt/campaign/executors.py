@@ -36,7 +36,11 @@ __all__ = [
 
 
 #: built-in executors of the layers below (heavy: agents, envs), imported only when a config names them
-_LAZY_EXECUTORS = {"simulated_clem": "cryoopt.loop.executor"}
+_LAZY_EXECUTORS = {
+    "simulated_clem": "cryoopt.loop.executor",
+    "ray": "cryoopt.campaign.ray_executor",
+    "latency_bench": "cryoopt.scale.bench",
+}
 
 
 def make_executor(config: CampaignConfig) -> Executor:

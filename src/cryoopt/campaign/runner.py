@@ -12,7 +12,8 @@ Order of actions (each arrow is a committed journal transaction)::
 
 so a kill at any point loses at most the step in progress, and a resume knows what
 each trial's state was. Trials running at the crash follow the executor's crash rule
-(:mod:`cryoopt.campaign.executors`).
+(:mod:`cryoopt.campaign.executors`), and so does a trial that the executor reports cut
+off during a run (:class:`~cryoopt.exceptions.TrialInterruptedError`: its worker died).
 
 Stop conditions: budget (experiments started), active wall time, target reached,
 no improvement for ``patience`` finished trials, operator stop (Ctrl-C / SIGTERM:
@@ -41,7 +42,7 @@ from cryoopt.campaign.executors import Executor, TrialRequest, make_executor
 from cryoopt.campaign.journal import FINAL, CampaignLock, Journal, TrialRecord
 from cryoopt.campaign.outcomes import Outcomes, config_from_journal
 from cryoopt.config import CampaignConfig, load_config
-from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError
+from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError, TrialInterruptedError
 
 if TYPE_CHECKING:
     from cryoopt.campaign.tracking import Tracker
@@ -525,6 +526,11 @@ class Campaign:
                 self._journal.set_meta(state="stopped", stop_reason="error")
                 self._journal.event("error", str(err))
             raise ConfigError(f"executor result does not match the config: {err}") from None
+        except TrialInterruptedError as err:  # the executor lost every worker (e.g. every Ray bench)
+            if self._journal is not None:
+                self._journal.set_meta(state="interrupted", stop_reason="executor_lost", elapsed_s=self._elapsed())
+                self._journal.event("abort", f"the executor cannot run trials any more ({err}); resume when it is back")
+            raise
         except KeyboardInterrupt:
             if self._journal is not None:
                 self._journal.set_meta(state="interrupted", stop_reason="aborted", elapsed_s=self._elapsed())
@@ -601,31 +607,48 @@ class Campaign:
     # ------------------------------------------------------------------ crash recovery
     def _recover(self, executor: Executor) -> None:
         """Apply the crash rule to trials left 'running' by a process that died."""
-        j = self.journal
-        for r in j.trials(status="running"):
-            req = TrialRequest(r.id, r.params, r.source)
-            try:
-                found = executor.recover(req)
-            except Exception as err:  # noqa: BLE001 - a failed re-check falls through to the rule
-                log.warning("re-checking trial %d failed: %s", r.id, err)
-                found = None
-            if found is not None:
-                if self._opt is None:
-                    self._opt = self._optimizer()
-                self._record(r.id, found, (r.finished_at or time.time()) - (r.started_at or time.time()))
-                j.event("recover", f"trial {r.id} was running at the crash; re-checked by the executor")
-                self._say(f"trial {r.id:4d} was running at the crash: re-checked, result recovered")
-            elif executor.idempotent:
-                j.update_trial(r.id, status="proposed", started_at=None)
-                j.event("recover", f"trial {r.id} was running at the crash; the executor is idempotent, so it runs again")
-                self._say(f"trial {r.id:4d} was running at the crash: runs again (idempotent executor)")
-            else:
-                reason = ("interrupted: the process ended while this trial ran on a non-idempotent executor; "
-                          "not re-run (inject its params again to repeat it on purpose)")
-                j.update_trial(r.id, status="abandoned", error=reason, finished_at=time.time())
-                j.event("recover", f"trial {r.id} was running at the crash; abandoned (executor not idempotent)")
-                self._say(f"trial {r.id:4d} was running at the crash: abandoned, not re-run (executor not idempotent)")
+        for r in self.journal.trials(status="running"):
+            self._apply_crash_rule(executor, r)
         self._opt = None
+
+    def _apply_crash_rule(self, executor: Executor, r: TrialRecord, cause: str | None = None,
+                          tracker: Tracker | None = None) -> None:
+        """An interrupted trial: re-checked by the executor, else run again if idempotent, else abandoned.
+
+        ``cause`` is None for a trial left running by a process that died (on resume), or
+        what cut it off during this run (its bench died); ``tracker`` is given during a run.
+        """
+        j = self.journal
+        when = "at the crash" if cause is None else f"when {cause}"
+        req = TrialRequest(r.id, r.params, r.source)
+        try:
+            found = executor.recover(req)
+        except Exception as err:  # noqa: BLE001 - a failed re-check falls through to the rule
+            log.warning("re-checking trial %d failed: %s", r.id, err)
+            found = None
+        if found is not None:
+            if self._opt is None:
+                self._opt = self._optimizer()
+            duration = (r.finished_at or time.time()) - (r.started_at or time.time())
+            if tracker is None:
+                self._record(r.id, found, duration)
+            else:
+                self._finish(r.id, found, duration, tracker)
+            j.event("recover", f"trial {r.id} was running {when}; re-checked by the executor")
+            self._say(f"trial {r.id:4d} was running {when}: re-checked, result recovered")
+        elif executor.idempotent:
+            j.update_trial(r.id, status="proposed", started_at=None)
+            j.event("recover", f"trial {r.id} was running {when}; the executor is idempotent, so it runs again")
+            self._say(f"trial {r.id:4d} was running {when}: runs again (idempotent executor)")
+        else:
+            ended = "the process ended" if cause is None else cause
+            reason = (f"interrupted: {ended} while this trial ran on a non-idempotent executor; "
+                      "not re-run (inject its params again to repeat it on purpose)")
+            j.update_trial(r.id, status="abandoned", error=reason, finished_at=time.time())
+            if self._opt is not None:
+                self._opt.abandon(r.id, reason)
+            j.event("recover", f"trial {r.id} was running {when}; abandoned (executor not idempotent)")
+            self._say(f"trial {r.id:4d} was running {when}: abandoned, not re-run (executor not idempotent)")
 
     # ------------------------------------------------------------------ main loop
     def _next_trial(self) -> TrialRecord | None:
@@ -703,7 +726,7 @@ class Campaign:
                         if pool is None:
                             t0 = time.monotonic()
                             raw = _call(executor, req)
-                            self._finish(rec.id, raw, time.monotonic() - t0, tracker)
+                            self._settle(executor, rec.id, raw, time.monotonic() - t0, tracker)
                             break
                         in_flight[pool.submit(_call, executor, req)] = (rec.id, time.monotonic())
                         if self._stop_requested:
@@ -712,7 +735,7 @@ class Campaign:
                     done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
                     for fut in sorted(done, key=lambda f: in_flight[f][0]):
                         trial_id, t0 = in_flight.pop(fut)
-                        self._finish(trial_id, fut.result(), time.monotonic() - t0, tracker)
+                        self._settle(executor, trial_id, fut.result(), time.monotonic() - t0, tracker)
                     continue
                 if reason is not None:
                     return reason
@@ -721,6 +744,15 @@ class Campaign:
         finally:
             if pool is not None:
                 pool.shutdown(wait=not in_flight, cancel_futures=True)
+
+    def _settle(self, executor: Executor, trial_id: int, raw: Any, duration: float, tracker: Tracker) -> None:
+        """A trial's run returned: record its result, or apply the crash rule if it was cut off."""
+        if not isinstance(raw, TrialInterruptedError):
+            self._finish(trial_id, raw, duration, tracker)
+            return
+        self._apply_crash_rule(executor, self.journal.trial(trial_id), str(raw), tracker)  # type: ignore[arg-type]
+        if raw.executor_lost:
+            raise raw
 
     def _finish(self, trial_id: int, raw: Any, duration: float, tracker: Tracker) -> None:
         rec = self._record(trial_id, raw, duration)
@@ -798,6 +830,9 @@ def _call(executor: Executor, req: TrialRequest) -> Any:
     """Run one trial; an exception is a failed experiment (data), not a crash."""
     try:
         return executor.run(req)
+    except TrialInterruptedError as err:  # cut off, not failed: the crash rule applies (Campaign._settle)
+        log.warning("trial %d interrupted: %s", req.id, err)
+        return err
     except Exception as err:  # noqa: BLE001
         log.warning("trial %d failed: %s: %s", req.id, type(err).__name__, err)
         return err
