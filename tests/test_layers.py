@@ -25,6 +25,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "fusion": {"envs", "agents", "campaign", "loop", "instruments", "sim", "optim"},
     "loop": {"campaign"},
     "restore": {"campaign", "loop", "agents", "envs"},
+    "scale": {"campaign", "loop", "agents", "envs", "instruments", "sim", "pipeline", "fusion", "restore"},
     "registry": {"campaign", "loop", "agents", "envs", "optim", "instruments", "sim", "pipeline", "fusion"},
 }
 #: the one sanctioned way from instruments/ into sim/ (DESIGN: the simulated-device backend)
