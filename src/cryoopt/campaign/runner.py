@@ -480,6 +480,12 @@ class Campaign:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunSummary:
         """Run (or continue) the campaign until a stop condition; see the module doc."""
+        from cryoopt.progress import report_to
+
+        with report_to(self._output if self.progress else None):  # long steps report to the same output
+            return self._run()
+
+    def _run(self) -> RunSummary:
         cfg = self.config
         lock = CampaignLock(self.directory)
         try:
@@ -503,6 +509,7 @@ class Campaign:
             executor = self._executor or make_executor(cfg)
             # real-world effects need power-loss durability; idempotent executors only a killed process
             j.set_durable(not executor.idempotent)
+            executor.prepare(self.directory)
             self._recover(executor)
             self._opt = self._optimizer()
             self._queue_start_protocols()
@@ -641,7 +648,11 @@ class Campaign:
             return None
         n = min(cfg.batch_size, remaining)
         trials = self._replicate(n)
-        trials += opt.ask(n - len(trials)) if n > len(trials) else []
+        if n > len(trials):
+            from cryoopt.progress import Heartbeat
+
+            with Heartbeat(f"proposing {n - len(trials)} trial(s) ({cfg.optimizer.strategy})", key="ask"):
+                trials += opt.ask(n - len(trials))
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
             j.save_optimizer_state(_state_without_trials(opt))
