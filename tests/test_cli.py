@@ -56,7 +56,8 @@ def test_status_table(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_run_prints_a_line_per_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(write_config(tmp_path)), "--dir", str(tmp_path / "d")]) == EXIT_OK
     out = capsys.readouterr().out
-    assert out.count("best objective=") == 8 and "[  8/8]" in out
+    assert out.count("best observed objective=") == 8 and "[  8/8]" in out
+    assert out.count("recommended: trial") == 8  # one recommendation line per finished trial
 
 
 def test_feedback_and_inject(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,6 +44,7 @@ from cryoopt.config import CampaignConfig, load_config
 from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError
 
 if TYPE_CHECKING:
+    from cryoopt.campaign.recommendation import Recommendation
     from cryoopt.campaign.tracking import Tracker
     from cryoopt.optim import Optimizer
     from cryoopt.optim.trial import Trial
@@ -66,6 +67,7 @@ class RunSummary:
     best: TrialRecord | None
     directory: Path
     report: dict[str, Path] = field(default_factory=dict)
+    recommendation: Recommendation | None = None  # the protocol to adopt (see cryoopt.campaign.recommendation)
 
     @property
     def interrupted(self) -> bool:
@@ -548,13 +550,30 @@ class Campaign:
                     report = self._write_report(tracker)
             finally:
                 if tracker is not None:
+                    if stop_reason is not None:
+                        tracker.log_recommendation(self._recommendation_or_none())
                     tracker.finish("KILLED" if stop_reason in (None, "operator") else "FINISHED")
                 lock.release()
         return self._summary(stop_reason, report)
 
     def _summary(self, stop_reason: str, report: dict[str, Path]) -> RunSummary:
         j = self.journal
-        return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report)
+        return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report,
+                          self.recommendation())
+
+    def _recommendation_or_none(self) -> Recommendation | None:
+        try:
+            return self.recommendation()
+        except Exception as err:  # noqa: BLE001 - a failed GP fit must not lose the run's outcome
+            log.warning("no recommendation: %s: %s", type(err).__name__, err)
+            return None
+
+    def recommendation(self) -> Recommendation | None:
+        """The protocol to adopt now (:func:`cryoopt.campaign.recommendation.recommend`), from the journal."""
+        from cryoopt.campaign.recommendation import fit_model, recommend
+
+        trials = self.journal.trials()
+        return recommend(self.config, trials, model=fit_model(self.config, trials, optimizer=self._opt))
 
     def _new_progress(self) -> _Progress:
         progress = _Progress(self)
@@ -667,7 +686,8 @@ class Campaign:
             return []
         replicated = sum(r.source == "replicate" for r in j.trials())
         due = replicate_due(j.count(started=True), batch, self.config.replicate_every, replicated)
-        incumbent = opt.best() if due else None
+        recommended = self.recommendation() if due else None  # the protocol the campaign would adopt now
+        incumbent = opt.best() if due and recommended is None else recommended
         return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:
@@ -742,6 +762,9 @@ class Campaign:
         tracker.log_progress(self.journal.count(started=True), best)
         if self.progress:
             self._say(self._line(rec, best))
+            recommended = self.recommendation()
+            if recommended is not None:
+                self._say("       recommended: " + recommended.summary(self.config.objective_names))
 
     def _record(self, trial_id: int, raw: Any, duration: float) -> TrialRecord:
         """Evaluate a result, tell the optimizer and commit the trial's final state."""
@@ -785,7 +808,8 @@ class Campaign:
             what = "  ".join(f"{n}={rec.values[n]:.4g}" for n in names)  # type: ignore[index]
         else:
             what = f"({rec.error})"
-        best_txt = "best -" if best is None else "best " + "  ".join(f"{n}={best.values[n]:.4g}" for n in names) + f" (trial {best.id})"  # type: ignore[index]
+        label = "best observed" if len(names) == 1 else "Pareto compromise"  # one run each: not the recommendation
+        best_txt = f"{label} -" if best is None else f"{label} " + "  ".join(f"{n}={best.values[n]:.4g}" for n in names) + f" (trial {best.id})"  # type: ignore[index]
         return (f"[{started:>3}/{self.config.budget.experiments}] trial {rec.id:4d} {rec.status:<9} {what}  "
                 f"({rec.duration_s or 0:.2f} s)  {best_txt}")
 
