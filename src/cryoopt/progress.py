@@ -90,6 +90,7 @@ class Progress:
         self.t0 = time.monotonic()
         self._next = self.t0 + self.quiet_s
         self._printed = False
+        self._first: tuple[float, float] | None = None  # (time, done) at the first update: the rate leaves set-up out
 
     def __enter__(self) -> Progress:
         return self
@@ -102,10 +103,11 @@ class Progress:
         return time.monotonic() - self.t0
 
     def eta(self) -> float | None:
-        """Seconds left at the rate so far (``None`` without a total or any work done)."""
-        if not self.total or self.done <= 0:
+        """Seconds left at the rate since the first update (``None`` without a total or a rate yet)."""
+        if not self.total or self._first is None or self.done <= self._first[1]:
             return None
-        return self.elapsed / self.done * max(self.total - self.done, 0.0)
+        t1, d1 = self._first
+        return (time.monotonic() - t1) / (self.done - d1) * max(self.total - self.done, 0.0)
 
     def update(self, n: float = 1.0) -> None:
         """``n`` more units done."""
@@ -115,6 +117,8 @@ class Progress:
         """``done`` units done in all."""
         self.done = float(done)
         now = time.monotonic()
+        if self._first is None:
+            self._first = (now, self.done)
         if now >= self._next:
             self._next = now + self.every_s
             self._emit(self.line())

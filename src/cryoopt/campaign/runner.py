@@ -620,6 +620,30 @@ class Campaign:
             old[sig] = signal.signal(sig, on_signal)
         return old
 
+    # ------------------------------------------------------------------ pause (journal flag)
+    def pause(self, reason: str = "") -> None:
+        """Ask the campaign to start no new trial (trials in flight finish); it waits, resumable at any time.
+
+        A journal flag, so any process may set it (``cryoopt serve``, a script) while
+        another runs the campaign; :meth:`unpause` lets it go on.
+        """
+        self.journal.set_meta(paused=True)
+        self.journal.event("pause", "paused by the operator" + (f": {reason}" if reason else ""))
+
+    def unpause(self) -> None:
+        """Let a paused campaign start trials again."""
+        self.journal.set_meta(paused=False)
+        self.journal.event("pause", "unpaused by the operator")
+
+    def _paused(self) -> bool:
+        """Whether the journal says paused (says so once when the pause begins)."""
+        paused = bool(self.journal.meta("paused", False))
+        if paused != getattr(self, "_paused_said", False):
+            self._paused_said = paused
+            self._say("paused by the operator: no new trial starts until unpaused (the trials in flight finish)"
+                      if paused else "unpaused: the campaign goes on")
+        return paused
+
     def request_stop(self) -> None:
         """Ask a running campaign (from another thread) to stop after the trials in flight."""
         self._stop_requested = True
@@ -724,7 +748,8 @@ class Campaign:
                 self._apply_feedback()
                 reason = self._check_stop()
                 launched = False
-                if reason is None:
+                paused = reason is None and self._paused()
+                if reason is None and not paused:
                     while len(in_flight) < cfg.max_in_flight and j.count(started=True) < cfg.budget.experiments:
                         rec = self._start_next()
                         if rec is None:
@@ -744,6 +769,9 @@ class Campaign:
                     for fut in sorted(done, key=lambda f: in_flight[f][0]):
                         trial_id, t0 = in_flight.pop(fut)
                         self._finish(trial_id, fut.result(), time.monotonic() - t0, tracker)
+                    continue
+                if paused:
+                    time.sleep(0.5)
                     continue
                 if reason is not None:
                     return reason

@@ -105,7 +105,22 @@ class BlockRunner:
 
     def pretrain(self, steps: int, instrument_steps: int | None = None) -> None:
         """Pre-train the agent: HRL on the per-instrument envs (``instrument_steps``, default
-        ``steps``), then any agent ``steps`` sections in the composite env."""
+        ``steps``), then any agent ``steps`` sections in the composite env.
+
+        Bit-reproducible for a given agent seed: the composite env is seeded before
+        training, and torch runs on one thread meanwhile (its float sums depend on the
+        thread count; the agents' small networks lose nothing by it).
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._pretrain(steps, instrument_steps)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _pretrain(self, steps: int, instrument_steps: int | None) -> None:
         n_inst = steps if instrument_steps is None else int(instrument_steps)
         if hasattr(self.agent, "pretrain") and n_inst:
             self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
@@ -114,6 +129,9 @@ class BlockRunner:
 
             from cryoopt.agents.starts import RandomStarts
 
+            # seed the env's RNG first: SB3 resets it without a seed, and an env never seeded draws
+            # its RNG from the OS, so pre-training would differ from run to run
+            self.env.reset(seed=int(getattr(self.agent, "seed", None) or 0))
             env = self.env if self.pretrain_space is None else RandomStarts(self.env, self.pretrain_space)
             if self.max_sections:  # episodes as long as the blocks it will run: a series cut past
                 env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
