@@ -89,6 +89,7 @@ class CampaignView:
         from cryoopt.campaign.journal import CampaignLock
 
         trials, meta, ratings, notes, queued = self._read()
+        self.config = config_from_journal(self.directory)  # run settings (budget, ...) may change between sessions
         model, rec = self._model_and_recommendation(version, trials)
         cfg = self.config
         counts: dict[str, int] = {}
