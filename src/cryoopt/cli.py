@@ -231,13 +231,13 @@ def _status_once(args: argparse.Namespace) -> int:
             "name": st.name, "state": st.state, "stop_reason": st.stop_reason, "counts": st.counts,
             "started": st.started, "budget": st.budget, "elapsed_s": st.elapsed_s, "queued_requests": st.queued_requests,
             "recommendation": None if rec is None else rec.to_dict(),
-            "paused": bool(campaign.journal.meta("paused", False)),
+            "paused": bool(campaign.journal.meta("operator_paused", False)),
             "best": None if st.best is None else {"trial": st.best.id, "values": st.best.values, "params": st.best.params},
             "in_flight": [r.id for r in st.in_flight],
         }))
         return EXIT_OK
     c = st.counts
-    paused = bool(campaign.journal.meta("paused", False))
+    paused = bool(campaign.journal.meta("operator_paused", False))
     print(f"campaign {st.name}  ({st.directory})  state: {st.state}" + (f", stopped: {st.stop_reason}" if st.stop_reason else "")
           + (", PAUSED (no new trial starts until unpaused)" if paused else ""))
     print(f"experiments {st.started}/{st.budget}   completed {c['completed']}  failed {c['failed']}  "

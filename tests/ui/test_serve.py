@@ -152,7 +152,7 @@ def test_page_in_a_browser_live_update_rate_inject_pause(server: str, campaign_d
             # pause: a campaign started now runs nothing until unpaused
             page.get_by_test_id("pause").click()
             sync_api.expect(page.get_by_test_id("status")).to_contain_text("PAUSED")
-            assert Journal.open(campaign_dir).meta("paused") is True
+            assert Journal.open(campaign_dir).meta("operator_paused") is True
             camp = Campaign(make_config(budget={"experiments": 6}), campaign_dir, executor=ImageExecutor())
             runner = threading.Thread(target=camp.run, daemon=True)
             runner.start()

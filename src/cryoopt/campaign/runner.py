@@ -627,17 +627,17 @@ class Campaign:
         A journal flag, so any process may set it (``cryoopt serve``, a script) while
         another runs the campaign; :meth:`unpause` lets it go on.
         """
-        self.journal.set_meta(paused=True)
+        self.journal.set_meta(operator_paused=True)
         self.journal.event("pause", "paused by the operator" + (f": {reason}" if reason else ""))
 
     def unpause(self) -> None:
         """Let a paused campaign start trials again."""
-        self.journal.set_meta(paused=False)
+        self.journal.set_meta(operator_paused=False)
         self.journal.event("pause", "unpaused by the operator")
 
     def _paused(self) -> bool:
         """Whether the journal says paused (says so once when the pause begins)."""
-        paused = bool(self.journal.meta("paused", False))
+        paused = bool(self.journal.meta("operator_paused", False))
         if paused != getattr(self, "_paused_said", False):
             self._paused_said = paused
             self._say("paused by the operator: no new trial starts until unpaused (the trials in flight finish)"

@@ -50,7 +50,7 @@ class CampaignView:
                 " FROM trials), (SELECT count(*) FROM trials WHERE status = 'running'),"
                 " (SELECT coalesce(max(id), 0) FROM feedback), (SELECT coalesce(max(id), 0) FROM inbox),"
                 " (SELECT coalesce(max(id), 0) FROM events)").fetchone()
-            meta = (j.meta("state"), j.meta("paused", False))
+            meta = (j.meta("state"), j.meta("operator_paused", False), j.meta("paused"))
         finally:
             j.close()
         return json.dumps([*row, *meta])
@@ -103,7 +103,8 @@ class CampaignView:
             "description": cfg.description.strip(),
             "directory": str(self.directory),
             "state": "running" if running else ("interrupted" if meta.get("state") == "running" else meta.get("state", "new")),
-            "paused": bool(meta.get("paused", False)),
+            "paused": bool(meta.get("operator_paused", False)),
+            "bench_paused": meta.get("paused") or None,  # a suspended bench (the executor says why)
             "stop_reason": meta.get("stop_reason"),
             "counts": counts,
             "started": sum(t.started for t in trials),

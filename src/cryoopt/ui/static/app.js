@@ -24,7 +24,8 @@ function unitOf(name) { return state.units[name] ? ` (${state.units[name]})` : "
 
 function renderStatus() {
   const c = state.counts;
-  const paused = state.paused ? " — PAUSED" : "";
+  const paused = (state.paused ? " — PAUSED by the operator" : "") +
+    (state.bench_paused ? ` — bench paused: ${state.bench_paused}` : "");
   $("#title").textContent = `cryoopt: ${state.name}`;
   $("#status").textContent = `${state.state}${paused} · experiments ${state.started}/${state.budget} · completed ${c.completed || 0}` +
     ` · failed ${c.failed || 0} · running ${c.running || 0} · queued ${(c.proposed || 0) + state.queued_requests}`;
