@@ -114,6 +114,7 @@ def _chromium() -> Any:
 
 def test_page_in_a_browser_live_update_rate_inject_pause(server: str, campaign_dir: Path) -> None:
     sync_api = _chromium()
+    sync_api.expect.set_options(timeout=60_000)  # a GP refit per change; generous on a loaded 2-core machine
     profile = tempfile.mkdtemp(prefix="cryoopt-chromium-")
     dialogs: list[str] = []
     try:
@@ -154,10 +155,15 @@ def test_page_in_a_browser_live_update_rate_inject_pause(server: str, campaign_d
             sync_api.expect(page.get_by_test_id("status")).to_contain_text("PAUSED")
             assert Journal.open(campaign_dir).meta("operator_paused") is True
             camp = Campaign(make_config(budget={"experiments": 6}), campaign_dir, executor=ImageExecutor())
+            starts = sum(kind == "start" for _, kind, _ in Journal.open(campaign_dir).events())
             runner = threading.Thread(target=camp.run, daemon=True)
             runner.start()
-            time.sleep(1.5)
-            assert Journal.open(campaign_dir).count(started=True) == 5  # paused: the injected trial waits
+            deadline = time.monotonic() + 60
+            while sum(kind == "start" for _, kind, _ in Journal.open(campaign_dir).events()) == starts:
+                assert time.monotonic() < deadline, "the campaign did not start its session"
+                time.sleep(0.1)
+            time.sleep(1.5)  # the session is in its loop: paused, the injected trial waits
+            assert Journal.open(campaign_dir).count(started=True) == 5
             page.get_by_test_id("pause").click()
             runner.join(timeout=30)
             assert not runner.is_alive()
