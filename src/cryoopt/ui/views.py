@@ -41,19 +41,14 @@ class CampaignView:
 
     # ------------------------------------------------------------------ journal reads
     def version(self) -> str:
-        """A token that changes whenever trials, feedback, requests or the campaign's state change."""
+        """A token that changes whenever trials, feedback, requests, events or the campaign's state change."""
         j = Journal.open(self.directory, readonly=True)
         try:
-            db = j._db  # noqa: SLF001 - one cheap query; the journal has no API for a change token
-            row = db.execute(
-                "SELECT (SELECT count(*) FROM trials), (SELECT coalesce(max(coalesce(finished_at, started_at, proposed_at)), 0)"
-                " FROM trials), (SELECT count(*) FROM trials WHERE status = 'running'),"
-                " (SELECT coalesce(max(id), 0) FROM feedback), (SELECT coalesce(max(id), 0) FROM inbox),"
-                " (SELECT coalesce(max(id), 0) FROM events)").fetchone()
-            meta = (j.meta("state"), j.meta("operator_paused", False), j.meta("paused"))
+            token = [j.count(), j.status_counts(), j.last_feedback_id(), len(j.pending_requests()), len(j.events()),
+                     j.meta("state"), j.meta("operator_paused", False), j.meta("paused"), j.meta("elapsed_s")]
         finally:
             j.close()
-        return json.dumps([*row, *meta])
+        return json.dumps(token, sort_keys=True, default=str)
 
     def _read(self) -> tuple[list[TrialRecord], dict[str, Any], dict[int, float], list[Any], int]:
         j = Journal.open(self.directory, readonly=True)
