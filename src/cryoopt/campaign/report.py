@@ -40,7 +40,7 @@ from cryoopt.campaign.recommendation import Recommendation, fit_model, recommend
 from cryoopt.config import _OUTCOME, CampaignConfig
 from cryoopt.progress import Progress
 
-__all__ = ["axis_label", "write_report"]
+__all__ = ["axis_label", "recommendation_lines", "slice_grid", "write_report"]
 
 
 def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
@@ -259,7 +259,9 @@ def _pareto(path: Path, cfg: CampaignConfig, outcomes: Outcomes, trials: list[Tr
     return path
 
 
-def _grid(p: Any, n: int = 41) -> list[Any]:
+def slice_grid(p: Any, n: int = 41) -> list[Any]:
+    """Values of parameter ``p`` for a slice plot: ``n`` points over its safety (else search) range, log-spaced
+    on a log scale; every choice of a categorical."""
     if not p.is_numeric:
         return list(p.choices)
     lo, hi = p.safety if getattr(p, "safety", None) else (p.low, p.high)
@@ -280,7 +282,7 @@ def _effects(path: Path, cfg: CampaignConfig, space: Any, model: Any, rec: Recom
     axes = fig.subplots(prow * len(names), ncols, squeeze=False)
     floors = {n: 0.0 if _nonnegative(trials, n) else -math.inf for n in names}
     for col_i, p in enumerate(params):
-        grid = _grid(p)
+        grid = slice_grid(p)
         points = [{**rec.params, p.name: v} for v in grid]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -268,7 +268,7 @@ class CampaignView:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from cryoopt.campaign.report import _grid
+        from cryoopt.campaign.report import slice_grid
 
         trials, *_ = self._read()
         model, rec = self._model_and_recommendation(version, trials)
@@ -281,7 +281,7 @@ class CampaignView:
         fig = make_subplots(rows=rows, cols=ncols, subplot_titles=[self._label(p.name) for p in params])
         floor = 0.0 if all(t.values[name] >= 0 for t in trials if t.status == "completed" and t.values) else None  # type: ignore[index]
         for i, p in enumerate(params):
-            grid = _grid(p)
+            grid = slice_grid(p)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 mean, std = model.predict([{**rec.params, p.name: v} for v in grid])
