@@ -48,8 +48,13 @@ def test_report_to_none_silences_and_restores() -> None:
         with report_to(None):
             assert progress_mod.current_sink() is None
         assert progress_mod.current_sink() is not None
+        with Heartbeat("proposing", quiet_s=0.05, every_s=10, key="test-heartbeat"):
+            time.sleep(0.1)  # too quick to estimate the next one from
+        with Heartbeat("proposing", quiet_s=0.05, every_s=10, key="test-heartbeat"):
+            time.sleep(0.12)
+        assert not any("last one" in line for line in lines)
         with Heartbeat("proposing", quiet_s=0.05, every_s=0.05, key="test-heartbeat"):
-            time.sleep(0.2)
+            time.sleep(0.6)
         with Heartbeat("proposing", quiet_s=0.05, every_s=10, key="test-heartbeat"):
             time.sleep(0.12)
     assert any(line.startswith("proposing: running") for line in lines)

@@ -171,8 +171,12 @@ class Heartbeat:
         while not self._stop.wait(wait):
             elapsed = time.monotonic() - self.t0
             last = _last_duration.get(self.key)
-            eta = f", ETA {format_duration(max(last - elapsed, 0.0))} (the last one took {format_duration(last)})" \
-                if last else ""
+            if not last:
+                eta = ""
+            elif last > elapsed:
+                eta = f", ETA {format_duration(last - elapsed)} (the last one took {format_duration(last)})"
+            else:
+                eta = f", longer than the last one ({format_duration(last)})"
             self._emit(f"{self.label}: running, {format_duration(elapsed)}{eta}")
             wait = self.every_s
 
@@ -181,7 +185,7 @@ class Heartbeat:
         if self._thread is not None:
             self._thread.join()
         elapsed = time.monotonic() - self.t0
-        if exc_type is None:
+        if exc_type is None and elapsed >= 0.5:  # an instant call (a Sobol point) says nothing of a GP's
             _last_duration[self.key] = elapsed
         if elapsed >= self.quiet_s:
             self._emit(f"{self.label}: {'stopped' if exc_type else 'done'} in {format_duration(elapsed)}")
