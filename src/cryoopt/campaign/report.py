@@ -44,8 +44,11 @@ __all__ = ["axis_label", "recommendation_lines", "slice_grid", "write_report"]
 
 
 def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
-                 out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write the plots and ``report.md`` for the campaign in ``directory``; returns ``{name: path}``."""
+                 out_dir: str | Path | None = None, optimizer: Any = None) -> dict[str, Path]:
+    """Write the plots and ``report.md`` for the campaign in ``directory``; returns ``{name: path}``.
+
+    ``optimizer``: the running campaign's optimizer, whose fitted GP is reused when it has one.
+    """
     directory = Path(directory)
     cfg = config if config is not None else config_from_journal(directory)
     outcomes = Outcomes(cfg)
@@ -62,7 +65,7 @@ def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
     space = cfg.search_space()
     n_plots = 3 + (len(cfg.objectives) >= 2)
     with Progress(f"writing the report to {out}", total=n_plots + 2, unit="parts") as progress:
-        model = fit_model(cfg, trials)
+        model = fit_model(cfg, trials, optimizer=optimizer)
         rec = recommend(cfg, trials, model=model, fit=False)
         progress.update()
         best = outcomes.best(trials)

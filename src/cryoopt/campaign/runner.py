@@ -568,12 +568,17 @@ class Campaign:
             log.warning("no recommendation: %s: %s", type(err).__name__, err)
             return None
 
-    def recommendation(self) -> Recommendation | None:
-        """The protocol to adopt now (:func:`cryoopt.campaign.recommendation.recommend`), from the journal."""
+    def recommendation(self, *, fit: bool = True) -> Recommendation | None:
+        """The protocol to adopt now (:func:`cryoopt.campaign.recommendation.recommend`), from the journal.
+
+        ``fit=False``: observed means only, unless the campaign's own optimizer has a GP
+        (its fitted model is reused, so that costs nothing extra).
+        """
         from cryoopt.campaign.recommendation import fit_model, recommend
 
         trials = self.journal.trials()
-        return recommend(self.config, trials, model=fit_model(self.config, trials, optimizer=self._opt))
+        model = fit_model(self.config, trials, optimizer=self._opt) if fit or hasattr(self._opt, "predict") else None
+        return recommend(self.config, trials, model=model, fit=False)
 
     def _new_progress(self) -> _Progress:
         progress = _Progress(self)
@@ -593,7 +598,7 @@ class Campaign:
         from cryoopt.campaign.report import write_report
 
         try:
-            paths = write_report(self.directory, config=self.config)
+            paths = write_report(self.directory, config=self.config, optimizer=self._opt)
         except Exception as err:  # a report failure must not lose the run's outcome
             warnings.warn(f"could not write the report: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
             return {}
@@ -790,7 +795,7 @@ class Campaign:
         tracker.log_progress(self.journal.count(started=True), best)
         if self.progress:
             self._say(self._line(rec, best))
-            recommended = self.recommendation()
+            recommended = self.recommendation(fit=False)  # a GP fit per trial only where BO fits one anyway
             if recommended is not None:
                 self._say("       recommended: " + recommended.summary(self.config.objective_names))
 
