@@ -561,6 +561,15 @@ class Campaign:
         return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report,
                           self.recommendation())
 
+    def _progress_recommendation(self) -> Recommendation | None:
+        """The recommendation for a progress line, refreshed once per batch of finished trials: the
+        next proposal fits the GP on the same trials, so BO pays for no extra fit (other strategies
+        get observed means, which cost nothing)."""
+        finished = sum(n for s, n in self.journal.status_counts().items() if s in FINAL)
+        if getattr(self, "_rec_cache", None) is None or finished % self.config.batch_size == 0:
+            self._rec_cache = self.recommendation(fit=False)
+        return self._rec_cache
+
     def _recommendation_or_none(self) -> Recommendation | None:
         try:
             return self.recommendation()
@@ -795,7 +804,7 @@ class Campaign:
         tracker.log_progress(self.journal.count(started=True), best)
         if self.progress:
             self._say(self._line(rec, best))
-            recommended = self.recommendation(fit=False)  # a GP fit per trial only where BO fits one anyway
+            recommended = self._progress_recommendation()
             if recommended is not None:
                 self._say("       recommended: " + recommended.summary(self.config.objective_names))
 
