@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", type=int, default=None, help="new experiment budget (extend a finished campaign)")
     r.add_argument("-q", "--quiet", action="store_true")
 
-    r = sub.add_parser("status", help="table of trials, best so far, in flight")
+    r = sub.add_parser("status", help="recommended protocol, trials, in flight")
     r.add_argument("dir", type=Path)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--all", action="store_true", help="list every trial (default: the last 20)")
