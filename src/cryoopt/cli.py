@@ -290,10 +290,11 @@ def _tell(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from cryoopt.campaign.checks import check_config
     from cryoopt.config import load_config
 
     cfg = load_config(args.config)
-    cfg.search_space()
+    check_config(cfg)  # what `run` would refuse: strategy, options, executor, target, result keys
     print(cfg.to_yaml(), end="")
     print(f"# config ok; identity hash {cfg.config_hash()[:12]}", file=sys.stderr)
     return EXIT_OK
