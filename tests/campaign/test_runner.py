@@ -82,10 +82,10 @@ def test_async_bo_sees_in_flight_trials_as_pending(tmp_path: Path) -> None:
     camp = Campaign(cfg, tmp_path / "c", executor=Spy())
     original = camp._next_trial
 
-    def spy_next():  # noqa: ANN202
+    def spy_next(**kwargs):  # noqa: ANN202
         if camp._opt is not None:
             seen.append(len(camp._opt.pending))
-        return original()
+        return original(**kwargs)
 
     camp._next_trial = spy_next  # type: ignore[method-assign]
     s = camp.run()
