@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryoopt.loop.blocks import BlockRunner
-from cryoopt.registry import Executor, TrialRequest, executors
+from cryoopt.loop.blocks import RESULT_KEYS, BlockFailure, BlockRunner
+from cryoopt.registry import Executor, Problem, TrialRequest, executors, option_problems
 
 __all__ = ["SimulatedCLEMExecutor"]
 
@@ -24,6 +24,21 @@ class SimulatedCLEMExecutor(Executor):
     """
 
     idempotent = True
+    result_keys = RESULT_KEYS
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[Problem]:
+        """``executor.options`` are BlockRunner's keywords, of the right types, naming a known agent."""
+        options = config.executor.options
+        problems = option_problems(BlockRunner, options, "executor.options")
+        agent = options.get("agent", "hrl")
+        if isinstance(agent, str) and ":" not in agent and not any(p[0] == "executor.options.agent" for p in problems):
+            from cryoopt.agents import available_agents
+
+            if agent not in available_agents():
+                problems.append(("executor.options.agent",
+                                 f"unknown agent {agent!r}; available: {', '.join(available_agents())} (or module:Class)"))
+        return problems
 
     def __init__(self, config: Any) -> None:
         opts = dict(config.executor.options)
@@ -32,7 +47,7 @@ class SimulatedCLEMExecutor(Executor):
         self.idempotent = bool(config.executor.idempotent if config.executor.idempotent is not None
                                else self.runner.learn_steps_per_block == 0)
 
-    def run(self, trial: TrialRequest) -> dict[str, Any]:
+    def run(self, trial: TrialRequest) -> dict[str, Any] | BlockFailure:
         return self.runner.run(trial.params, self.seed * 100_003 + trial.id)
 
     def close(self) -> None:
