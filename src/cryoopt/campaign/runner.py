@@ -503,12 +503,14 @@ class Campaign:
                 out.append(self.journal.trial(rec.id))
             return out  # type: ignore[return-value]
 
-    def tell(self, trial_id: int, value: Any) -> TrialRecord:
+    def tell(self, trial_id: int, value: Any, *, strict: bool = False) -> TrialRecord:
         """Enter the result of a trial run by hand (a number, a dict, or a Failure).
 
-        A value that does not carry what the config reads (an objective missing, not a
-        number) raises :class:`TrialError` and changes nothing; NaN/inf or a Failure
-        record the trial as failed.
+        A value that does not carry what the config reads (an objective missing) raises
+        :class:`TrialError` and changes nothing. A :class:`~cryoopt.optim.Failure` records
+        the trial as failed, and so does NaN/inf or a non-number, unless ``strict``
+        (``cryoopt tell``): then those are refused too, so that only an explicit failure
+        fails a trial.
         """
         with CampaignLock(self.directory):
             j = self.journal
@@ -519,9 +521,12 @@ class Campaign:
             if rec.status in FINAL:
                 raise TrialError(f"trial {trial_id} is already {rec.status}; each trial is told once")
             try:  # a result that does not fit the config is refused before anything is written
-                self._evaluate(value, j.mean_ratings().get(rec.id))
+                values, error = self._evaluate(value, j.mean_ratings().get(rec.id))
             except _ContractError as err:
                 raise TrialError(f"{err}; nothing was recorded (give every objective, or 'fail:reason')") from None
+            if strict and values is None and not _is_failure(value):
+                raise TrialError(f"{error}; nothing was recorded (give finite numbers, or 'fail:reason' to record "
+                                 "a failed experiment)")
             self._opt = self._optimizer()
             if rec.started_at is None:
                 j.update_trial(rec.id, status="running", started_at=time.time(), attempts=rec.attempts + 1)
