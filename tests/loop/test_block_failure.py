@@ -38,7 +38,7 @@ def test_every_evaluation_failing_is_a_failure_with_the_reason(runner, monkeypat
     assert measured["quality"] == 0.0 and measured["failure_reason"] == out.reason
 
 
-def test_the_campaign_records_a_failed_block_as_failed(tmp_path, monkeypatch) -> None:
+def test_the_campaign_records_a_failed_block_as_failed(tmp_path, monkeypatch, capsys) -> None:
     from cryoopt.campaign import Campaign, Journal
     from cryoopt.config import CampaignConfig
 
@@ -56,6 +56,11 @@ def test_the_campaign_records_a_failed_block_as_failed(tmp_path, monkeypatch) ->
     assert summary.counts["failed"] == 2 and summary.counts["completed"] == 0
     rows = Journal.open(tmp_path / "c", readonly=True).trials()
     assert all(r.values is None and "impact/novelty is nan" in r.error for r in rows)
+    assert all(r.result["measured"]["prep_time_h"] > 0 for r in rows)  # the journal keeps what was measured
+    from cryoopt.cli import main
+
+    assert main(["status", str(tmp_path / "c")]) == 0
+    assert "no section gave a valid evaluation" in capsys.readouterr().out  # why, in the status table
 
 
 def test_the_outer_loop_tells_a_failed_block_as_a_failure(runner, monkeypatch) -> None:

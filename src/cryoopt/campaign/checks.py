@@ -44,7 +44,7 @@ def check_config(config: CampaignConfig, *, executor: Executor | None = None) ->
     Raises:
         ConfigError: listing each problem as ``file:line: field.path: message``.
     """
-    problems: list[tuple[Loc, str]] = list(config.space.problems())
+    problems: list[tuple[Loc, str]] = list(config.problems())  # again: a config built without load_config
     if not problems:
         problems += _space_problems(config)
         problems += optimizer_problems(config)

@@ -16,6 +16,9 @@ is decided by the executor, never silently:
    is run again: re-running it cannot change the world, and gives the same answer.
 3. Otherwise (real instruments), the trial is marked ``abandoned`` with the reason;
    it is never re-run. An operator may inject the same parameters again on purpose.
+
+The same rule applies to a trial still running after ``executor.timeout_s`` (a hung
+instrument), except that an idempotent executor's trial is started at most twice.
 """
 
 from __future__ import annotations
@@ -68,12 +71,25 @@ def executor_factory(name: str) -> Callable[..., Executor]:
 
 
 def make_executor(config: CampaignConfig) -> Executor:
-    """Build the executor a config names."""
+    """Build the executor a config names.
+
+    Raises:
+        ConfigError: unknown type, or building it failed with an error that is not one
+            of cryoopt's own (those, e.g. an instrument that does not answer, pass as they are).
+    """
+    from cryoopt.exceptions import CryoOptError
+
     try:
         factory = executor_factory(config.executor.type)
     except ConfigError as err:
         raise ConfigError(f"executor.type: {err}") from None
-    return factory(config)
+    try:
+        return factory(config)
+    except CryoOptError:
+        raise
+    except Exception as err:  # a target or plugin that raised while being built
+        raise ConfigError(f"executor: building the {config.executor.type!r} executor failed: "
+                          f"{type(err).__name__}: {err}") from err
 
 
 @register_executor("function")
