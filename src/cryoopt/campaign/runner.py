@@ -573,7 +573,7 @@ class Campaign:
             self._progress = self._new_progress()
             tracker = self._make_tracker()
             tracker.sync()
-            j.set_meta(state="running", stop_reason=None, pid=os.getpid())
+            j.set_meta(state="running", stop_reason=None, pid=os.getpid(), paused=None)  # a pause ends with its session
             j.event("start", f"session started (pid {os.getpid()})")
             self._session_t0 = time.monotonic()
             self._elapsed0 = float(j.meta("elapsed_s") or 0.0)
