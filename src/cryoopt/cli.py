@@ -203,12 +203,13 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         return EXIT_OK
     pnames = list(rows[0].params)
-    header = ["trial", "status", "source", *names, "time_s", "rating", *pnames, "why"]
+    why = any(r.status in ("failed", "abandoned") for r in rows)  # a column for the reasons, when there are any
+    header = ["trial", "status", "source", *names, "time_s", "rating", *pnames] + (["why"] if why else [])
     table = [header]
     for r in rows:
         table.append([str(r.id), r.status, r.source, *[_fmt((r.values or {}).get(n)) for n in names],
-                      _fmt(r.duration_s), _fmt(st.ratings.get(r.id)), *[_fmt(r.params[p]) for p in pnames],
-                      _why(r.error) if r.status in ("failed", "abandoned") else ""])
+                      _fmt(r.duration_s), _fmt(st.ratings.get(r.id)), *[_fmt(r.params[p]) for p in pnames]]
+                     + ([_why(r.error) if r.status in ("failed", "abandoned") else ""] if why else []))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print()
     for k, row in enumerate(table):
