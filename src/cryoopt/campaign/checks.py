@@ -19,7 +19,7 @@ from typing import Any
 
 from cryoopt.config import CampaignConfig
 from cryoopt.exceptions import ConfigError, CryoOptError
-from cryoopt.registry import Executor, Problem, option_problems
+from cryoopt.registry import Executor, option_problems
 
 __all__ = ["check_config", "executor_problems", "optimizer_problems"]
 

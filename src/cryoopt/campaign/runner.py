@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryoopt.campaign.executors import Executor, TrialRequest, make_executor
 from cryoopt.campaign.inflight import PauseClock, TrialWorker, decode_result, encode_result
-from cryoopt.campaign.journal import FINAL, MAX_TRIAL_ID, CampaignLock, Journal, TrialRecord
+from cryoopt.campaign.journal import FINAL, CampaignLock, Journal, TrialRecord
 from cryoopt.campaign.outcomes import Outcomes, config_from_journal
 from cryoopt.config import CampaignConfig, load_config
 from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError
