@@ -134,22 +134,33 @@ def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, 
     d = tmp_path / "killed"
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(7)
-    landed, tries, in_creation = 0, 0, 0
+    def tracked() -> int:
+        j = Journal.open(d, readonly=True)
+        try:
+            return sum(r.tracked for r in j.trials())
+        finally:
+            j.close()
+
+    landed, tries, in_creation, with_store = 0, 0, 0, 0
     while landed < N_KILLS and tries < 60:
         tries += 1
         p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
         p.start()
-        # kills 1-3 land while the store is made (it takes seconds); one session runs long enough to
-        # make it and send trials; the rest land anywhere in a session's first 2.5 s
-        window = 9.0 if landed == 3 else rng.uniform(0.3, 2.5)
-        time.sleep(window)
+        if landed == 3:  # one session lives until MLflow confirmed a trial (the store is made by then)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not ((d / "journal.sqlite").exists() and tracked() > 0):
+                time.sleep(0.2)
+        else:  # kills 1-3 land while the store is made (it takes seconds), the others anywhere in 3 s
+            time.sleep(rng.uniform(0.3, 3.0))
+        has_store = (d / "mlflow.db").exists()
         if p.exitcode is None:
             os.kill(p.pid, signal.SIGKILL)
         p.join()
         assert p.exitcode == -signal.SIGKILL
         landed += 1
-        in_creation += not (d / "mlflow.db").exists()
-    assert landed >= N_KILLS and in_creation >= 1
+        in_creation += not has_store
+        with_store += has_store
+    assert landed >= N_KILLS and in_creation >= 1 and with_store >= N_KILLS // 2
     started = Journal.open(d, readonly=True).count(started=True)
     Campaign(cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"experiments": started + 2})}), d,
              progress=False).run()
@@ -168,5 +179,5 @@ def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, 
     assert len(parents) == 1 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert sorted(ids) == sorted(final) and len(final) > 5  # every trial once, none twice, none lost
     assert {int(r.data.tags["cryoopt.trial_id"]): r.info.status for r in children} == {i: status[s] for i, s in final.items()}
-    print(f"\nmlflow kill test: {landed} kills ({in_creation} before mlflow.db existed), "
+    print(f"\nmlflow kill test: {landed} kills ({in_creation} before mlflow.db existed, {with_store} after), "
           f"{len(final)} trials in the journal and in MLflow")
