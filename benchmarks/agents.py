@@ -52,7 +52,7 @@ class ForcedOption:
 
 def evaluate(runner: Any, starts: list[dict], specimens: int) -> dict[str, np.ndarray]:
     """Block results per (start, specimen)."""
-    rows = [[runner.run(s, SPECIMEN_SEED + 100 * i + j) for j in range(specimens)] for i, s in enumerate(starts)]
+    rows = [[runner.measure(s, SPECIMEN_SEED + 100 * i + j) for j in range(specimens)] for i, s in enumerate(starts)]
     return {key: np.array([[r.get(key, np.nan) for r in row] for row in rows], float)
             for key in ("quality", "sections", "prep_time_h")}
 

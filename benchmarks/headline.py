@@ -169,7 +169,7 @@ def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
     """Run ``params`` as the starting protocol on ``n`` held-out specimens (the same for every
     strategy and seed, never seen in a campaign), the agent frozen as the campaign left it."""
     runner.learn_steps_per_block = 0
-    return [runner.run(params, HELDOUT_SEED + k) for k in range(n)]
+    return [runner.measure(params, HELDOUT_SEED + k) for k in range(n)]  # a failed block counts as what it measured
 
 
 def expert_reference(a: dict) -> list[dict]:

@@ -177,3 +177,121 @@ def test_status_shows_the_recommendation(campaign_dir: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert f"recommended: trial {rec['trial_id']} protocol" in out and "(* runs of the recommended protocol)" in out
     assert main(["serve", str(campaign_dir / "missing")]) == EXIT_JOURNAL
+
+
+# ---------------------------------------------------------------------------- bad input never changes the journal
+def _manual_campaign(tmp_path: Path) -> tuple[Path, int]:
+    """A manual campaign with trial 0 told and trial 1 handed out (running)."""
+    d = tmp_path / "m"
+    cfg = write_config(tmp_path, executor={"type": "manual", "target": None}, budget={"experiments": 4},
+                       objectives={"objective": "maximize"}, outcome_constraints=["prep_time_h <= 5"])
+    assert main(["run", str(cfg), "--dir", str(d), "-q"]) == EXIT_OK
+    assert main(["suggest", str(d), "-n", "2"]) == EXIT_OK
+    assert main(["tell", str(d), "0", '{"objective": 0.5, "prep_time_h": 1}']) == EXIT_OK
+    return d, 1
+
+
+BIG = str(2**64)
+BAD_TELL = [  # (value, what the message says) for a running trial: refused, the trial stays running
+    ("{}", "lacks"), ('{"objective": 0.5}', "lacks \\['prep_time_h'\\]"), ("NaN", "not a finite number"),
+    ("1e999", "not a finite number"), ("Infinity", "not a finite number"), ('"abc"', "cannot read"),
+    ("banana", "cannot read"), ("true", "cannot read"), ("null", "cannot read"), ("[1, 2]", "cannot read"),
+    ('{"objective": NaN, "prep_time_h": 1}', "not a finite number"),
+    ('{"objective": "high", "prep_time_h": 1}', "is not a number"), ('{"objective": 0.5, "prep_time_h": null}', "not a number"),
+    ("failure-is-not-a-word", "cannot read"),
+]
+
+
+@pytest.mark.parametrize(("value", "says"), BAD_TELL, ids=[v for v, _ in BAD_TELL])
+def test_bad_tell_changes_nothing(tmp_path: Path, value: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    d, running = _manual_campaign(tmp_path)
+    before = dump(d)
+    capsys.readouterr()
+    assert main(["tell", str(d), str(running), value]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert re.search(says, err) and "Traceback" not in err, err
+    assert dump(d) == before
+    assert main(["tell", str(d), str(running), "fail: slide cracked"]) == EXIT_OK  # still open to a real result
+
+
+def test_bad_commands_never_change_the_journal(tmp_path: Path, campaign_dir: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Every bad input: its exit code, a one-line error, no traceback, and the journal byte-for-byte as before."""
+    d = str(campaign_dir)
+    m, running = _manual_campaign(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: t\nbudget: {experiments: true}\n")
+
+    def config_file(stem: str, **overrides: object) -> str:  # each in its own file
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(write_config(tmp_path, **overrides).read_text())
+        return str(path)
+
+    unknown_strategy = Path(config_file("nope"))
+    unknown_strategy.write_text(unknown_strategy.read_text().replace("strategy: sobol", "strategy: nope"))
+    cases: list[tuple[list[str], int]] = [
+        (["tell", str(m), BIG, "0.5"], EXIT_INPUT), (["tell", str(m), "-1", "0.5"], EXIT_INPUT),
+        (["tell", str(m), "0", "0.7"], EXIT_INPUT),  # already completed
+        (["tell", str(m), "99", "0.7"], EXIT_INPUT),
+        (["feedback", d, BIG, "--rating", "3"], EXIT_INPUT), (["feedback", d, "-1", "--rating", "3"], EXIT_INPUT),
+        (["feedback", d, "0", "--rating", "6"], EXIT_INPUT), (["feedback", d, "0", "--rating", "0"], EXIT_INPUT),
+        (["inject", d, "x=0.1", "x=0.2", "y=1"], EXIT_INPUT), (["inject", d, "x=NaN", "y=1"], EXIT_INPUT),
+        (["inject", d, "x=1e999", "y=1"], EXIT_INPUT), (["inject", d, "x=0.1", "y=1", "z=3"], EXIT_INPUT),
+        (["inject", d, "x=0.1"], EXIT_INPUT), (["inject", d, "=3"], EXIT_INPUT), (["inject", d, "x=0.5", "y=true"], EXIT_INPUT),
+        (["inject", d, "x=0.5", "y=2.5"], EXIT_INPUT), (["inject", d, "x", "y=1"], EXIT_INPUT),
+        (["resume", d, "--budget", "0"], EXIT_INPUT), (["resume", d, "--budget", "-3"], EXIT_INPUT),
+        (["suggest", str(m), "-n", "0"], EXIT_INPUT),
+        (["report", d, "--out", str(blocker / "sub")], EXIT_JOURNAL),
+        (["run", config_file("other", name="other"), "--dir", d], EXIT_JOURNAL),
+        (["run", config_file("seed", seed=5), "--dir", d], EXIT_JOURNAL),
+        (["run", str(bad_yaml), "--dir", d], EXIT_CONFIG), (["run", str(unknown_strategy), "--dir", d], EXIT_CONFIG),
+        (["feedback", str(tmp_path / "nowhere"), "0", "--rating", "3"], EXIT_JOURNAL),
+        (["tell", d, "abc", "1"], 2), (["feedback", d, "0"], 2), (["inject", d], 2),
+    ]
+    assert len(cases) >= 25
+    before = {p: dump(Path(p)) for p in (d, str(m))}
+    for argv, code in cases:
+        capsys.readouterr()
+        try:
+            got = main(argv)
+        except SystemExit as exit_:  # argparse usage errors
+            got = exit_.code
+        err = capsys.readouterr().err
+        assert got == code, (argv, got, err)
+        assert "Traceback" not in err and err.strip(), (argv, err)
+        assert {p: dump(Path(p)) for p in before} == before, argv
+
+
+def test_run_refused_by_the_checks_leaves_no_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("target: campaign_helpers:quadratic", "target: campaign_helpers:nope"))
+    assert main(["validate", str(cfg)]) == EXIT_CONFIG
+    assert main(["run", str(cfg), "--dir", str(tmp_path / "r")]) == EXIT_CONFIG
+    assert "has no 'nope'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_a_failed_start_does_not_bind_the_journal_to_the_broken_config(tmp_path: Path) -> None:
+    """A start that fails after the journal exists (here: no trial ever ran) takes the corrected config."""
+    d = tmp_path / "c"
+    manual = write_config(tmp_path, executor={"type": "manual", "target": None})
+    assert main(["run", str(manual), "--dir", str(d), "-q"]) == EXIT_OK  # a journal, no trial
+    assert main(["run", str(write_config(tmp_path, seed=3)), "--dir", str(d), "-q"]) == EXIT_OK
+    from cryoopt.campaign import Journal
+
+    j = Journal.open(d, readonly=True)
+    assert j.status_counts()["completed"] == 8 and j.meta("config")["seed"] == 3
+    assert any("replaced before the first trial" in m for _, _, m in j.events("config"))
+
+
+def test_status_shows_why_trials_failed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "f"
+    cfg = write_config(tmp_path, executor={"target": "campaign_helpers:flaky"}, budget={"experiments": 10})
+    assert main(["run", str(cfg), "--dir", str(d), "-q"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["status", str(d)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert " why" in out and "RuntimeError: knife broke" in out

@@ -106,3 +106,45 @@ def test_objectives_shorthands() -> None:
     assert CampaignConfig.from_dict({**data, "objectives": "quality"}).objectives == {"quality": "maximize"}
     lst = [{"name": "quality"}, {"name": "prep_time_h", "direction": "minimize"}]
     assert CampaignConfig.from_dict({**data, "objectives": lst}).objectives == {"quality": "maximize", "prep_time_h": "minimize"}
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("", "the config is empty"), ("# only a comment\n", "the config is empty"),
+    ("- name: x\n- budget: 3\n", "must be a mapping of fields"), ("just text\n", "must be a mapping of fields"),
+])
+def test_whole_file_mistakes(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, text))
+
+
+def test_every_problem_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    text = GOOD.replace("x: {type: float, low: 0, high: 1}", "x: {type: float, low: 0, high: 1, log: 'no'}")
+    text = text.replace("budget: {experiments: 5}", "budget: {experiments: true}")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "c.yaml:4: space.parameters.x:" in str(err.value) and "c.yaml:7: budget.experiments:" in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_pass_the_run_checks(name: str) -> None:
+    from cryoopt.campaign.checks import check_config
+
+    check_config(load_config(CONFIGS / name))  # strategy, options, executor, target, result keys
+
+
+def test_problems_found_by_the_run_checks_cite_file_and_line(tmp_path: Path) -> None:
+    from cryoopt.campaign.checks import check_config
+
+    cfg = load_config(write(tmp_path, GOOD.replace("budget: {experiments: 5}",
+                                                    "budget: {experiments: 5}\noptimizer:\n  strategy: bo\n"
+                                                    "  options: {raw_samples: 0}")))
+    with pytest.raises(ConfigError, match=r"c\.yaml:10: optimizer\.options\.raw_samples: must be >= 1"):
+        check_config(cfg)
+
+
+def test_run_settings_do_not_change_the_identity(tmp_path: Path) -> None:
+    a = load_config(write(tmp_path, GOOD))
+    b = CampaignConfig.from_dict({**a.model_dump(mode="json"),
+                                  "executor": {**a.model_dump(mode="json")["executor"], "timeout_s": "2h",
+                                               "suspend_poll_s": 30}})
+    assert b.executor.timeout_s == 7200 and a.config_hash() == b.config_hash()

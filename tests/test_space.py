@@ -119,6 +119,14 @@ def test_safety_range_refused_with_instrument_hint() -> None:
         (lambda: CategoricalParameter("c", choices=("a", "a")), "duplicate"),
         (lambda: SearchSpace.from_dict({"x": {"type": "complex"}}), "'type' must be one of"),
         (lambda: SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1, "hgih": 2}}), r"unknown field\(s\) \['hgih'\]"),
+        # a string is not a truth value, nor a list of letters; numbers must be numbers
+        (lambda: SearchSpace.from_dict({"x": {"type": "float", "low": 1, "high": 2, "log": "false"}}), "log must be true or false"),
+        (lambda: SearchSpace.from_dict({"b": {"type": "categorical", "choices": "PBS"}}), "choices must be a list"),
+        (lambda: SearchSpace.from_dict({"b": {"type": "categorical", "choices": [["a", "b"]]}}), "string or a finite number"),
+        (lambda: SearchSpace.from_dict({"x": {"type": "float", "low": "0", "high": 1}}), "low must be a number"),
+        (lambda: SearchSpace.from_dict({"x": {"type": "float", "low": -1e308, "high": 1e308}}), "too wide"),
+        (lambda: SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1, "safety": [0.5]}}), "safety must be"),
+        (lambda: SearchSpace.from_dict({"": {"type": "float", "low": 0, "high": 1}}), "must not be empty"),
     ],
 )
 def test_bad_definitions(factory, match: str) -> None:
@@ -134,6 +142,15 @@ def test_linear_constraint_parse_and_check() -> None:
     assert c2.slack({"a": 1, "b": 0}) == pytest.approx(1.0)
     with pytest.raises(ParameterError, match="write it as"):
         LinearConstraint.parse("a + b")
+    # products and juxtaposed names are not linear: refused, never read as a sum
+    with pytest.raises(ParameterError, match="no products"):
+        LinearConstraint.parse("a * b <= 1000")
+    with pytest.raises(ParameterError, match="expected \\+ or - before 'b'"):
+        LinearConstraint.parse("a b <= 100")
+    with pytest.raises(ParameterError, match="finite"):
+        LinearConstraint.parse("a + b <= 1e999")
+    with pytest.raises(ParameterError, match="finite number"):
+        LinearConstraint.from_spec({"coefficients": {"a": "x"}, "rhs": 1})
 
 
 def test_constraint_violation_and_sampling() -> None:

@@ -11,7 +11,7 @@ Commands::
     cryoopt inject DIR NAME=VALUE ...       queue a trial with your own params
     cryoopt suggest DIR [-n N] [--json]     manual loop: get the next trial(s) to run by hand
     cryoopt tell DIR TRIAL VALUE            manual loop: enter a result (number, JSON dict, or 'fail[:reason]')
-    cryoopt validate CONFIG                 check a config and print it resolved
+    cryoopt validate CONFIG                 check a config (as `run` would) and print it resolved
 
 Exit codes (stable, for scripts):
 
@@ -19,23 +19,29 @@ Exit codes (stable, for scripts):
 0     success (campaign finished: budget, target, patience or wall time)
 1     unexpected internal error (a bug: please report it with the traceback)
 2     command-line usage error
-3     invalid config (message: ``file:line: field: problem``)
+3     invalid config (message: ``file:line: field: problem``, one line per problem);
+      ``validate`` refuses exactly what ``run`` would, and a refused ``run`` leaves
+      no journal behind (or the existing one untouched)
 4     journal problem: no campaign here, another campaign's journal, incompatible
       config, directory not writable, campaign in use by another process
 5     invalid input: unknown or already finished trial, rating out of range,
-      parameter value outside the space, malformed value
+      parameter value outside the space or given twice, malformed value (``tell``
+      takes finite numbers; write ``fail:reason`` to record a failed experiment)
 130   stopped by the operator (Ctrl-C/SIGTERM); the journal is resumable
 ====  =====================================================================
 
-Errors go to stderr as one line ``cryoopt: error: ...``; nothing is written to the
-journal when a command fails on bad input.
+Errors go to stderr as ``cryoopt: error: ...``; nothing is written to the journal
+when a command fails on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STOPPED
     except BrokenPipeError:
         return EXIT_OK
+    except sqlite3.Error as err:  # a journal the library could not read or write
+        return _fail(JournalError(f"journal error: {err} (is the campaign directory writable, the disk full?)"), EXIT_JOURNAL)
 
 
 def _fail(err: Exception, code: int) -> int:
@@ -231,9 +239,9 @@ def _status_once(args: argparse.Namespace) -> int:
             "name": st.name, "state": st.state, "stop_reason": st.stop_reason, "counts": st.counts,
             "started": st.started, "budget": st.budget, "elapsed_s": st.elapsed_s, "queued_requests": st.queued_requests,
             "recommendation": None if rec is None else rec.to_dict(),
-            "paused": bool(campaign.journal.meta("operator_paused", False)),
+            "operator_paused": bool(campaign.journal.meta("operator_paused", False)),
             "best": None if st.best is None else {"trial": st.best.id, "values": st.best.values, "params": st.best.params},
-            "in_flight": [r.id for r in st.in_flight],
+            "in_flight": [r.id for r in st.in_flight], "paused": st.paused,
         }))
         return EXIT_OK
     c = st.counts
@@ -252,17 +260,23 @@ def _status_once(args: argparse.Namespace) -> int:
     if st.best is not None:
         print(f"{label}: trial {st.best.id}  " + "  ".join(f"{n}={_fmt(st.best.values[n])}" for n in names)
               + "  (one run)")
+    if st.paused:
+        print(f"paused: {st.paused} (starts no trial until the bench clears it; resumes by itself)")
+    if campaign.journal.meta("operator_paused", False):
+        print("paused by the operator (no new trial starts until unpaused)")
     if st.in_flight:
         print("in flight: " + ", ".join(f"trial {r.id}" for r in st.in_flight))
     rows = st.trials if args.all else st.trials[-20:]
     if not rows:
         return EXIT_OK
     pnames = list(rows[0].params)
-    header = ["trial", "status", "source", *names, "time_s", "rating", *pnames]
+    why = any(r.status in ("failed", "abandoned") for r in rows)  # a column for the reasons, when there are any
+    header = ["trial", "status", "source", *names, "time_s", "rating", *pnames] + (["why"] if why else [])
     table = [header]
     for r in rows:
         table.append([str(r.id), r.status, r.source, *[_fmt((r.values or {}).get(n)) for n in names],
-                      _fmt(r.duration_s), _fmt(st.ratings.get(r.id)), *[_fmt(r.params[p]) for p in pnames]])
+                      _fmt(r.duration_s), _fmt(st.ratings.get(r.id)), *[_fmt(r.params[p]) for p in pnames]]
+                     + ([_why(r.error) if r.status in ("failed", "abandoned") else ""] if why else []))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print()
     for k, row in enumerate(table):
@@ -289,11 +303,23 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _why(error: str | None, width: int = 70) -> str:
+    """A failure's reason on one table line."""
+    text = " ".join((error or "-").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _report(args: argparse.Namespace) -> int:
     from cryoopt.campaign.report import write_report
     from cryoopt.campaign.runner import Campaign
+    from cryoopt.exceptions import JournalError
 
     campaign = Campaign.open(args.dir, progress=False)
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise JournalError(f"cannot write the report to {args.out}: {err.strerror or err}; choose a writable --out") from None
     paths = write_report(args.dir, config=campaign.config, out_dir=args.out)
     for name, p in paths.items():
         print(f"{name}: {p}")
@@ -325,9 +351,12 @@ def _inject(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {}
     for item in args.params:
         name, sep, value = item.partition("=")
+        name = name.strip()
         if not sep or not name:
             raise ParameterError(f"write parameters as NAME=VALUE, got {item!r}")
-        params[name.strip()] = _parse_value(value.strip())
+        if name in params:
+            raise ParameterError(f"parameter {name!r} is given twice; give each parameter once")
+        params[name] = _parse_value(value.strip())
     campaign = Campaign.open(args.dir, progress=False)
     rid = campaign.inject(params)
     print(f"request {rid} queued: the campaign runs these params next")
@@ -358,23 +387,29 @@ def _tell(args: argparse.Namespace) -> int:
 
     text = args.value.strip()
     value: Any
-    if text.lower().startswith(("fail", "failed")):
+    if re.fullmatch(r"(?is)fail(ed)?\s*(:.*)?", text):
         value = Failure(text.partition(":")[2].strip() or "failed (told by the operator)")
     else:
         value = _parse_value(text)
         if not isinstance(value, (int, float, dict)) or isinstance(value, bool):
             raise TrialError(f"cannot read {args.value!r} as a result: give a number, a JSON object, or 'fail[:reason]'")
+        bad = [v for v in ([value] if not isinstance(value, dict) else value.values())
+               if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise TrialError(f"{args.value!r} holds {bad[0]}, not a finite number; to record a failed experiment, "
+                             "write 'fail:reason'")
     campaign = Campaign.open(args.dir, progress=False)
-    rec = campaign.tell(args.trial, value)
+    rec = campaign.tell(args.trial, value, strict=True)
     print(f"trial {rec.id} {rec.status}" + (f": {rec.values}" if rec.values else f" ({rec.error})"))
     return EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from cryoopt.campaign.checks import check_config
     from cryoopt.config import load_config
 
     cfg = load_config(args.config)
-    cfg.search_space()
+    check_config(cfg)  # what `run` would refuse: strategy, options, executor, target, result keys
     print(cfg.to_yaml(), end="")
     print(f"# config ok; identity hash {cfg.config_hash()[:12]}", file=sys.stderr)
     return EXIT_OK

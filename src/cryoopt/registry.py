@@ -9,7 +9,8 @@ known names when asked for a missing one.
 The executor protocol (:class:`Executor`, :class:`TrialRequest`, :data:`executors`)
 lives here rather than in :mod:`cryoopt.campaign` so that layers below the campaign
 (the closed loop in :mod:`cryoopt.loop`, agents) can provide executors without
-importing the layer above them.
+importing the layer above them. :func:`option_problems` checks keyword options against
+the callable they are meant for, for the config checks of executors and strategies.
 
 Example:
     >>> strategies = Registry("optimizer strategy")
@@ -22,14 +23,22 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cryoopt.exceptions import ConfigError, RegistryError
 
-__all__ = ["Executor", "Registry", "TrialRequest", "executors", "register_executor", "resolve_target"]
+__all__ = [
+    "Executor", "Problem", "Registry", "TrialRequest", "executors", "option_problems", "register_executor", "resolve_target",
+]
+
+#: what is wrong with a config: (dotted field path, message), e.g. ("executor.options.agent", "unknown agent 'x'")
+Problem = tuple[str, str]
 
 T = TypeVar("T")
 
@@ -135,18 +144,47 @@ class Executor(ABC):
     return NaN, ``None`` or :class:`~cryoopt.optim.Failure`. It may be called from a
     worker thread when several trials are in flight.
 
-    The crash rule (what happens to a trial that was *running* when the process died)
-    is decided by the executor, never silently: :meth:`recover` may return the result;
-    otherwise an ``idempotent`` executor's trial is run again, any other is abandoned.
-    The same rule applies during a run when ``run`` raises
-    :class:`~cryoopt.exceptions.TrialInterruptedError` (the worker running the trial
-    died: the trial was cut off, it did not fail).
+    The crash rule (what happens to a trial that was *running* when the process died,
+    or that ran past ``executor.timeout_s``) is decided by the executor, never silently:
+    :meth:`recover` may return the result; otherwise an ``idempotent`` executor's trial
+    is run again, any other is abandoned. The same rule applies during a run when
+    ``run`` raises :class:`~cryoopt.exceptions.TrialInterruptedError` (the worker running
+    the trial died: the trial was cut off, it did not fail).
+
+    Optional hooks: :meth:`prepare` (one-time set-up in the campaign directory before
+    the first trial, e.g. pre-training an agent or loading the one saved there),
+    :meth:`check_config` (what ``cryoopt validate`` can check without building the
+    executor), :meth:`suspended` (the bench may not start a trial now: the campaign
+    pauses, and resumes by itself once it may), :attr:`result_keys`.
 
     Attributes:
         idempotent: re-running an interrupted trial is harmless (pure functions, simulators).
+        result_keys: the keys every successful result carries, when known before running
+            (lets ``cryoopt validate`` check that each objective can be read); ``None``:
+            known only once results arrive.
     """
 
     idempotent: ClassVar[bool] = False
+    result_keys: ClassVar[Collection[str] | None] = None
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[Problem]:
+        """What is wrong with ``config`` (a :class:`~cryoopt.config.CampaignConfig`) for this
+        executor, as ``(field path, message)`` pairs, found without building it (no
+        instrument is touched). Default: nothing to check."""
+        return []
+
+    def suspended(self) -> str | None:
+        """Why the bench must not start a trial now (``"door open"``, ``"temperature drifting"``,
+        ``"reagent out"``), or ``None`` when it may.
+
+        The runner asks before starting each trial and, while suspended, every
+        ``executor.suspend_poll_s`` seconds; it logs the pause and the resume in the
+        journal and resumes by itself. Trials already running are not interrupted by it.
+        Keep it quick (a readback, not a measurement); it may be called from the
+        campaign's thread while trials run on others. Default: never suspended.
+        """
+        return None
 
     @abstractmethod
     def run(self, trial: TrialRequest) -> Any:
@@ -166,6 +204,57 @@ class Executor(ABC):
 
     def close(self) -> None:
         """Release resources (instrument connections) at the end of a run."""
+
+
+def option_problems(target: Callable[..., Any], options: Mapping[str, Any], path: str, *,
+                    reserved: Mapping[str, str] | None = None, skip: int = 0) -> list[Problem]:
+    """Check keyword ``options`` against ``target``'s signature without calling it.
+
+    Refused: a keyword ``target`` does not take (unless it takes ``**kwargs``), one in
+    ``reserved`` (name -> why it is set elsewhere), a value of the wrong type for the
+    parameter's annotation (read strictly: ``"3"`` is not an int, ``true`` not a number)
+    and a non-finite number. ``skip`` leading positional parameters are filled by the
+    caller (the params dict of a function executor).
+    """
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return []
+    params = list(sig.parameters.values())[skip:]
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    try:
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: the type check is skipped
+        hints = {}
+    out: list[Problem] = []
+    for key, value in options.items():
+        where = f"{path}.{key}"
+        if reserved and key in reserved:
+            out.append((where, reserved[key]))
+        elif key not in named and not takes_any:
+            allowed = ", ".join(sorted(k for k in named if not (reserved and k in reserved))) or "no options"
+            out.append((where, f"unknown option for {getattr(target, '__qualname__', target)}; it takes: {allowed}"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append((where, f"must be a finite number, got {value}"))
+        elif key in hints:
+            from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+            try:
+                TypeAdapter(hints[key], config=ConfigDict(strict=True)).validate_python(value)
+            except ValidationError as err:
+                out.append((where, f"{err.errors()[0]['msg']} (expects {_type_name(hints[key])}), got {value!r}"))
+            except Exception:  # noqa: BLE001, S110 - an annotation pydantic cannot check
+                pass
+    missing = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and p.default is p.empty and p.name not in options and not (reserved and p.name in reserved)]
+    if missing:
+        out.append((path, f"{getattr(target, '__qualname__', target)} needs option(s) {missing}"))
+    return out
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 #: Campaign executors by name: factories ``(config: CampaignConfig) -> Executor``.

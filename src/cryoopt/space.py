@@ -106,6 +106,11 @@ class _NumericParameter(Parameter):
             raise ParameterError(
                 f"parameter {self.name!r}: need finite low < high, got low={self.low}, high={self.high}"
             )
+        if not math.isfinite(self.high - self.low):
+            raise ParameterError(
+                f"parameter {self.name!r}: the range [{_fmt(self.low)}, {_fmt(self.high)}] is too wide to encode "
+                "(high - low overflows); use narrower bounds"
+            )
         if self.log and self.low <= 0:
             raise ParameterError(
                 f"parameter {self.name!r}: log scale needs low > 0, got low={self.low}; "
@@ -273,7 +278,45 @@ _PARAMETER_TYPES: dict[str, type[Parameter]] = {
 }
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (numpy scalars included), not a bool and not a numeric string."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def _number(name: str, label: str, value: Any) -> float:
+    if not _is_real(value):
+        raise ParameterError(f"parameter {name!r}: {label} must be a number, got {value!r}")
+    return float(value)
+
+
+def _safety_from_spec(name: str, safety: Any) -> tuple[float, float]:
+    """``{low, high}`` or ``[low, high]`` -> a pair of numbers (anything else is refused)."""
+    if isinstance(safety, Mapping):
+        if set(safety) != {"low", "high"}:
+            raise ParameterError(f"parameter {name!r}: safety must be {{low: L, high: H}}, got keys {sorted(map(str, safety))}")
+        pair = (safety["low"], safety["high"])
+    elif isinstance(safety, Sequence) and not isinstance(safety, str) and len(safety) == 2:
+        pair = (safety[0], safety[1])
+    else:
+        raise ParameterError(f"parameter {name!r}: safety must be {{low: L, high: H}} or [L, H], got {safety!r}")
+    return _number(name, "safety low", pair[0]), _number(name, "safety high", pair[1])
+
+
+def _choices_from_spec(name: str, choices: Any) -> tuple[ParamValue, ...]:
+    """A list of strings or finite numbers (a bare string is not a list of its letters)."""
+    if isinstance(choices, (str, bytes, Mapping)) or not isinstance(choices, Sequence):
+        raise ParameterError(f"categorical parameter {name!r}: choices must be a list, e.g. [PBS, TBS], got {choices!r}")
+    for c in choices:
+        if not (isinstance(c, str) or (_is_real(c) and math.isfinite(float(c)))):
+            raise ParameterError(
+                f"categorical parameter {name!r}: each choice must be a string or a finite number, got {c!r}"
+            )
+    return tuple(choices)
+
+
 def _parameter_from_dict(name: str, spec: Mapping[str, Any]) -> Parameter:
+    if not name.strip():
+        raise ParameterError(f"parameter names must not be empty, got {name!r}")
     if not isinstance(spec, Mapping):
         raise ParameterError(f"parameter {name!r}: expected a mapping with a 'type', got {spec!r}")
     spec = dict(spec)
@@ -283,23 +326,26 @@ def _parameter_from_dict(name: str, spec: Mapping[str, Any]) -> Parameter:
             f"parameter {name!r}: 'type' must be one of {sorted(_PARAMETER_TYPES)}, got {kind!r}"
         )
     meta = {k: spec.pop(k) for k in ("unit", "description") if k in spec}
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise ParameterError(f"parameter {name!r}: {k} must be text, got {v!r}")
     if kind == "categorical":
         allowed = {"choices"}
         _refuse_unknown(name, spec, allowed)
         if "choices" not in spec:
             raise ParameterError(f"categorical parameter {name!r} needs 'choices'")
-        return CategoricalParameter(name, choices=tuple(spec["choices"]), **meta)
+        return CategoricalParameter(name, choices=_choices_from_spec(name, spec["choices"]), **meta)
     _refuse_unknown(name, spec, {"low", "high", "log", "safety"})
     for key in ("low", "high"):
         if key not in spec:
             raise ParameterError(f"{kind} parameter {name!r} needs {key!r}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ParameterError(f"parameter {name!r}: log must be true or false, got {log!r}")
     safety = spec.get("safety")
-    if safety is not None:
-        if isinstance(safety, Mapping):
-            safety = (safety["low"], safety["high"])
-        safety = (float(safety[0]), float(safety[1]))
     return _PARAMETER_TYPES[kind](
-        name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), safety=safety, **meta
+        name, _number(name, "low", spec["low"]), _number(name, "high", spec["high"]), log=log,
+        safety=None if safety is None else _safety_from_spec(name, safety), **meta,
     )
 
 
@@ -313,7 +359,9 @@ def _refuse_unknown(name: str, spec: Mapping[str, Any], allowed: set[str]) -> No
 
 
 # ---------------------------------------------------------------------------- constraints
-_TERM = re.compile(r"\s*([+-]?)\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)?\s*\*?\s*([A-Za-z_]\w*)\s*")
+#: one term of a linear expression: an optional sign (required after the first term), an optional
+#: coefficient (``2*x``, ``2 x``, ``2x``) and a parameter name
+_TERM = re.compile(r"\s*([+-]?)\s*(?:(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*\*?\s*)?([A-Za-z_]\w*)\s*")
 
 
 @dataclass(frozen=True)
@@ -338,15 +386,27 @@ class LinearConstraint:
                 "e.g. 'knife_temp_c - specimen_temp_c <= 20'"
             )
         lhs, sense, rhs = m.group(1), m.group(2), float(m.group(3))
+        if not math.isfinite(rhs):
+            raise ParameterError(f"constraint {expression!r}: the bound must be a finite number, got {m.group(3)}")
         coefficients: dict[str, float] = {}
         pos = 0
         lhs = lhs.strip()
         while pos < len(lhs):
             t = _TERM.match(lhs, pos)
             if not t or t.end() == pos:
-                raise ParameterError(f"constraint {expression!r}: cannot read the term at {lhs[pos:]!r}")
+                raise ParameterError(
+                    f"constraint {expression!r}: cannot read the term at {lhs[pos:]!r}; a linear expression is "
+                    "terms like '2*a', 'b', '0.5 c' joined by + or - (no products of parameters)"
+                )
+            if pos > 0 and not t.group(1):
+                raise ParameterError(
+                    f"constraint {expression!r}: expected + or - before {lhs[pos:].strip()!r}; a linear expression "
+                    "joins terms with + or - (a product of two parameters is not linear)"
+                )
             sign = -1.0 if t.group(1) == "-" else 1.0
             coef = float(t.group(2)) if t.group(2) else 1.0
+            if not math.isfinite(coef):
+                raise ParameterError(f"constraint {expression!r}: coefficient {t.group(2)} is not a finite number")
             coefficients[t.group(3)] = coefficients.get(t.group(3), 0.0) + sign * coef
             pos = t.end()
         if sense == ">=":
@@ -358,11 +418,16 @@ class LinearConstraint:
     def from_spec(cls, spec: str | Mapping[str, Any]) -> LinearConstraint:
         if isinstance(spec, str):
             return cls.parse(spec)
-        if isinstance(spec, Mapping) and "expression" in spec:
+        if isinstance(spec, Mapping) and set(spec) == {"expression"} and isinstance(spec["expression"], str):
             return cls.parse(spec["expression"])
-        if isinstance(spec, Mapping) and {"coefficients", "rhs"} <= set(spec):
-            return cls({k: float(v) for k, v in spec["coefficients"].items()}, float(spec["rhs"]))
-        raise ParameterError(f"constraint {spec!r}: give an expression string or {{coefficients, rhs}}")
+        if isinstance(spec, Mapping) and set(spec) == {"coefficients", "rhs"} and isinstance(spec["coefficients"], Mapping):
+            coefficients, rhs = spec["coefficients"], spec["rhs"]
+            if all(_is_real(v) and math.isfinite(v) for v in [*coefficients.values(), rhs]) and coefficients:
+                return cls({str(k): float(v) for k, v in coefficients.items()}, float(rhs))
+        raise ParameterError(
+            f"constraint {spec!r}: give an expression string ('a - b <= 20') or "
+            "{coefficients: {name: finite number, ...}, rhs: finite number}"
+        )
 
     def slack(self, params: Mapping[str, ParamValue]) -> float:
         """``rhs - lhs``: negative when the constraint is violated."""

@@ -90,3 +90,13 @@ def sleepy(params: dict[str, Any]) -> float:
     """0.2 s per trial: slow enough to interrupt mid-campaign."""
     time.sleep(0.2)
     return value_of(params)
+
+
+class Unplugged:
+    """An executor target that cannot be built (an instrument that is not connected)."""
+
+    def __init__(self) -> None:
+        raise ConnectionRefusedError("no answer on /dev/ttyUSB0")
+
+    def __call__(self, params: dict[str, Any]) -> float:  # pragma: no cover - never built
+        return 0.0

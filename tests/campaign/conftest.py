@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = str(Path(__file__).parent)
@@ -17,3 +18,6 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, env.get("PYTHONPATH")) if p)
     env.update(OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", MPLBACKEND="Agg")
     return env
+
+# MLflow's pristine store is migrated once per test session into a private cache, not the user's
+os.environ.setdefault("CRYOOPT_CACHE_DIR", tempfile.mkdtemp(prefix="cryoopt-cache-"))

@@ -127,3 +127,50 @@ def test_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     md = paths["summary"].read_text()
     assert "## Recommended protocol" in md and "## Best single observation (balanced Pareto compromise)" in md
     assert "good contrast" in md and "![pareto](pareto.png)" in md
+
+
+def _mlflow_runs(d: Path, experiment: str = "t") -> tuple[list, list]:
+    """(parent runs, terminated child runs) of the campaign's MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{d / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=5000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status in ("FINISHED", "FAILED", "KILLED")]
+    return parents, children
+
+
+def test_mlflow_is_backfilled_from_the_journal_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    d = tmp_path / "c"
+    Campaign(make_config(budget={"experiments": 4}), d).run()  # tracking off: MLflow has nothing
+    tracked = {"tracking": {"enabled": True}}
+    Campaign(make_config(budget={"experiments": 5}, **tracked), d).run()
+    parents, children = _mlflow_runs(d)
+    assert len(parents) == 1 and sorted(int(c.data.tags["cryoopt.trial_id"]) for c in children) == [0, 1, 2, 3, 4]
+    # the journal forgets what MLflow confirmed (a kill between the two) and even the parent run's id
+    db = sqlite3.connect(d / "journal.sqlite")
+    db.execute("UPDATE trials SET tracked = 0")
+    db.execute("DELETE FROM meta WHERE key = 'mlflow_parent_run_id'")
+    db.commit()
+    db.close()
+    Campaign(make_config(budget={"experiments": 6}, **tracked), d).run()
+    parents, children = _mlflow_runs(d)
+    ids = sorted(int(c.data.tags["cryoopt.trial_id"]) for c in children)
+    assert len(parents) == 1 and ids == list(range(6))  # nothing twice, the parent found again
+    assert all(r.tracked for r in Journal.open(d).trials())
+
+
+def test_a_broken_mlflow_store_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    tracked = {"tracking": {"enabled": True}}
+    Campaign(make_config(budget={"experiments": 3}, **tracked), d).run()
+    (d / "mlflow.db").write_bytes(b"\x00half-made by a killed process" * 100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Campaign(make_config(budget={"experiments": 4}, **tracked), d).run()
+    assert any("could not be opened" in str(w.message) for w in caught)
+    assert len(list(d.glob("mlflow.db.broken-*"))) == 1
+    parents, children = _mlflow_runs(d)
+    assert len(parents) == 1 and sorted(int(c.data.tags["cryoopt.trial_id"]) for c in children) == [0, 1, 2, 3]

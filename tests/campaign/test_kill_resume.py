@@ -119,3 +119,65 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, 
     print(f"\nkill test ({'idempotent' if idempotent else 'instrument-like'}): {landed} kills, "
           f"trials before/after kill (first 5): {history[:5]}, final counts {dict(counts)}, "
           f"re-run calls {sum(c - 1 for c in calls.values())}, uninterrupted run {full_s:.2f} s")
+
+
+@pytest.mark.slow
+def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL a tracked campaign >= 20 times (the first kills while MLflow's store is still being
+    made, later ones while trials are being sent), resume: MLflow holds exactly the journal's trials."""
+    import mlflow.entities  # noqa: F401 - imported before forking, as the runner's tracker does
+    import mlflow.tracking  # noqa: F401
+
+    monkeypatch.setenv("CRYOOPT_CACHE_DIR", str(tmp_path / "cache"))  # no pristine store yet: it is made under the kills
+    cfg = make_config(budget={"experiments": 400}, optimizer={"strategy": "sobol"}, tracking={"enabled": True},
+                      executor={"target": "campaign_helpers:sleepy", "idempotent": False})
+    d = tmp_path / "killed"
+    ctx = multiprocessing.get_context("fork")
+    rng = random.Random(7)
+    def tracked() -> int:
+        j = Journal.open(d, readonly=True)
+        try:
+            return sum(r.tracked for r in j.trials())
+        finally:
+            j.close()
+
+    landed, tries, in_creation, with_store = 0, 0, 0, 0
+    while landed < N_KILLS and tries < 60:
+        tries += 1
+        p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
+        p.start()
+        if landed == 3:  # one session lives until MLflow confirmed a trial (the store is made by then)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not ((d / "journal.sqlite").exists() and tracked() > 0):
+                time.sleep(0.2)
+        else:  # kills 1-3 land while the store is made (it takes seconds), the others anywhere in 3 s
+            time.sleep(rng.uniform(0.3, 3.0))
+        has_store = (d / "mlflow.db").exists()
+        if p.exitcode is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        assert p.exitcode == -signal.SIGKILL
+        landed += 1
+        in_creation += not has_store
+        with_store += has_store
+    assert landed >= N_KILLS and in_creation >= 1 and with_store >= N_KILLS // 2
+    started = Journal.open(d, readonly=True).count(started=True)
+    Campaign(cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"experiments": started + 2})}), d,
+             progress=False).run()
+
+    from mlflow.tracking import MlflowClient
+
+    j = Journal.open(d, readonly=True)
+    final = {r.id: r.status for r in j.trials(status=FINAL)}
+    j.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{d / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id], max_results=5000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    ids = [int(r.data.tags["cryoopt.trial_id"]) for r in children]
+    status = {"completed": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}
+    assert len(parents) == 1 and all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert sorted(ids) == sorted(final) and len(final) > 5  # every trial once, none twice, none lost
+    assert {int(r.data.tags["cryoopt.trial_id"]): r.info.status for r in children} == {i: status[s] for i, s in final.items()}
+    print(f"\nmlflow kill test: {landed} kills ({in_creation} before mlflow.db existed, {with_store} after), "
+          f"{len(final)} trials in the journal and in MLflow")

@@ -82,10 +82,10 @@ def test_async_bo_sees_in_flight_trials_as_pending(tmp_path: Path) -> None:
     camp = Campaign(cfg, tmp_path / "c", executor=Spy())
     original = camp._next_trial
 
-    def spy_next():  # noqa: ANN202
+    def spy_next(**kwargs):  # noqa: ANN202
         if camp._opt is not None:
             seen.append(len(camp._opt.pending))
-        return original()
+        return original(**kwargs)
 
     camp._next_trial = spy_next  # type: ignore[method-assign]
     s = camp.run()
@@ -246,3 +246,40 @@ def test_manual_loop_suggest_tell(tmp_path: Path) -> None:
         camp.tell(9, 0.1)
     assert digest(d) == before
     assert math.isclose(camp.best().values["objective"], 0.7)
+
+
+def test_an_executor_that_cannot_be_built_leaves_no_journal(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    with pytest.raises(ConfigError, match="building the 'function' executor failed: ConnectionRefusedError"):
+        Campaign(make_config(executor={"target": "campaign_helpers:Unplugged"}), d).run()
+    assert not Journal.exists(d)
+    assert Campaign(make_config(), d).run().counts["completed"] == 8  # the corrected config starts cleanly
+
+
+def test_a_version_1_journal_is_read_and_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    d = tmp_path / "c"
+    Campaign(make_config(budget={"experiments": 3}), d).run()
+    db = sqlite3.connect(d / "journal.sqlite")  # as the previous cryoopt wrote it
+    db.execute("DROP TABLE arrivals")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    assert Campaign.open(d).status().counts["completed"] == 3  # read as it is
+    assert Campaign(make_config(budget={"experiments": 5}), d).run().counts["completed"] == 5
+    j = Journal.open(d, readonly=True)
+    assert j.meta("schema_version") == 2 and j.arrivals() == {}
+    assert [m for _, _, m in j.events("migrate")] == ["journal schema upgraded from version 1 to 2"]
+
+
+def test_trial_ids_beyond_sqlite_integers_are_unknown(tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    Campaign(make_config(executor={"type": "manual", "target": None}), d).run()
+    before = digest(d)
+    for bad in (2**63, 2**70, -1):
+        with pytest.raises(TrialError, match="unknown trial"):
+            Campaign.open(d).tell(bad, 0.5)
+        with pytest.raises(TrialError, match="unknown trial"):
+            Campaign.open(d).feedback(bad, 3)
+    assert digest(d) == before

@@ -11,6 +11,7 @@ import pytest
 
 from cryoopt.campaign import Campaign, Journal
 from cryoopt.config import CampaignConfig
+from cryoopt.ui.views import section_images
 
 
 def _config(budget: int, **options: Any) -> CampaignConfig:
@@ -42,7 +43,7 @@ def test_agent_kept_and_reused_images_kept_and_a_seed_reproduces(tmp_path: Path)
     stamp = (saved / "model.zip").stat().st_mtime_ns
     trials = Journal.open(d).trials()
     for t in trials:  # every section cut has its LM and EM image, named relative to the campaign directory
-        sections = t.result["section_images"]
+        sections = section_images(t.result)
         assert [s["section"] for s in sections] == list(range(1, len(sections) + 1)) and sections
         for s in sections:
             if s["lm"] is not None:

@@ -119,10 +119,12 @@ def test_end_to_end_hrl_bo_campaign(tmp_path):
     cfg = load_config(path)
     assert cfg.executor.options["agent"] == "hrl" and cfg.batch_size == 2
     summary = Campaign(cfg, tmp_path / "run", progress=False).run()
-    assert summary.counts["completed"] == cfg.budget.experiments
+    # a block with no valid evaluation is a failed trial (with its reason), never a quality of 0
+    assert summary.counts["completed"] + summary.counts["failed"] == cfg.budget.experiments
+    assert summary.counts["completed"] >= cfg.budget.experiments // 2
     assert summary.best is not None and summary.best.values["prep_time_h"] > 0
     again = Campaign(cfg, tmp_path / "run", progress=False).run()  # a second run continues: nothing left
-    assert again.counts["completed"] == cfg.budget.experiments
+    assert again.counts == summary.counts
 
 
 class NoisyBlocks:

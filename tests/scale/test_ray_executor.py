@@ -147,7 +147,7 @@ def test_bench_killed_mid_trial_idempotent_trial_runs_again(tmp_path: Path) -> N
     assert outcome["summary"].counts == {"proposed": 0, "running": 0, "completed": 4, "failed": 0, "abandoned": 0}
     assert trials[killed].attempts == 2, "the interrupted trial ran again"
     assert Counter(starts(log))[json.dumps(trials[killed].params, sort_keys=True)] == 2
-    assert any(f"trial {killed} was running when its bench" in e and "runs again" in e for e in events_of(tmp_path / "c"))
+    assert any(f"trial {killed}: it was cut off: its bench" in e and "runs again" in e for e in events_of(tmp_path / "c"))
     assert_released(cfg)
 
 
@@ -204,7 +204,7 @@ def test_campaign_process_killed_then_resume_reconnects_and_collects_the_running
     assert summary.counts == {"proposed": 0, "running": 0, "completed": 4, "failed": 0, "abandoned": 0}
     for tid in at_kill:  # finished on its bench while the campaign was down: collected, not abandoned, not re-run
         assert trials[tid].attempts == 1
-        assert any(f"trial {tid} was running at the crash; re-checked" in e for e in events_of(d))
+        assert any(f"trial {tid}: the process ended while this trial ran; re-checked" in e for e in events_of(d))
     assert all(n == 1 for n in Counter(starts(log)).values()), "no trial ran twice on an instrument"
     assert len(starts(log)) == 4
     assert len({r.result["pid"] for r in trials.values()}) == 2, "the resume reused the two benches, not fresh ones"

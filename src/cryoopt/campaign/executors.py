@@ -16,22 +16,35 @@ is decided by the executor, never silently:
    is run again: re-running it cannot change the world, and gives the same answer.
 3. Otherwise (real instruments), the trial is marked ``abandoned`` with the reason;
    it is never re-run. An operator may inject the same parameters again on purpose.
+
+The same rule applies to a trial still running after ``executor.timeout_s`` (a hung
+instrument), except that an idempotent executor's trial is started at most twice.
 """
 
 from __future__ import annotations
 
 import importlib
+import typing
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryoopt.exceptions import ConfigError
-from cryoopt.registry import Executor, TrialRequest, executors, register_executor, resolve_target
+from cryoopt.registry import (
+    Executor,
+    Problem,
+    TrialRequest,
+    executors,
+    option_problems,
+    register_executor,
+    resolve_target,
+)
 
 if TYPE_CHECKING:
     from cryoopt.config import CampaignConfig
 
 __all__ = [
-    "Executor", "FunctionExecutor", "ManualExecutor", "TrialRequest", "executors", "make_executor", "register_executor",
-    "resolve_target",
+    "Executor", "FunctionExecutor", "ManualExecutor", "TrialRequest", "executor_factory", "executors", "make_executor",
+    "register_executor", "resolve_target",
 ]
 
 
@@ -43,18 +56,44 @@ _LAZY_EXECUTORS = {
 }
 
 
-def make_executor(config: CampaignConfig) -> Executor:
-    """Build the executor a config names."""
+def executor_factory(name: str) -> Callable[..., Executor]:
+    """The registered factory (or Executor class) for ``executor.type`` ``name``.
+
+    Raises:
+        ConfigError: no executor of that name (the message lists the known ones).
+    """
     from cryoopt.exceptions import RegistryError
 
-    module = _LAZY_EXECUTORS.get(config.executor.type)
-    if module is not None and config.executor.type not in executors:
+    module = _LAZY_EXECUTORS.get(name)
+    if module is not None and name not in executors:
         importlib.import_module(module)  # registers itself; heavy (agents, envs), so only on use
     try:
-        factory = executors.get(config.executor.type)
+        return executors.get(name)
     except RegistryError as err:
+        known = sorted(set(executors.names()) | set(_LAZY_EXECUTORS))
+        raise ConfigError(f"unknown campaign executor {name!r}; available: {', '.join(known)}") from err
+
+
+def make_executor(config: CampaignConfig) -> Executor:
+    """Build the executor a config names.
+
+    Raises:
+        ConfigError: unknown type, or building it failed with an error that is not one
+            of cryoopt's own (those, e.g. an instrument that does not answer, pass as they are).
+    """
+    from cryoopt.exceptions import CryoOptError
+
+    try:
+        factory = executor_factory(config.executor.type)
+    except ConfigError as err:
         raise ConfigError(f"executor.type: {err}") from None
-    return factory(config)
+    try:
+        return factory(config)
+    except CryoOptError:
+        raise
+    except Exception as err:  # a target or plugin that raised while being built
+        raise ConfigError(f"executor: building the {config.executor.type!r} executor failed: "
+                          f"{type(err).__name__}: {err}") from err
 
 
 @register_executor("function")
@@ -66,6 +105,33 @@ class FunctionExecutor(Executor):
     """
 
     idempotent = True
+
+    @classmethod
+    def check_config(cls, config: CampaignConfig) -> list[Problem]:
+        """The target imports and is callable, takes ``options``, and returns what the objectives need."""
+        try:
+            target = resolve_target(str(config.executor.target))
+        except ConfigError as err:
+            return [("executor.target", str(err).removeprefix(f"executor.target {config.executor.target!r}: "))]
+        options = config.executor.options
+        if isinstance(target, type):
+            problems = option_problems(target, options, "executor.options")
+            call = getattr(target, "__call__", None)  # noqa: B004 - instances are called, not the class
+            if call is None or call is object.__call__:
+                problems.append(("executor.target", f"{config.executor.target} is a class whose instances are not callable"))
+            return problems
+        if not callable(target):
+            return [("executor.target", f"{config.executor.target} is not callable")]
+        problems = option_problems(target, options, "executor.options", skip=1)
+        try:
+            returns = typing.get_type_hints(target).get("return")
+        except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check
+            returns = None
+        needed = config.required_metrics
+        if returns in (float, int) and len(needed) > 1 and not config.evaluation.metrics:
+            problems.append(("objectives", f"{config.executor.target} returns one number (-> {returns.__name__}) but "
+                                           f"the campaign reads {needed} from each result; return a dict"))
+        return problems
 
     def __init__(self, config: CampaignConfig) -> None:
         target = resolve_target(str(config.executor.target))

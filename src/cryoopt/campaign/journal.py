@@ -2,8 +2,10 @@
 
 It holds the config (and its hash), every trial (params, status, results, timings),
 the optimizer state without its trials (RNG, Sobol position, settings), operator
-feedback, queued operator requests and an event log. The trials table is the source
-of truth: the optimizer is rebuilt from it on every start.
+feedback, queued operator requests, results that arrived from the executor and wait to
+be evaluated (``arrivals``), and an event log (starts, stops, crash recoveries, pauses
+and resumes of a suspended bench, ...). The trials table is the source of truth: the
+optimizer is rebuilt from it on every start.
 
 Every state change is one transaction committed before the campaign takes its next
 action (fsynced, ``synchronous=FULL``, when the executor has effects in the world;
@@ -11,13 +13,18 @@ WAL ``NORMAL``, safe against a killed process, for idempotent executors), so a p
 that describes exactly what happened up to the last commit:
 
 * ``proposed``: asked from the optimizer, never started -> run on resume;
-* ``running``: handed to the executor -> the executor's crash rule decides
-  (re-check, re-run if idempotent, else ``abandoned``; see :mod:`.executors`);
+* ``running``: handed to the executor -> if its result had arrived (an ``arrivals``
+  row, written by the worker the moment the executor returned) it is recorded from
+  that; otherwise the executor's crash rule decides (re-check, re-run if idempotent,
+  else ``abandoned``; see :mod:`.executors`);
 * ``completed`` / ``failed`` / ``abandoned``: final.
 
 Other processes (``cryoopt status``, ``feedback``, ``inject``) may read and append
 while a campaign runs; writes that change trials need the campaign lock
 (:class:`CampaignLock`), which the kernel releases when its holder dies.
+
+Schema versions: 1 (no ``arrivals`` table) is read as is and upgraded in place the
+first time a campaign opens it for writing.
 """
 
 from __future__ import annotations
@@ -35,11 +42,15 @@ from typing import Any
 
 from cryoopt.exceptions import JournalError
 
-__all__ = ["JOURNAL_FILE", "STATUSES", "CampaignLock", "FeedbackRecord", "Journal", "TrialRecord"]
+__all__ = ["JOURNAL_FILE", "STATUSES", "Arrival", "CampaignLock", "FeedbackRecord", "Journal", "TrialRecord"]
 
 JOURNAL_FILE = "journal.sqlite"
 LOCK_FILE = "campaign.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions this code reads (older ones are upgraded when opened for writing)
+READABLE_VERSIONS = (1, 2)
+#: trial ids are SQLite integers
+MAX_TRIAL_ID = 2**63 - 1
 STATUSES = ("proposed", "running", "completed", "failed", "abandoned")
 FINAL = ("completed", "failed", "abandoned")
 
@@ -81,6 +92,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS arrivals (
+    trial_id INTEGER PRIMARY KEY REFERENCES trials(id),
+    attempt INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('value', 'failure', 'error')),
+    payload_json TEXT,
+    duration_s REAL NOT NULL,
+    arrived_at REAL NOT NULL
 );
 """
 
@@ -125,6 +144,22 @@ class TrialRecord:
 
 
 @dataclass
+class Arrival:
+    """An executor's result stored the moment it returned, before the runner evaluated it.
+
+    ``kind`` is ``value`` (``payload`` is the JSON result), ``failure`` (``payload`` is
+    ``{"reason", "measured"}``) or ``error`` (``payload`` is the exception's text).
+    """
+
+    trial_id: int
+    attempt: int
+    kind: str
+    payload: Any
+    duration_s: float
+    arrived_at: float
+
+
+@dataclass
 class FeedbackRecord:
     id: int
     trial_id: int
@@ -158,6 +193,7 @@ class Journal:
         except sqlite3.Error as err:
             raise JournalError(f"cannot open journal {self.path}: {err}") from None
         self._in_txn = False
+        self.schema_version = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ open / create
     @classmethod
@@ -213,10 +249,26 @@ class Journal:
         try:
             version = j.meta("schema_version")
         except sqlite3.DatabaseError as err:
+            j.close()
             raise JournalError(f"{path} is not a cryoopt journal ({err})") from None
-        if version != SCHEMA_VERSION:
-            raise JournalError(f"{path}: journal schema version {version!r}, this cryoopt reads {SCHEMA_VERSION}")
+        if version not in READABLE_VERSIONS:
+            j.close()
+            raise JournalError(f"{path}: journal schema version {version!r}; this cryoopt reads "
+                               f"{', '.join(map(str, READABLE_VERSIONS))} (a newer cryoopt wrote it: upgrade)")
+        if version != SCHEMA_VERSION and not readonly:
+            j._migrate(version)
+        j.schema_version = SCHEMA_VERSION if not readonly else int(version)
         return j
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older journal in place (one transaction): v1 -> v2 adds ``arrivals``."""
+        with self.transaction() as db:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)  # CREATE TABLE IF NOT EXISTS: only the new tables are made
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (json.dumps(SCHEMA_VERSION),))
+            db.execute("INSERT INTO events(at, kind, message) VALUES (?, 'migrate', ?)",
+                       (time.time(), f"journal schema upgraded from version {version} to {SCHEMA_VERSION}"))
 
     def set_durable(self, durable: bool) -> None:
         """``True``: fsync every commit (``synchronous=FULL``), surviving power loss; ``False``:
@@ -306,6 +358,9 @@ class Journal:
         return [self._record(r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
     def trial(self, trial_id: int) -> TrialRecord | None:
+        """The trial with this id, or ``None`` (also for ids no SQLite integer can hold)."""
+        if not 0 <= int(trial_id) <= MAX_TRIAL_ID:
+            return None
         row = self._db.execute("SELECT * FROM trials WHERE id = ?", (int(trial_id),)).fetchone()
         return None if row is None else self._record(row)
 
@@ -382,12 +437,37 @@ class Journal:
         with self.transaction() as db:
             db.execute("UPDATE inbox SET consumed_at = ?, trial_id = ? WHERE id = ?", (time.time(), trial_id, request_id))
 
+    # ------------------------------------------------------------------ arrivals
+    def add_arrival(self, trial_id: int, attempt: int, kind: str, payload: Any, duration_s: float) -> None:
+        """Store an executor's result the moment it returned (replacing an older attempt's)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO arrivals(trial_id, attempt, kind, payload_json, duration_s, arrived_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id) DO UPDATE SET attempt = excluded.attempt, "
+                "kind = excluded.kind, payload_json = excluded.payload_json, duration_s = excluded.duration_s, "
+                "arrived_at = excluded.arrived_at",
+                (int(trial_id), int(attempt), kind, _dumps(payload), float(duration_s), time.time()),
+            )
+
+    def arrivals(self) -> dict[int, Arrival]:
+        """Results stored by :meth:`add_arrival` and not yet recorded, by trial id."""
+        if self.schema_version < 2:
+            return {}
+        return {int(r[0]): Arrival(int(r[0]), int(r[1]), r[2], _loads(r[3]), float(r[4]), float(r[5])) for r in
+                self._db.execute("SELECT trial_id, attempt, kind, payload_json, duration_s, arrived_at FROM arrivals")}
+
+    def drop_arrival(self, trial_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM arrivals WHERE trial_id = ?", (int(trial_id),))
+
     # ------------------------------------------------------------------ events
     def event(self, kind: str, message: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO events(at, kind, message) VALUES (?, ?, ?)", (time.time(), kind, message))
 
-    def events(self) -> list[tuple[float, str, str]]:
+    def events(self, kind: str | None = None) -> list[tuple[float, str, str]]:
+        if kind is not None:
+            return list(self._db.execute("SELECT at, kind, message FROM events WHERE kind = ? ORDER BY id", (kind,)))
         return list(self._db.execute("SELECT at, kind, message FROM events ORDER BY id"))
 
 

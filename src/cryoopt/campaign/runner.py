@@ -5,15 +5,28 @@ the MLflow database (``mlflow.db``, unless tracking goes elsewhere) and the repo
 
 Order of actions (each arrow is a committed journal transaction)::
 
+    check the config -> nothing (a refused config leaves no journal, or the old one untouched)
     ask n trials  -> rows 'proposed' + optimizer RNG state
-    start a trial -> row 'running' (started_at)       then the executor runs it
-    its result    -> row 'completed' | 'failed' (values, result, timings)
+    start a trial -> row 'running' (started_at)       then the executor runs it on its own thread
+    it returns    -> row in 'arrivals' (the raw result, its duration), written by that thread
+    its result    -> row 'completed' | 'failed' (values, result, timings), arrival removed
     tracking      -> row 'tracked' (after MLflow accepted it; re-sent on resume if not)
 
 so a kill at any point loses at most the step in progress, and a resume knows what
-each trial's state was. Trials running at the crash follow the executor's crash rule
-(:mod:`cryoopt.campaign.executors`), and so does a trial that the executor reports cut
-off during a run (:class:`~cryoopt.exceptions.TrialInterruptedError`: its worker died).
+each trial's state was. A running trial whose result had arrived is recorded from it;
+other trials running at the crash, or past ``executor.timeout_s``, follow the
+executor's crash rule (:mod:`cryoopt.campaign.executors`), and so does a trial that the
+executor reports cut off during a run (:class:`~cryoopt.exceptions.TrialInterruptedError`:
+its worker died).
+
+Before each trial starts, the executor is asked whether the bench may start one
+(:meth:`~cryoopt.registry.Executor.suspended`: door open, temperature drifting,
+reagent out, ...). While it may not, the campaign pauses (logged in the journal, shown
+by ``cryoopt status``), asks again every ``executor.suspend_poll_s`` and resumes by
+itself. Paused time does not count against the wall-time budget: that budget is the
+campaign's active time, and a door left open overnight should not end a campaign. The
+operator may also pause a campaign (:meth:`Campaign.pause`, a journal flag any process
+can set: ``cryoopt serve``, a script); trials in flight finish, no new one starts.
 
 Stop conditions: budget (experiments started), active wall time, target reached,
 no improvement for ``patience`` finished trials, operator stop (Ctrl-C / SIGTERM:
@@ -33,12 +46,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryoopt.campaign.executors import Executor, TrialRequest, make_executor
+from cryoopt.campaign.inflight import PauseClock, TrialWorker, decode_result, encode_result
 from cryoopt.campaign.journal import FINAL, CampaignLock, Journal, TrialRecord
 from cryoopt.campaign.outcomes import Outcomes, config_from_journal
 from cryoopt.config import CampaignConfig, load_config
@@ -93,6 +106,7 @@ class CampaignStatus:
     objectives: dict[str, str]
     trials: list[TrialRecord]
     ratings: dict[int, float]
+    paused: str | None = None  # why a running campaign waits to start trials (a suspended bench)
 
 
 class _Progress:
@@ -142,6 +156,16 @@ class _Progress:
 
 class _ContractError(Exception):
     """The executor's result does not carry what the config asks for (stops the campaign)."""
+
+
+#: how many times a trial of an idempotent executor is started before a timeout abandons it
+TIMEOUT_ATTEMPTS = 2
+
+
+def _is_failure(raw: Any) -> bool:
+    from cryoopt.optim.trial import Failure
+
+    return isinstance(raw, Failure)
 
 
 def _is_number(x: Any) -> bool:
@@ -206,17 +230,18 @@ class Campaign:
         """Open (or create) the journal, refusing another campaign's or an incompatible one."""
         cfg = self.config
         if Journal.exists(self.directory):
+            self.check_journal()  # read-only: a refused config changes nothing
             j = Journal.open(self.directory)
-            try:
-                self._check_compatible(j)
-            except BaseException:
-                j.close()
-                raise
+            if j.meta("config_hash") != cfg.config_hash():
+                self._replace_identity(j)
             stored = j.meta("config")
             if stored != cfg.model_dump(mode="json"):
-                old = CampaignConfig.from_dict(stored)
-                changes = [k for k in ("budget", "batch_size", "max_in_flight", "stopping", "tracking", "report", "description")
-                           if getattr(old, k) != getattr(cfg, k)]
+                old = CampaignConfig.from_dict(stored, source="journal")
+                changes = [k for k in ("budget", "batch_size", "max_in_flight", "stopping", "tracking", "report",
+                                       "description") if getattr(old, k) != getattr(cfg, k)]
+                if (old.executor.timeout_s, old.executor.suspend_poll_s) != (cfg.executor.timeout_s,
+                                                                             cfg.executor.suspend_poll_s):
+                    changes.append("executor timeout/poll")
                 j.set_meta(config=cfg.model_dump(mode="json"))
                 j.event("config", f"run settings changed: {', '.join(changes) or 'formatting'}")
             return j
@@ -236,6 +261,27 @@ class Campaign:
             },
         )
 
+    def check_journal(self) -> None:
+        """Refuse (without writing anything) a directory holding another campaign's journal,
+        or one whose trials were run under a different identity (see :meth:`CampaignConfig.identity`)."""
+        if not Journal.exists(self.directory):
+            return
+        j = Journal.open(self.directory, readonly=True)
+        try:
+            self._check_compatible(j)
+        finally:
+            j.close()
+
+    def _replace_identity(self, j: Journal) -> None:
+        """A journal that holds no trial yet (a start that failed early) takes the corrected config."""
+        cfg = self.config
+        with j.transaction() as db:
+            db.execute("DELETE FROM optimizer")
+            db.execute("UPDATE inbox SET consumed_at = ? WHERE consumed_at IS NULL AND kind = 'inject' "
+                       "AND json_extract(payload_json, '$.source') = 'start'", (time.time(),))
+            j.set_meta(config_hash=cfg.config_hash(), config=cfg.model_dump(mode="json"), start_protocols_queued=False)
+            j.event("config", "config replaced before the first trial (a corrected identity; nothing had run)")
+
     def _check_compatible(self, j: Journal) -> None:
         cfg = self.config
         name = j.meta("campaign")
@@ -244,7 +290,7 @@ class Campaign:
                 f"{self.directory} holds the journal of campaign {name!r}, not {cfg.name!r}; "
                 "choose another --dir (each campaign needs its own directory)"
             )
-        if j.meta("config_hash") != cfg.config_hash():
+        if j.meta("config_hash") != cfg.config_hash() and (j.count() or j.last_feedback_id()):
             stored = CampaignConfig.from_dict(j.meta("config"), source="journal")
             fields = cfg.incompatibilities(stored)
             raise JournalError(
@@ -290,7 +336,7 @@ class Campaign:
             return None, f"{type(raw).__name__}: {raw}"
         if raw is None:
             return None, "executor returned None"
-        if type(raw).__name__ == "Failure" and hasattr(raw, "reason"):
+        if _is_failure(raw):
             return None, str(raw.reason)
         if _is_number(raw):
             f = float(raw)
@@ -358,12 +404,13 @@ class Campaign:
         state = "running" if held else meta.get("state", "new")
         if meta.get("state") == "running" and not held:
             state = "interrupted"  # the process died mid-run
+        paused = meta.get("paused") if held else None
         return CampaignStatus(
             name=self.config.name, directory=self.directory, state=state, stop_reason=meta.get("stop_reason"),
             counts=counts, started=sum(r.started for r in trials), budget=self.config.budget.experiments,
             best=self.best(trials), in_flight=[r for r in trials if r.status == "running"], queued_requests=queued,
             elapsed_s=float(meta.get("elapsed_s") or 0.0), objectives=dict(self.config.objectives), trials=trials,
-            ratings=ratings,
+            ratings=ratings, paused=paused,
         )
 
     # ------------------------------------------------------------------ human in the loop
@@ -373,7 +420,8 @@ class Campaign:
             raise TrialError(f"rating must be an integer from 1 to 5, got {rating!r}")
         j = self.journal
         if j.trial(trial_id) is None:
-            raise TrialError(f"unknown trial {trial_id}; the journal has trials 0..{j.count() - 1}")
+            n = j.count()
+            raise TrialError(f"unknown trial {trial_id}; " + (f"the journal has trials 0..{n - 1}" if n else "no trial has run yet"))
         return j.add_feedback(trial_id, rating, note, author or os.environ.get("USER"))
 
     def inject(self, params: Mapping[str, Any]) -> int:
@@ -461,23 +509,34 @@ class Campaign:
                 out.append(self.journal.trial(rec.id))
             return out  # type: ignore[return-value]
 
-    def tell(self, trial_id: int, value: Any) -> TrialRecord:
-        """Enter the result of a trial run by hand (a number, a dict, or a Failure)."""
+    def tell(self, trial_id: int, value: Any, *, strict: bool = False) -> TrialRecord:
+        """Enter the result of a trial run by hand (a number, a dict, or a Failure).
+
+        A value that does not carry what the config reads (an objective missing) raises
+        :class:`TrialError` and changes nothing. A :class:`~cryoopt.optim.Failure` records
+        the trial as failed, and so does NaN/inf or a non-number, unless ``strict``
+        (``cryoopt tell``): then those are refused too, so that only an explicit failure
+        fails a trial.
+        """
         with CampaignLock(self.directory):
             j = self.journal
-            rec = j.trial(trial_id)
+            rec = j.trial(trial_id) if not isinstance(trial_id, bool) and isinstance(trial_id, int) else None
             if rec is None:
                 n = j.count()
                 raise TrialError(f"unknown trial {trial_id}; " + (f"trials are numbered 0..{n - 1}" if n else "the campaign has no trials yet (use suggest)"))
             if rec.status in FINAL:
                 raise TrialError(f"trial {trial_id} is already {rec.status}; each trial is told once")
+            try:  # a result that does not fit the config is refused before anything is written
+                values, error = self._evaluate(value, j.mean_ratings().get(rec.id))
+            except _ContractError as err:
+                raise TrialError(f"{err}; nothing was recorded (give every objective, or 'fail:reason')") from None
+            if strict and values is None and not _is_failure(value):
+                raise TrialError(f"{error}; nothing was recorded (give finite numbers, or 'fail:reason' to record "
+                                 "a failed experiment)")
             self._opt = self._optimizer()
             if rec.started_at is None:
                 j.update_trial(rec.id, status="running", started_at=time.time(), attempts=rec.attempts + 1)
-            try:
-                self._record(rec.id, value, time.time() - (rec.started_at or time.time()))
-            except _ContractError as err:
-                raise TrialError(str(err)) from None
+            self._record(rec.id, value, time.time() - (rec.started_at or time.time()))
             return j.trial(rec.id)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ the run
@@ -489,7 +548,10 @@ class Campaign:
             return self._run()
 
     def _run(self) -> RunSummary:
+        from cryoopt.campaign.checks import check_config
+
         cfg = self.config
+        check_config(cfg, executor=self._executor)  # what `cryoopt validate` checks; nothing is written yet
         lock = CampaignLock(self.directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -501,17 +563,21 @@ class Campaign:
         handlers: dict[int, Any] = {}
         stop_reason: str | None = None
         report: dict[str, Path] = {}
+        self._pauses: PauseClock | None = None
         try:
+            self.check_journal()
+            if cfg.executor.type != "manual":  # built before the journal is touched: a failed start changes nothing
+                executor = self._executor or make_executor(cfg)
             j = self._journal = self._open_journal(create=True)
-            if cfg.executor.type == "manual":
+            if executor is None:
                 self._opt = self._optimizer()
                 j.set_meta(state="manual")
                 self._say(f"manual campaign {cfg.name!r} in {self.directory}: run experiments with "
                           f"`cryoopt suggest {self.directory}` and `cryoopt tell {self.directory} TRIAL VALUE`")
                 return self._summary("manual", report)
-            executor = self._executor or make_executor(cfg)
             # real-world effects need power-loss durability; idempotent executors only a killed process
-            j.set_durable(not executor.idempotent)
+            self._durable = not executor.idempotent
+            j.set_durable(self._durable)
             executor.prepare(self.directory)
             self._recover(executor)
             self._opt = self._optimizer()
@@ -520,12 +586,14 @@ class Campaign:
             self._progress = self._new_progress()
             tracker = self._make_tracker()
             tracker.sync()
-            j.set_meta(state="running", stop_reason=None, pid=os.getpid())
+            j.set_meta(state="running", stop_reason=None, pid=os.getpid(), paused=None)  # a pause ends with its session
             j.event("start", f"session started (pid {os.getpid()})")
             self._session_t0 = time.monotonic()
             self._elapsed0 = float(j.meta("elapsed_s") or 0.0)
+            self._pauses = PauseClock(j, cfg.executor.suspend_poll_s, self._say)
             handlers = self._install_signal_handlers()
             stop_reason = self._loop(executor, tracker)
+            self._pauses.end()
             j.set_meta(state="stopped" if stop_reason == "operator" else "finished", stop_reason=stop_reason,
                        elapsed_s=self._elapsed())
             j.event("stop", f"stopped: {stop_reason}")
@@ -622,7 +690,9 @@ class Campaign:
         return paths
 
     def _elapsed(self) -> float:
-        return self._elapsed0 + (time.monotonic() - self._session_t0)
+        """Active time over all sessions: paused time (a suspended bench) is not counted."""
+        paused = self._pauses.paused_s() if getattr(self, "_pauses", None) is not None else 0.0
+        return self._elapsed0 + (time.monotonic() - self._session_t0) - paused
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -640,6 +710,10 @@ class Campaign:
             old[sig] = signal.signal(sig, on_signal)
         return old
 
+    def request_stop(self) -> None:
+        """Ask a running campaign (from another thread) to stop after the trials in flight."""
+        self._stop_requested = True
+
     # ------------------------------------------------------------------ pause (journal flag)
     def pause(self, reason: str = "") -> None:
         """Ask the campaign to start no new trial (trials in flight finish); it waits, resumable at any time.
@@ -656,7 +730,7 @@ class Campaign:
         self.journal.event("pause", "unpaused by the operator")
 
     def _paused(self) -> bool:
-        """Whether the journal says paused (says so once when the pause begins)."""
+        """Whether the journal says paused by the operator (says so once when the pause begins)."""
         paused = bool(self.journal.meta("operator_paused", False))
         if paused != getattr(self, "_paused_said", False):
             self._paused_said = paused
@@ -664,26 +738,33 @@ class Campaign:
                       if paused else "unpaused: the campaign goes on")
         return paused
 
-    def request_stop(self) -> None:
-        """Ask a running campaign (from another thread) to stop after the trials in flight."""
-        self._stop_requested = True
-
     # ------------------------------------------------------------------ crash recovery
     def _recover(self, executor: Executor) -> None:
-        """Apply the crash rule to trials left 'running' by a process that died."""
-        for r in self.journal.trials(status="running"):
-            self._apply_crash_rule(executor, r)
+        """Trials left 'running' by a process that died: recorded from their result if it had
+        arrived, else the executor's crash rule applies."""
+        j = self.journal
+        arrived = j.arrivals()
+        for r in j.trials(status="running"):
+            if self._opt is None:
+                self._opt = self._optimizer()
+            a = arrived.pop(r.id, None)
+            if a is not None:
+                self._record(r.id, decode_result(a), a.duration_s, arrived_at=a.arrived_at)
+                j.event("recover", f"trial {r.id} was running at the crash; its result had arrived and is recorded")
+                self._say(f"trial {r.id:4d} was running at the crash: its result had arrived, recorded (not re-run)")
+            else:
+                self._crash_rule(r, executor, "the process ended while this trial ran")
+        for trial_id in arrived:  # a result whose trial was recorded before the crash
+            j.drop_arrival(trial_id)
         self._opt = None
 
-    def _apply_crash_rule(self, executor: Executor, r: TrialRecord, cause: str | None = None,
-                          tracker: Tracker | None = None) -> None:
-        """An interrupted trial: re-checked by the executor, else run again if idempotent, else abandoned.
+    def _crash_rule(self, r: TrialRecord, executor: Executor, why: str, *, live: bool = False) -> str:
+        """Re-check, re-run (idempotent) or abandon an interrupted trial; returns which.
 
-        ``cause`` is None for a trial left running by a process that died (on resume), or
-        what cut it off during this run (its bench died); ``tracker`` is given during a run.
+        ``live``: the trial was interrupted during this session (a timeout), so the
+        optimizer in memory is told too (after a crash it is rebuilt from the journal).
         """
         j = self.journal
-        when = "at the crash" if cause is None else f"when {cause}"
         req = TrialRequest(r.id, r.params, r.source)
         try:
             found = executor.recover(req)
@@ -691,38 +772,45 @@ class Campaign:
             log.warning("re-checking trial %d failed: %s", r.id, err)
             found = None
         if found is not None:
-            if self._opt is None:
-                self._opt = self._optimizer()
-            duration = (r.finished_at or time.time()) - (r.started_at or time.time())
-            if tracker is None:
-                self._record(r.id, found, duration)
-            else:
-                self._finish(r.id, found, duration, tracker)
-            j.event("recover", f"trial {r.id} was running {when}; re-checked by the executor")
-            self._say(f"trial {r.id:4d} was running {when}: re-checked, result recovered")
-        elif executor.idempotent:
+            self._record(r.id, found, (r.finished_at or time.time()) - (r.started_at or time.time()))
+            j.event("recover", f"trial {r.id}: {why}; re-checked by the executor")
+            self._say(f"trial {r.id:4d}: {why}: re-checked, result recovered")
+            return "recovered"
+        if executor.idempotent and (not live or r.attempts < TIMEOUT_ATTEMPTS):
             j.update_trial(r.id, status="proposed", started_at=None)
-            j.event("recover", f"trial {r.id} was running {when}; the executor is idempotent, so it runs again")
-            self._say(f"trial {r.id:4d} was running {when}: runs again (idempotent executor)")
+            j.event("recover", f"trial {r.id}: {why}; the executor is idempotent, so it runs again")
+            self._say(f"trial {r.id:4d}: {why}: runs again (idempotent executor)")
+            return "rerun"
+        if executor.idempotent:
+            reason = f"interrupted: {why} (attempt {r.attempts} of {TIMEOUT_ATTEMPTS}); not re-run again"
         else:
-            ended = "the process ended" if cause is None else cause
-            reason = (f"interrupted: {ended} while this trial ran on a non-idempotent executor; "
-                      "not re-run (inject its params again to repeat it on purpose)")
+            reason = (f"interrupted: {why} on a non-idempotent executor; not re-run "
+                      "(inject its params again to repeat it on purpose)")
+        with j.transaction():
             j.update_trial(r.id, status="abandoned", error=reason, finished_at=time.time())
-            if self._opt is not None:
-                self._opt.abandon(r.id, reason)
-            j.event("recover", f"trial {r.id} was running {when}; abandoned (executor not idempotent)")
-            self._say(f"trial {r.id:4d} was running {when}: abandoned, not re-run (executor not idempotent)")
+            j.drop_arrival(r.id)
+        if live and self._opt is not None:
+            self._opt.abandon(r.id, reason)
+        j.event("recover", f"trial {r.id}: {why}; abandoned ({'attempts used' if executor.idempotent else 'executor not idempotent'})")
+        self._say(f"trial {r.id:4d}: {why}: abandoned, not re-run")
+        return "abandoned"
 
     # ------------------------------------------------------------------ main loop
-    def _next_trial(self) -> TrialRecord | None:
-        """The next trial to start: operator-injected first, then proposed ones, else a new ask."""
+    def _next_trial(self, *, start: bool = False) -> TrialRecord | None:
+        """The next trial to start: operator-injected first, then proposed ones, else a new ask.
+
+        ``start``: mark it running, in the same transaction as the proposals of a new ask.
+        The ask itself runs outside any transaction (it may take seconds), so results
+        arriving meanwhile are stored at once; a kill before the commit replays the same
+        ask on resume (the RNG state is committed with the proposals).
+        """
         j, cfg, opt = self.journal, self.config, self._opt
-        assert opt is not None
+        if opt is None:
+            raise JournalError("internal: the optimizer is not built")  # pragma: no cover
         proposed = j.trials(status="proposed")
         if proposed:
             proposed.sort(key=lambda r: (r.source != "manual", r.id))
-            return proposed[0]
+            return self._mark_running(proposed[0]) if start else proposed[0]
         remaining = cfg.budget.experiments - j.count(started=True)
         if remaining <= 0:
             return None
@@ -736,7 +824,13 @@ class Campaign:
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
             j.save_optimizer_state(_state_without_trials(opt))
-        return j.trial(trials[0].id)
+            rec = j.trial(trials[0].id)
+            return self._mark_running(rec) if start else rec  # type: ignore[arg-type]
+
+    def _mark_running(self, rec: TrialRecord) -> TrialRecord:
+        rec.started_at, rec.attempts, rec.status = time.time(), rec.attempts + 1, "running"
+        self.journal.update_trial(rec.id, status="running", started_at=rec.started_at, attempts=rec.attempts)
+        return rec
 
     def _replicate(self, batch: int) -> list[Trial]:
         """The replicate of the incumbent due in the next ``batch`` trials (``config.replicate_every``), or none."""
@@ -752,14 +846,8 @@ class Campaign:
         return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:
-        """Pick (or ask for) the next trial and mark it running, in one committed transaction."""
-        j = self.journal
-        with j.transaction():
-            rec = self._next_trial()
-            if rec is not None:
-                rec.started_at, rec.attempts, rec.status = time.time(), rec.attempts + 1, "running"
-                j.update_trial(rec.id, status="running", started_at=rec.started_at, attempts=rec.attempts)
-        return rec
+        """Pick (or ask for) the next trial and mark it running (see :meth:`_next_trial`)."""
+        return self._next_trial(start=True)
 
     def _check_stop(self) -> str | None:
         cfg, j = self.config, self.journal
@@ -776,56 +864,91 @@ class Campaign:
         return None
 
     def _loop(self, executor: Executor, tracker: Tracker) -> str:
-        cfg, j = self.config, self.journal
-        pool = ThreadPoolExecutor(cfg.max_in_flight, thread_name_prefix="cryoopt-trial") if cfg.max_in_flight > 1 else None
-        in_flight: dict[Future[Any], tuple[int, float]] = {}
-        try:
-            while True:
-                self._drain_inbox()
-                self._apply_feedback()
-                reason = self._check_stop()
-                launched = False
-                paused = reason is None and self._paused()
-                if reason is None and not paused:
-                    while len(in_flight) < cfg.max_in_flight and j.count(started=True) < cfg.budget.experiments:
-                        rec = self._start_next()
-                        if rec is None:
-                            break
-                        req = TrialRequest(rec.id, rec.params, rec.source)
-                        launched = True
-                        if pool is None:
-                            t0 = time.monotonic()
-                            raw = _call(executor, req)
-                            self._settle(executor, rec.id, raw, time.monotonic() - t0, tracker)
-                            break
-                        in_flight[pool.submit(_call, executor, req)] = (rec.id, time.monotonic())
-                        if self._stop_requested:
-                            break
-                if in_flight:
-                    done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
-                    for fut in sorted(done, key=lambda f: in_flight[f][0]):
-                        trial_id, t0 = in_flight.pop(fut)
-                        self._settle(executor, trial_id, fut.result(), time.monotonic() - t0, tracker)
-                    continue
-                if paused:
-                    time.sleep(0.5)
-                    continue
-                if reason is not None:
-                    return reason
-                if not launched:  # nothing left to start and nothing running
-                    return "budget"
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=not in_flight, cancel_futures=True)
+        """Start trials (each on its own thread) while there is room, record each result as it
+        arrives, enforce timeouts, pause while the bench is suspended; returns the stop reason."""
+        cfg = self.config
+        workers: dict[int, TrialWorker] = {}
+        wake = threading.Event()
+        while True:
+            wake.clear()
+            self._collect(workers, executor, tracker)
+            self._drain_inbox()
+            self._apply_feedback()
+            launched = False
+            while len(workers) < cfg.max_in_flight and (reason := self._check_stop()) is None:
+                if self._paused():
+                    break  # the operator paused the campaign: trials in flight finish, none starts
+                if self._budget_left() and self._pauses.check(executor) is not None:
+                    break  # the bench may not start a trial now; asked again every suspend_poll_s
+                rec = self._start_next()
+                if rec is None:
+                    break
+                workers[rec.id] = TrialWorker(
+                    executor, TrialRequest(rec.id, rec.params, rec.source), attempt=rec.attempts,
+                    journal_path=self.journal.path if cfg.max_in_flight > 1 else None, durable=self._durable,
+                    timeout_s=cfg.executor.timeout_s,
+                    on_done=wake.set).start()
+                launched = True
+                self._collect(workers, executor, tracker)  # results that arrived during the ask
+            if workers:
+                wake.wait(self._wait_s(workers))
+                continue
+            if (reason := self._check_stop()) is not None:
+                return reason
+            if self._pauses.paused:
+                wake.wait(min(self._pauses.seconds_to_next_poll(), 0.5) or 0.05)
+                continue
+            if self._paused():
+                wake.wait(0.5)
+                continue
+            if not launched:  # nothing left to start and nothing running
+                return "budget"
 
-    def _settle(self, executor: Executor, trial_id: int, raw: Any, duration: float, tracker: Tracker) -> None:
-        """A trial's run returned: record its result, or apply the crash rule if it was cut off."""
-        if not isinstance(raw, TrialInterruptedError):
-            self._finish(trial_id, raw, duration, tracker)
-            return
-        self._apply_crash_rule(executor, self.journal.trial(trial_id), str(raw), tracker)  # type: ignore[arg-type]
-        if raw.executor_lost:
-            raise raw
+    def _budget_left(self) -> bool:
+        j = self.journal
+        return j.count(started=True) < self.config.budget.experiments or j.count(status="proposed") > 0
+
+    def _wait_s(self, workers: Mapping[int, TrialWorker]) -> float:
+        """How long the loop may sleep: until a result, the next deadline, the next suspension poll, or 0.5 s."""
+        now = time.monotonic()
+        deadlines = [w.deadline - now for w in workers.values() if w.deadline is not None]
+        if self._pauses.paused:
+            deadlines.append(self._pauses.seconds_to_next_poll())
+        return max(min([0.5, *deadlines]), 0.005)
+
+    def _collect(self, workers: dict[int, TrialWorker], executor: Executor, tracker: Tracker) -> None:
+        """Record every trial whose result has arrived; give up those past their timeout."""
+        now = time.monotonic()
+        for trial_id in sorted(workers):
+            w = workers[trial_id]
+            if w.done:
+                del workers[trial_id]
+                raw, duration = w.outcome  # type: ignore[misc]
+                if isinstance(raw, TrialInterruptedError):  # cut off, not failed (e.g. its Ray bench died)
+                    self._interrupted(trial_id, executor, f"it was cut off: {raw}", tracker)
+                    if raw.executor_lost:
+                        raise raw
+                else:
+                    self._finish(trial_id, raw, duration, tracker)
+            elif w.overdue(now) and w.give_up():
+                del workers[trial_id]
+                why = f"timed out after {now - w.started:.1f} s (executor.timeout_s = {self.config.executor.timeout_s:g} s)"
+                log.warning("trial %d %s", trial_id, why)
+                self._interrupted(trial_id, executor, why, tracker)
+
+    def _interrupted(self, trial_id: int, executor: Executor, why: str, tracker: Tracker) -> None:
+        """A trial interrupted during this session (past ``executor.timeout_s``, whose thread is
+        left behind because a hung instrument call cannot be killed safely; or cut off because
+        its worker died): it follows the crash rule."""
+        rec = self.journal.trial(trial_id)
+        outcome = self._crash_rule(rec, executor, why, live=True)  # type: ignore[arg-type]
+        rec = self.journal.trial(trial_id)
+        if outcome != "rerun" and rec is not None and rec.status in FINAL:
+            self._progress.add(rec)
+            if tracker.log_trial(rec, self.journal.mean_ratings().get(rec.id)):
+                self.journal.update_trial(rec.id, tracked=1)
+            if self.progress and rec.status != "abandoned":
+                self._say(self._line(rec, self._progress.best()))
 
     def _finish(self, trial_id: int, raw: Any, duration: float, tracker: Tracker) -> None:
         rec = self._record(trial_id, raw, duration)
@@ -840,34 +963,39 @@ class Campaign:
             if recommended is not None:
                 self._say("       recommended: " + recommended.summary(self.config.objective_names))
 
-    def _record(self, trial_id: int, raw: Any, duration: float) -> TrialRecord:
-        """Evaluate a result, tell the optimizer and commit the trial's final state."""
+    def _record(self, trial_id: int, raw: Any, duration: float, *, arrived_at: float | None = None) -> TrialRecord:
+        """Evaluate a result, tell the optimizer and commit the trial's final state (one transaction).
+
+        A result that does not fit the config (:class:`_ContractError`) is recorded as a
+        failed trial and the error re-raised: it stops the campaign.
+        """
+        from cryoopt.optim import Failure
+
         j, opt = self.journal, self._opt
-        assert opt is not None
+        if opt is None:
+            raise JournalError("internal: the optimizer is not built")  # pragma: no cover
         rating = j.mean_ratings().get(trial_id)
         result_json = _jsonable(raw)
+        contract: _ContractError | None = None
         try:
             values, error = self._evaluate(raw, rating)
         except _ContractError as err:
-            from cryoopt.optim import Failure
-
-            opt.tell(trial_id, Failure(str(err)))
-            j.update_trial(trial_id, status="failed", error=str(err), result=result_json,
-                           finished_at=time.time(), duration_s=duration)
-            raise
-        from cryoopt.optim import Failure
-
+            values, error, contract = None, str(err), err
+        finished = arrived_at if arrived_at is not None else time.time()
         with j.transaction():
             if values is not None:
                 opt.tell(trial_id, values)
                 j.update_trial(trial_id, status="completed", values=values, result=result_json, error=None,
-                               finished_at=time.time(), duration_s=duration)
+                               finished_at=finished, duration_s=duration)
             else:
                 opt.tell(trial_id, Failure(error or "failed"))
                 j.update_trial(trial_id, status="failed", error=error, result=result_json,
-                               finished_at=time.time(), duration_s=duration)
+                               finished_at=finished, duration_s=duration)
+            j.drop_arrival(trial_id)
             if hasattr(self, "_session_t0"):
                 j.set_meta(elapsed_s=self._elapsed())
+        if contract is not None:
+            raise contract
         return j.trial(trial_id)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ output
@@ -903,26 +1031,13 @@ def _state_without_trials(opt: Optimizer) -> dict[str, Any]:
     return opt.state_dict(include_trials=False)
 
 
-def _call(executor: Executor, req: TrialRequest) -> Any:
-    """Run one trial; an exception is a failed experiment (data), not a crash."""
-    try:
-        return executor.run(req)
-    except TrialInterruptedError as err:  # cut off, not failed: the crash rule applies (Campaign._settle)
-        log.warning("trial %d interrupted: %s", req.id, err)
-        return err
-    except Exception as err:  # noqa: BLE001
-        log.warning("trial %d failed: %s: %s", req.id, type(err).__name__, err)
-        return err
-
-
 def _jsonable(raw: Any) -> Any:
-    if isinstance(raw, BaseException):
-        return {"error": f"{type(raw).__name__}: {raw}"}
-    if type(raw).__name__ == "Failure":
-        return {"failure": getattr(raw, "reason", str(raw))}
-    if hasattr(raw, "to_dict") and not isinstance(raw, Mapping):
-        with contextlib.suppress(Exception):
-            return raw.to_dict()
-    if _is_number(raw):
-        return float(raw)
-    return raw
+    """What the journal keeps of a raw result (a failure keeps what was measured, e.g. a block's prep time)."""
+    kind, payload = encode_result(raw)
+    if kind == "error":
+        return {"error": payload}
+    if kind == "failure":
+        return {"failure": payload["reason"], **({"measured": payload["measured"]} if payload["measured"] else {})}
+    if _is_number(payload):
+        return float(payload)
+    return payload

@@ -6,8 +6,21 @@ The default backend is a local SQLite database in the campaign directory
 
 Tracking never stops a campaign: the first failure warns, tracking is switched off
 for the rest of the session, and the journal (the source of truth) keeps going.
-Trials the tracker did not confirm stay ``tracked = 0`` in the journal and are sent
-on the next resume (:meth:`Tracker.sync`), so a crash loses nothing in MLflow either.
+
+MLflow holds every finished trial the journal holds, whatever was killed when: at the
+start of each session the tracker backfills from the journal (:meth:`MlflowTracker.sync`),
+comparing it with the child runs MLflow already has, so a trial is sent once however
+often the process died before or after MLflow confirmed it; a child run cut short by a
+kill (not terminated) is deleted and sent again. A parent run created just before a kill
+is found again by its tags rather than duplicated.
+
+A new local store is never half-made: MLflow builds a fresh database by running its
+schema migrations (seconds), and a process killed meanwhile would leave one that fails
+every later open ("table ... already exists"). The tracker copies a pristine database,
+migrated once per MLflow version into the user cache (``$CRYOOPT_CACHE_DIR``, else
+``~/.cache/cryoopt``), to a temporary name and renames it into place; a local store
+that cannot be opened is moved aside (``mlflow.db.broken-<time>``) and rebuilt, and the
+backfill then sends every trial again.
 
 MLflow calls run on one background thread, in order, so the campaign loop never
 waits on the tracking store (a local SQLite store commits several times per trial,
@@ -22,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import warnings
@@ -40,10 +54,78 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PARENT_KEY = "mlflow_parent_run_id"
+_TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
 def default_uri(directory: str | Path) -> str:
     return f"sqlite:///{Path(directory).resolve() / 'mlflow.db'}"
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("CRYOOPT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cryoopt")
+    return Path(root)
+
+
+def _fresh_store(path: Path) -> None:
+    """Make the empty MLflow database at ``path``, whole or not at all (temporary name, then rename)."""
+    import mlflow
+
+    template = _cache_dir() / f"mlflow-{mlflow.__version__}.db"
+    if not template.is_file():
+        try:
+            template.parent.mkdir(parents=True, exist_ok=True)
+            _migrate_into(template)
+        except OSError:  # no writable cache: migrate straight into the campaign directory
+            _migrate_into(path)
+            return
+    _remove_stale(path)
+    tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    shutil.copyfile(template, tmp)
+    os.replace(tmp, path)
+
+
+def _migrate_into(path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _remove_stale(path)
+    tmp = path.with_name(f"{path.name}.creating-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # runs the migrations
+    os.replace(tmp, path)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete half-made copies of ``path`` left by processes that died making them."""
+    for stale in path.parent.glob(f"{path.name}.creating-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def _forget_cached_stores(uri: str) -> None:
+    """MLflow keeps one store and one SQLAlchemy engine (with open connections) per URI for the
+    whole process; after the file behind ``uri`` was replaced, neither may be used again."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        with SqlAlchemyStore._engine_map_lock:
+            engine = SqlAlchemyStore._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+    except Exception:  # noqa: BLE001 - another MLflow version: a new process opens the new file anyway
+        log.debug("could not clear MLflow's store cache", exc_info=True)
+
+
+def _is_busy(err: Exception) -> bool:
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
 
 
 class Tracker:
@@ -92,7 +174,9 @@ class MlflowTracker(Tracker):
         self.drain_timeout_s = drain_timeout_s
         self._jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
         self._confirmed: list[int] = []
+        self._logged: set[int] = set()  # trials MLflow has (backfilled or logged) this session
         self._confirmed_lock = threading.Lock()
+        self._warnings: list[str] = []  # raised by the worker, emitted from the caller's thread
         self._worker = threading.Thread(target=self._work, name="cryoopt-mlflow", daemon=True)
         self._worker.start()
         self._new_meta: dict[str, str] = {}
@@ -118,11 +202,21 @@ class MlflowTracker(Tracker):
         with self._confirmed_lock:
             self._confirmed.append(trial_id)
 
+    def _warn(self, message: str) -> None:
+        """Queue a warning for the caller's thread: a warning raised in the worker would be lost
+        whenever the campaign's thread is inside ``warnings.catch_warnings`` (a GP fit) at that moment."""
+        with self._confirmed_lock:
+            self._warnings.append(message)
+
     def _mark_confirmed(self) -> None:
-        """Record in the journal (from the caller's thread) the trials MLflow has accepted."""
+        """Record in the journal (from the caller's thread) the trials MLflow has accepted, and
+        raise the warnings the worker queued."""
         with self._confirmed_lock:
             done, self._confirmed = self._confirmed, []
             meta, self._new_meta = self._new_meta, {}
+            messages, self._warnings = self._warnings, []
+        for message in messages:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
         if meta:
             self.journal.set_meta(**meta)
         if done:
@@ -147,7 +241,7 @@ class MlflowTracker(Tracker):
             msg = (f"MLflow tracking to {self.uri} failed ({type(err).__name__}: {err}); "
                    "tracking is off for this session, the journal keeps every result and "
                    "untracked trials are sent on the next resume")
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            self._warn(msg)
             log.warning(msg)
             return None
 
@@ -161,7 +255,7 @@ class MlflowTracker(Tracker):
         for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own level on import
             logging.getLogger(name).setLevel(logging.WARNING)
 
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = self._open_store(MlflowClient)
         name = self.config.tracking.experiment or self.config.name
         exp = self.client.get_experiment_by_name(name)
         if exp is None:
@@ -176,9 +270,18 @@ class MlflowTracker(Tracker):
                 self.client.get_run(parent)
                 self.client.update_run(parent, status="RUNNING")
                 self.parent_id = parent
+                self._backfill()
                 return
             except Exception:  # noqa: BLE001 - run gone (other backend): start a new parent
                 log.info("parent run %s not found in %s; starting a new one", parent, self.uri)
+        found = self._find_parent()
+        if found is not None:  # created by a session killed before the journal learnt its id
+            self.client.update_run(found, status="RUNNING")
+            self.parent_id = found
+            with self._confirmed_lock:
+                self._new_meta = {_PARENT_KEY: found, "mlflow_uri": self.uri}
+            self._backfill()
+            return
         cfg = self.config
         run = self.client.create_run(
             self.experiment_id, run_name=cfg.name,
@@ -201,15 +304,86 @@ class MlflowTracker(Tracker):
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
         self.client.log_dict(self.parent_id, cfg.model_dump(mode="json"), "config.json")
         self.client.log_text(self.parent_id, cfg.to_yaml(), "config.yaml")
+        self._backfill()
+
+    def _open_store(self, client_cls: Any) -> Any:
+        """A client whose store opens; the campaign's own local store is made atomically, and
+        rebuilt (the broken file kept aside) if it cannot be opened."""
+        local = self.config.tracking.uri is None
+        path = self.directory.resolve() / "mlflow.db"
+        if local and not path.exists():
+            _fresh_store(path)
+        try:
+            client = client_cls(tracking_uri=self.uri)  # may open the store (and fail) already
+            client.search_experiments(max_results=1)
+        except Exception as err:  # noqa: BLE001
+            if not local or _is_busy(err):
+                raise
+            aside = path.with_name(f"mlflow.db.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            self._warn(f"the MLflow store {path} could not be opened ({type(err).__name__}: {str(err)[:200]}); "
+                       f"moved it to {aside.name} and made a new one; every trial is sent again from the journal")
+            _fresh_store(path)
+            _forget_cached_stores(self.uri)
+            client = client_cls(tracking_uri=self.uri)
+            client.search_experiments(max_results=1)
+        return client
+
+    def _find_parent(self) -> str | None:
+        directory = str(self.directory.resolve()).replace("'", "\\'")
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`cryoopt.directory` = '{directory}'",
+            order_by=["attributes.start_time ASC"], max_results=10)
+        runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags
+                and r.data.tags.get("cryoopt.campaign") == self.config.name]
+        return runs[0].info.run_id if runs else None
+
+    def _children(self) -> dict[int, list[Any]]:
+        """This campaign's child runs in MLflow, by trial id."""
+        out: dict[int, list[Any]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'",
+                max_results=1000, page_token=token)
+            for r in page:
+                tid = r.data.tags.get("cryoopt.trial_id")
+                if tid is not None and tid.isdigit():
+                    out.setdefault(int(tid), []).append(r)
+            token = page.token
+            if not token:
+                return out
+
+    def _backfill(self) -> None:
+        """Send every finished trial of the journal that MLflow lacks (once; see the module doc)."""
+        from cryoopt.campaign.journal import Journal
+
+        j = Journal.open(self.directory, readonly=True)  # this thread's own connection
+        try:
+            finished = j.trials(status=("completed", "failed", "abandoned"))
+            ratings = j.mean_ratings()
+        finally:
+            j.close()
+        have = self._children()
+        sent = 0
+        for r in finished:
+            runs = have.get(r.id, [])
+            done = [x for x in runs if x.info.status in _TERMINAL]
+            for extra in [x for x in runs if x.info.status not in _TERMINAL] + done[1:]:
+                self.client.delete_run(extra.info.run_id)  # cut short by a kill, or a duplicate
+            if done:
+                self._logged.add(r.id)
+                self._confirm(r.id)
+            else:
+                self._log_trial(r, ratings.get(r.id))
+                sent += 1
+        if sent:
+            log.info("MLflow: %d trial(s) sent from the journal", sent)
 
     # ------------------------------------------------------------------ trials
     def sync(self) -> None:
-        todo = [r for r in self.journal.trials(status=("completed", "failed", "abandoned")) if not r.tracked]
-        if not todo or not self.enabled:
-            return
-        ratings = self.journal.mean_ratings()
-        for r in todo:
-            self.log_trial(r, ratings.get(r.id))
+        """Nothing to queue: the backfill from the journal runs when the store is opened."""
+        self._mark_confirmed()
 
     def log_trial(self, record: TrialRecord, rating: float | None = None) -> bool:
         """Queue the trial for MLflow; returns False: it is marked tracked once MLflow has it."""
@@ -220,6 +394,9 @@ class MlflowTracker(Tracker):
 
     def _log_trial(self, r: TrialRecord, rating: float | None) -> None:
         from mlflow.entities import Metric, Param, RunTag
+
+        if r.id in self._logged:  # backfilled already: a trial is sent once
+            return
 
         status = {"completed": "FINISHED", "failed": "FAILED", "abandoned": "KILLED"}[r.status]
         start_ms = int((r.started_at or r.proposed_at) * 1000)
@@ -238,6 +415,7 @@ class MlflowTracker(Tracker):
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(k, str(v)[:500]) for k, v in r.params.items()], tags=tags)
         self.client.set_terminated(run.info.run_id, status=status, end_time=now)
+        self._logged.add(r.id)
         self._confirm(r.id)
 
     def log_progress(self, step: int, best: TrialRecord | None) -> None:
@@ -293,6 +471,8 @@ class MlflowTracker(Tracker):
         self._drain()
         self._jobs.put(None)  # stop the worker
         self._mark_confirmed()
+        if self.config.tracking.uri is None:  # the campaign's own store: no connection outlives its session
+            _forget_cached_stores(self.uri)
 
 
 def make_tracker(config: CampaignConfig, directory: Path, journal: Journal) -> Tracker:

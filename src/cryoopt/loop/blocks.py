@@ -4,7 +4,12 @@
 protocol: the agent adapts setpoints per serial section and may stop early. A block's
 ``quality`` (maximized) is the mean fused score of its good sections times the
 fraction of the section budget that gave good sections (failed ribbons, failed
-evaluations and sections never cut count 0); its ``prep_time_h`` is minimized.
+evaluations and sections never cut count 0); its ``prep_time_h`` is minimized. A block
+in which no section gave a valid evaluation is a failed experiment:
+:meth:`BlockRunner.run` returns :class:`~cryoopt.optim.Failure` with the reason, never a
+quality of 0 for a model to learn from (it keeps what the block measured, e.g. its prep
+time; :meth:`BlockRunner.measure` returns the measurements either way, for benchmarks that
+judge a protocol by what the lab would get).
 
 :func:`block_space` is the search space over a block's starting protocol, the space the
 outer loop (:mod:`cryoopt.loop.outer_loop`) optimizes over.
@@ -16,14 +21,17 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cryoopt.optim.trial import Failure
 from cryoopt.space import SearchSpace
 
-__all__ = ["DEFAULT_BLOCK_SPACE", "OBJECTIVES", "BlockRunner", "SimulatedCLEMBlock", "block_space"]
+__all__ = ["DEFAULT_BLOCK_SPACE", "OBJECTIVES", "RESULT_KEYS", "BlockFailure", "BlockRunner", "SimulatedCLEMBlock",
+           "block_space"]
 
 #: The starting-protocol knobs the GP searches by default (names as the env's setpoints).
 DEFAULT_BLOCK_SPACE: dict[str, dict[str, Any]] = {
@@ -39,6 +47,20 @@ DEFAULT_BLOCK_SPACE: dict[str, dict[str, Any]] = {
 
 #: A block's objectives: quality up, preparation time down.
 OBJECTIVES = {"quality": "maximize", "prep_time_h": "minimize"}
+
+#: The keys of every block result :meth:`BlockRunner.run` returns (HRL agents add ``option_<name>`` counts).
+RESULT_KEYS = frozenset({
+    "quality", "prep_time_h", "good_sections", "fused_score", "cnr", "lm_cnr", "frc_resolution_nm", "sections",
+    "failed_sections", "failed_evaluations", "steps", "stopped", "block_return",
+})
+
+
+@dataclass(frozen=True)
+class BlockFailure(Failure):
+    """A block in which no section gave a valid evaluation: the reason, and what the block
+    still measured (its prep time, sections cut, ...), which a journal keeps and a model never sees."""
+
+    measured: Mapping[str, float] = field(default_factory=dict)
 
 
 def block_space(parameters: Mapping[str, Mapping[str, Any]] | None = None) -> SearchSpace:
@@ -137,9 +159,13 @@ class BlockRunner:
                 env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
             self.agent.learn(env, steps)
 
-    def run(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None) -> dict[str, Any]:
+    def run(self, params: Mapping[str, Any], seed: int, *,
+            image_dir: str | Path | None = None) -> dict[str, Any] | BlockFailure:
         """Run one block from the starting protocol ``params``; returns the result dict
-        (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...).
+        (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...), or a
+        :class:`BlockFailure` (a :class:`~cryoopt.optim.Failure`) with the reason when no section
+        of the block gave a valid evaluation (every ribbon failed, every evaluation failed, or
+        none was cut).
 
         With ``image_dir`` (and ``section_images=True``) each section's LM and EM images
         are saved there as 8-bit PNGs (``s01_lm.png``, ``s01_em.png``, ...; a section whose
@@ -147,15 +173,31 @@ class BlockRunner:
         section with ``section``, ``lm``/``em`` (file names in ``image_dir``, or ``None``),
         ``reward``, ``failed`` and the section's headline ``scores``.
         """
+        result = self.measure(params, seed, image_dir=image_dir)
+        reason = result.pop("failure_reason", None)
+        return BlockFailure(reason, measured=result) if reason else result
+
+    def measure(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None) -> dict[str, Any]:
+        """Run one block and return everything it measured, failed or not: a block with no valid
+        evaluation has ``quality`` 0 and says why in ``failure_reason`` (for judging a protocol
+        by what the lab would get; an optimizer must be told :meth:`run`'s failure instead)."""
         from cryoopt.agents import EXPERT_PROTOCOL, run_block
 
         start = {**EXPERT_PROTOCOL, **dict(params)}
+        why: list[str] = []
         sections: list[dict[str, Any]] = []
-        on_step = None
+        saver = None
         if image_dir is not None:
             if not self.section_images:
                 raise ValueError("image_dir needs a BlockRunner made with section_images=True")
-            on_step = _SectionImageSaver(self.env, Path(image_dir), sections)
+            saver = _SectionImageSaver(self.env, Path(image_dir), sections)
+
+        def on_step(obs: Any, reward: float, info: Mapping[str, Any]) -> None:
+            if info.get("evaluation_failed"):
+                why.append(str(info.get("failure_reason") or "evaluation failed"))
+            if saver is not None:
+                saver(obs, reward, info)
+
         out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
                         min_sections=self.min_sections, on_step=on_step)
         self.blocks_run += 1
@@ -174,6 +216,8 @@ class BlockRunner:
         result["prep_time_h"] = float(out["prep_time_h"])
         if image_dir is not None:
             result["section_images"] = sections
+        if out.get("fused_score") is None:
+            result["failure_reason"] = _no_evaluation_reason(out, why)
         return result
 
     def close(self) -> None:
@@ -221,6 +265,21 @@ def _score_value(entry: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _no_evaluation_reason(out: Mapping[str, Any], why: list[str]) -> str:
+    """Why a block gave no valid evaluation, e.g. ``"no section gave a valid evaluation: 6 cut,
+    2 ribbons failed, 4 evaluations failed (impact/novelty is nan)"``."""
+    cut, ribbons, evals = int(out.get("sections", 0)), int(out.get("failed_sections", 0)), len(why)
+    if cut == 0:
+        return "no section gave a valid evaluation: the block ended before any section was cut"
+    parts = [f"{cut} cut"]
+    if ribbons:
+        parts.append(f"{ribbons} ribbon{'s' if ribbons != 1 else ''} failed")
+    if evals:
+        reasons = "; ".join(dict.fromkeys(why))
+        parts.append(f"{evals} evaluation{'s' if evals != 1 else ''} failed ({reasons})")
+    return "no section gave a valid evaluation: " + ", ".join(parts)
+
+
 class SimulatedCLEMBlock(BlockRunner):
     """A :class:`BlockRunner` callable with a params dict (for a ``function`` executor).
 
@@ -232,5 +291,5 @@ class SimulatedCLEMBlock(BlockRunner):
         self.seed = int(seed)
         super().__init__(**kwargs)
 
-    def __call__(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, params: Mapping[str, Any]) -> dict[str, Any] | BlockFailure:
         return self.run(params, _json_seed(params, self.seed))

@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cryoopt.loop.blocks import BlockRunner
+from cryoopt.loop.blocks import RESULT_KEYS, BlockFailure, BlockRunner
 from cryoopt.progress import current_sink, format_duration
-from cryoopt.registry import Executor, TrialRequest, executors
+from cryoopt.registry import Executor, Problem, TrialRequest, executors, option_problems
 
 __all__ = ["AGENT_DIR", "IMAGES_DIR", "SimulatedCLEMExecutor"]
 
@@ -50,6 +50,21 @@ class SimulatedCLEMExecutor(Executor):
     """
 
     idempotent = True
+    result_keys = RESULT_KEYS
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[Problem]:
+        """``executor.options`` are BlockRunner's keywords, of the right types, naming a known agent."""
+        options = config.executor.options
+        problems = option_problems(BlockRunner, options, "executor.options")
+        agent = options.get("agent", "hrl")
+        if isinstance(agent, str) and ":" not in agent and not any(p[0] == "executor.options.agent" for p in problems):
+            from cryoopt.agents import available_agents
+
+            if agent not in available_agents():
+                problems.append(("executor.options.agent",
+                                 f"unknown agent {agent!r}; available: {', '.join(available_agents())} (or module:Class)"))
+        return problems
 
     def __init__(self, config: Any) -> None:
         opts = dict(config.executor.options)
@@ -98,7 +113,7 @@ class SimulatedCLEMExecutor(Executor):
             _save_atomically(runner.agent, saved, self._pretraining())
         return runner
 
-    def run(self, trial: TrialRequest) -> dict[str, Any]:
+    def run(self, trial: TrialRequest) -> dict[str, Any] | BlockFailure:
         runner = self.runner
         seed = self.seed * 100_003 + trial.id
         if not runner.section_images or self.directory is None:
@@ -107,7 +122,8 @@ class SimulatedCLEMExecutor(Executor):
         folder = self.directory / rel
         shutil.rmtree(folder, ignore_errors=True)  # a re-run after a crash replaces the old images
         result = runner.run(trial.params, seed, image_dir=folder)
-        for rec in result.get("section_images", []):
+        records = result.measured.get("section_images", []) if isinstance(result, BlockFailure) else result.get("section_images", [])
+        for rec in records:
             for key in ("lm", "em"):
                 if rec.get(key):
                     rec[key] = (rel / rec[key]).as_posix()

@@ -42,7 +42,7 @@ import numpy as np
 from cryoopt.loop import manual as _manual  # noqa: F401 - registers the "manual_ofat" strategy
 from cryoopt.loop.blocks import OBJECTIVES, BlockRunner, block_space
 from cryoopt.optim.base import Optimizer, make_optimizer, replicate_due
-from cryoopt.optim.trial import Trial
+from cryoopt.optim.trial import Failure, Trial
 from cryoopt.space import SearchSpace
 
 __all__ = ["FAST_BO", "OuterLoop"]
@@ -131,7 +131,11 @@ class OuterLoop:
         for t in trials:
             index = len(self.history)
             result = self.runner.run(t.params, self.block_seed(index))
-            self.optimizer.tell(t, {k: v for k, v in result.items() if math.isfinite(v)})
+            if isinstance(result, Failure):  # no valid evaluation: told as a failure, never as a quality of 0
+                self.optimizer.tell(t, result)
+                result = {**getattr(result, "measured", {}), "failure_reason": result.reason}
+            else:
+                self.optimizer.tell(t, {k: v for k, v in result.items() if math.isfinite(v)})
             rec = {"block": index, "trial": t.id, "source": t.source, "params": dict(t.params), **result}
             self.history.append(rec)
             records.append(rec)

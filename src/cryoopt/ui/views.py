@@ -129,7 +129,7 @@ class CampaignView:
         return out
 
     def _row(self, t: TrialRecord, ratings: dict[int, float]) -> dict[str, Any]:
-        n_images = len(t.result.get("section_images", [])) if isinstance(t.result, dict) else 0
+        n_images = len(section_images(t.result))
         return {"id": t.id, "status": t.status, "source": t.source, "params": t.params,
                 "values": {k: _finite(v) for k, v in (t.values or {}).items() if k in self.config.objectives},
                 "duration_s": t.duration_s, "rating": ratings.get(t.id), "error": t.error, "sections": n_images,
@@ -145,9 +145,8 @@ class CampaignView:
             j.close()
         if t is None:
             return None
-        result = t.result if isinstance(t.result, dict) else {}
         sections = []
-        for s in result.get("section_images", []):
+        for s in section_images(t.result):
             sections.append({**s, "lm": f"/files/{s['lm']}" if s.get("lm") else None,
                              "em": f"/files/{s['em']}" if s.get("em") else None})
         metrics = {k: _finite(v) for k, v in (t.values or {}).items()}
@@ -302,3 +301,14 @@ class CampaignView:
                                 f"others at the recommended protocol (dashed)", height=260 * rows,
                           margin={"t": 60, "l": 50, "r": 10, "b": 30}, font={"size": 10})
         return json.loads(fig.to_json())
+
+
+def section_images(result: Any) -> list[dict[str, Any]]:
+    """The per-section image records a trial's stored result carries: a completed block's own,
+    or, for a failed block, those of what it still measured (``{"failure": ..., "measured": {...}}``)."""
+    if not isinstance(result, dict):
+        return []
+    records = result.get("section_images")
+    if records is None and isinstance(result.get("measured"), dict):
+        records = result["measured"].get("section_images")
+    return list(records or [])
