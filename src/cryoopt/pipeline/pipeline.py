@@ -30,7 +30,15 @@ import numpy as np
 from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline import metrics as M
 from cryoopt.pipeline._robust import median_sigma
-from cryoopt.pipeline._validate import check_image
+from cryoopt.pipeline._validate import (
+    MAX_ABS_INTENSITY,
+    MIN_ABS_INTENSITY,
+    check_field_mask,
+    check_image,
+    check_mask,
+    check_pixel_size,
+    power_of_two_exponent,
+)
 from cryoopt.pipeline.evaluators import Evaluator, Evidence, LogicConsistencyEvaluator
 from cryoopt.pipeline.parser import KnownMask, ParseResult, parse_section
 from cryoopt.pipeline.preprocess import Restorer, block_mean, detect_charging, detect_ice, normalize_intensity, restorers
@@ -81,9 +89,10 @@ class EvaluationContext:
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise EvaluationError(f"{name} must be a positive number, got {v!r}")
+            object.__setattr__(self, name, check_pixel_size(getattr(self, name), name=name))
+        for name in ("charging_mask", "ice_mask", "label_target_mask"):
+            if getattr(self, name) is not None and np.asarray(getattr(self, name)).size == 0:
+                raise EvaluationError(f"context.{name} is empty; pass a mask on the EM image's grid, or None")
 
 
 @dataclass
@@ -139,11 +148,11 @@ def stage_preprocess(st: SectionState) -> None:
     st.em_w, st.lm_w = block_mean(st.em, st.f_em), block_mean(st.lm, st.f_lm)
     min_area = max(4, int(250_000 / (ctx.em_pixel_size_nm * st.f_em) ** 2))  # 0.25 um^2
     if ctx.charging_mask is not None:
-        st.charging = block_mean(np.asarray(ctx.charging_mask, float), st.f_em) > 0.5
+        st.charging = _working_mask(ctx.charging_mask, st, "charging_mask")
     else:
         st.charging = detect_charging(st.em_raw_w, min_area_px=min_area)
     if ctx.ice_mask is not None:
-        st.ice = block_mean(np.asarray(ctx.ice_mask, float), st.f_em) > 0.5
+        st.ice = _working_mask(ctx.ice_mask, st, "ice_mask")
     else:
         st.ice = detect_ice(st.em_raw_w, min_area_px=min_area)
 
@@ -160,10 +169,7 @@ def stage_parse(st: SectionState) -> None:
 
 def _working_mask(mask: Any, st: SectionState, name: str) -> np.ndarray:
     """A known full-resolution EM mask on the working grid (a block is in if half its pixels are)."""
-    arr = np.asarray(mask)
-    if arr.shape != st.em.shape:
-        raise EvaluationError(f"context.{name} has shape {arr.shape}; it must be on the EM image's grid {st.em.shape}")
-    return block_mean(arr.astype(float), st.f_em) > 0.5
+    return block_mean(check_field_mask(mask, st.em.shape, name=f"context.{name}"), st.f_em) > 0.5
 
 
 def stage_metrics(st: SectionState) -> None:
@@ -261,9 +267,16 @@ def stage_register(st: SectionState) -> None:
 def stage_evaluate(st: SectionState) -> None:
     ctx = st.context
     assert st.label_mask is not None and st.target_mask is not None  # noqa: S101
+    shape = st.label_mask.shape
+    previous = []
+    for i, pair in enumerate(ctx.previous_sections):
+        if len(pair) != 2:
+            raise EvaluationError(f"context.previous_sections[{i}] must be a (label_mask, target_mask) pair")
+        previous.append(tuple(check_mask(m, shape, name=f"context.previous_sections[{i}][{j}]", min_pixels=0)
+                              for j, m in enumerate(pair)))
     evidence = Evidence(
-        label_masks=[np.asarray(a, bool) for a, _ in ctx.previous_sections] + [st.label_mask],
-        target_masks=[np.asarray(b, bool) for _, b in ctx.previous_sections] + [st.target_mask],
+        label_masks=[a for a, _ in previous] + [st.label_mask],
+        target_masks=[b for _, b in previous] + [st.target_mask],
         metrics={k: v.value for k, v in st.scores.items()},
         protocol=ctx.protocol,
     )
@@ -300,8 +313,8 @@ class Pipeline:
 
     def run(self, lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> SectionState:
         """Run all stages; returns the final state (``.scores``, ``.timings``, masks, transform)."""
-        lm = check_image(lm_image, name="lm_image", min_size=16)
-        em = check_image(em_image, name="em_image", min_size=16)
+        lm = check_image(_in_range(lm_image), name="lm_image", min_size=16)
+        em = check_image(_in_range(em_image), name="em_image", min_size=16)
         for name, img in (("lm_image", lm), ("em_image", em)):
             if np.ptp(img) == 0:
                 raise EvaluationError(f"{name} is constant; there is nothing to evaluate")
@@ -316,6 +329,18 @@ class Pipeline:
 
     def __call__(self, lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> Scores:
         return Scores(self.run(lm_image, em_image, context=context).scores)
+
+
+def _in_range(image: Any) -> Any:
+    """A float image whose peak magnitude would overflow (or underflow) the metrics' variances,
+    rescaled by an exact power of two; every pipeline score is invariant to that."""
+    arr = np.asarray(image)
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return image
+    peak = max(float(arr.max()), -float(arr.min()))
+    if math.isfinite(peak) and (peak > MAX_ABS_INTENSITY or 0.0 < peak < MIN_ABS_INTENSITY):
+        return np.ldexp(arr.astype(np.float64), power_of_two_exponent(peak))
+    return image
 
 
 def evaluate_section(lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> Scores:
