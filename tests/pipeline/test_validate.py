@@ -16,7 +16,7 @@ from cryoopt.pipeline import EvaluationContext, evaluate_section
 from cryoopt.pipeline import metrics as M
 from cryoopt.pipeline._validate import check_field_mask, check_image, check_pixel_size, power_of_two_exponent
 
-from ._synth import clem_pair
+from ._synth import CLEM_EM_PX, CLEM_LM_PX, clem_pair
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def pair():
 
 
 def _ctx(**kw):
-    return EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, **kw)
+    return EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX, **kw)
 
 
 @pytest.mark.parametrize("value", [np.float32(40.0), np.float64(40.0), np.int64(40), np.uint16(40), 40, 40.0])

@@ -71,6 +71,16 @@ class EvaluationContext:
             an operator's annotation). The LM label is always segmented.
         label_target_mask: where the label belongs, on the EM image's grid (e.g. the
             simulator's labelled sites); default: the union of ``target_structures``.
+        segmenter: the EM section segmenter, a name in
+            :data:`~cryoopt.pipeline.parser.segmenters` (``"hierarchical"``, the classical
+            default; ``"learned"``, a U-Net trained at first use) or a
+            :class:`~cryoopt.pipeline.segmentation.SectionSegmenter`. It works in nm, from
+            ``em_pixel_size_nm``.
+        em_reference_intensity: the raw EM intensity of bare resin or the open beam, when
+            the instrument reports it (dose x gain): tells resin from cytoplasm by optical
+            density instead of by context.
+        elastic_registration: refine the LM -> EM transform with a smooth displacement
+            field (sections that deformed between the two images).
     """
 
     lm_pixel_size_nm: float
@@ -86,10 +96,16 @@ class EvaluationContext:
     ice_mask: np.ndarray | None = None
     structure_masks: Mapping[str, np.ndarray] | None = None
     label_target_mask: np.ndarray | None = None
+    segmenter: Any = "hierarchical"
+    em_reference_intensity: float | None = None
+    elastic_registration: bool = False
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
             object.__setattr__(self, name, check_pixel_size(getattr(self, name), name=name))
+        if self.em_reference_intensity is not None:
+            object.__setattr__(self, "em_reference_intensity",
+                               check_pixel_size(self.em_reference_intensity, name="em_reference_intensity"))
         for name in ("charging_mask", "ice_mask", "label_target_mask"):
             if getattr(self, name) is not None and np.asarray(getattr(self, name)).size == 0:
                 raise EvaluationError(f"context.{name} is empty; pass a mask on the EM image's grid, or None")
@@ -158,13 +174,26 @@ def stage_preprocess(st: SectionState) -> None:
 
 
 def stage_parse(st: SectionState) -> None:
-    assert st.em_w is not None and st.lm_w is not None  # noqa: S101 - stage order
+    """Segment the EM working grid in nm (the context's section segmenter) and the LM label."""
+    assert st.em_w is not None and st.lm_w is not None and st.em_raw_w is not None  # noqa: S101 - stage order
+    ctx = st.context
+    artifacts = st.charging | st.ice
     em = st.em_w.copy()
-    em[st.charging | st.ice] = median_sigma(em)[0]  # artifacts are not structures
+    em[artifacts] = median_sigma(em)[0]  # artifacts are not structures
     known = {kind: KnownMask(_working_mask(mask, st, f"structure_masks[{kind!r}]"))
-             for kind, mask in (st.context.structure_masks or {}).items()}
-    kinds = tuple(dict.fromkeys(("nuclei", "mitochondria", "membranes", *st.context.target_structures, *known)))
-    st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False)
+             for kind, mask in (ctx.structure_masks or {}).items()}
+    kinds = tuple(dict.fromkeys(("cells", "nuclei", "mitochondria", "membranes", *ctx.target_structures, *known)))
+    ref = None
+    if ctx.em_reference_intensity is not None:  # the raw reference on the normalised grid
+        raw = st.em_raw_w
+        lo, hi = np.percentile(raw, (0.5, 99.5))
+        ref = (ctx.em_reference_intensity - lo) / (hi - lo) if hi > lo else None
+        if ref is not None and ref <= 0:
+            raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is darker than the section; "
+                                  "pass the raw intensity of bare resin or the open beam")
+    st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False,
+                              pixel_size_nm=ctx.em_pixel_size_nm * st.f_em, segmenter=ctx.segmenter,
+                              reference_intensity=ref, ignore=artifacts)
 
 
 def _working_mask(mask: Any, st: SectionState, name: str) -> np.ndarray:
@@ -223,21 +252,24 @@ def stage_register(st: SectionState) -> None:
     """Register on the working grids, using the parsed structures as modality-free features:
     the EM target structures against the LM label (the label marks them)."""
     from scipy import ndimage as ndi
-    from skimage.transform import warp
 
     ctx, p = st.context, st.parsed
     assert p is not None and st.em_w is not None and st.lm_w is not None and st.target_mask is not None  # noqa: S101
     em_feat = ndi.gaussian_filter(st.target_mask.astype(float), 1.0)
     lm_feat = ndi.gaussian_filter(p.mask("targets").astype(float), 1.0)
-    try:
-        reg_w = register_lm_em(
-            lm_feat, em_feat,
-            lm_pixel_size_nm=ctx.lm_pixel_size_nm * st.f_lm, em_pixel_size_nm=ctx.em_pixel_size_nm * st.f_em,
-            lm_points=detect_structure_points(lm_feat), em_points=detect_structure_points(em_feat),
-            max_working_px=ctx.max_working_px,
-        )
-    except EvaluationError:
-        reg_w = None
+    kwargs = dict(lm_pixel_size_nm=ctx.lm_pixel_size_nm * st.f_lm, em_pixel_size_nm=ctx.em_pixel_size_nm * st.f_em,
+                  lm_points=detect_structure_points(lm_feat), em_points=detect_structure_points(em_feat),
+                  max_working_px=ctx.max_working_px)
+    reg_w = None
+    # structure points verify an affine; too few of them (a neurite and a few puncta), and
+    # the image correlation at the known scale must stand out on its own
+    for model in ("affine", "coarse"):
+        try:
+            reg_w = register_lm_em(lm_feat, em_feat, model=model, elastic=ctx.elastic_registration and model == "affine",
+                                   **kwargs)
+            break
+        except EvaluationError:
+            continue
     s = st.scores
     if reg_w is None:
         for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
@@ -246,17 +278,21 @@ def stage_register(st: SectionState) -> None:
         st.label_mask = np.zeros(st.em_w.shape, bool)
         return
     full = _grid(st.f_em) @ reg_w.matrix @ np.linalg.inv(_grid(st.f_lm))
+    disp = None
+    if reg_w.displacement is not None:
+        from skimage.transform import resize
+
+        disp = np.stack([resize(d * st.f_em, st.em.shape, order=1, mode="edge") for d in reg_w.displacement])
     st.registration = RegistrationResult(
         full, reg_w.rotation_deg, reg_w.scale * st.f_em / st.f_lm, reg_w.n_matches,
-        reg_w.fre_px * st.f_em, reg_w.tre_px * st.f_em, reg_w.model,
+        reg_w.fre_px * st.f_em, reg_w.tre_px * st.f_em, reg_w.model, reg_w.method, disp,
     )
     reg = st.registration
     s["registration_tre_px"] = score("registration_tre_px", reg.tre_px)
     s["registration_tre_nm"] = score("registration_tre_nm", reg.tre_px * ctx.em_pixel_size_nm)
     s["registration_fre_px"] = score("registration_fre_px", reg.fre_px)
     s["registration_n_matches"] = score("registration_n_matches", reg.n_matches)
-    label = warp(p.mask("targets").astype(float), np.linalg.inv(reg_w.matrix), output_shape=st.em_w.shape, order=0)
-    st.label_mask = label > 0.5
+    st.label_mask = reg_w.warp(p.mask("targets"), st.em_w.shape, order=0)
     if st.label_mask.any():
         inside = np.count_nonzero(st.label_mask & st.target_mask) / np.count_nonzero(st.label_mask)
         s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
