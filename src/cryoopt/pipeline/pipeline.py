@@ -81,6 +81,15 @@ class EvaluationContext:
             density instead of by context.
         elastic_registration: refine the LM -> EM transform with a smooth displacement
             field (sections that deformed between the two images).
+        registration_prior: what to use when the images do not verify a registration:
+            ``"centred"`` (the default: both fields share their centre, as correlative
+            navigation to a region of interest leaves them, at the pixel sizes' scale,
+            unrotated), a `3 x 3` LM -> EM pixel matrix from stage coordinates, or None
+            (no label placement: label scores fail). ``registration_verified`` says which.
+        label_sites: where the label belongs when ``label_target_mask`` is not given:
+            ``"near_label"`` (the target structures within one LM pixel of the placed
+            label: precision is measured against the structures, recall against the
+            structure the label could resolve) or ``"structures"`` (all of them).
     """
 
     lm_pixel_size_nm: float
@@ -99,6 +108,8 @@ class EvaluationContext:
     segmenter: Any = "hierarchical"
     em_reference_intensity: float | None = None
     elastic_registration: bool = False
+    registration_prior: Any = "centred"
+    label_sites: str = "near_label"
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
@@ -106,6 +117,13 @@ class EvaluationContext:
         if self.em_reference_intensity is not None:
             object.__setattr__(self, "em_reference_intensity",
                                check_pixel_size(self.em_reference_intensity, name="em_reference_intensity"))
+        if self.label_sites not in ("near_label", "structures"):
+            raise EvaluationError(f"label_sites must be 'near_label' or 'structures', got {self.label_sites!r}")
+        prior = self.registration_prior
+        if not (prior is None or (isinstance(prior, str) and prior == "centred")):
+            m = np.asarray(prior, float)
+            if m.shape != (3, 3) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:2, :2])) < 1e-12:
+                raise EvaluationError("registration_prior must be 'centred', None or an invertible finite 3 x 3 LM -> EM matrix")
         for name in ("charging_mask", "ice_mask", "label_target_mask"):
             if getattr(self, name) is not None and np.asarray(getattr(self, name)).size == 0:
                 raise EvaluationError(f"context.{name} is empty; pass a mask on the EM image's grid, or None")
@@ -271,12 +289,18 @@ def stage_register(st: SectionState) -> None:
         except EvaluationError:
             continue
     s = st.scores
+    s["registration_verified"] = score("registration_verified", float(reg_w is not None))
     if reg_w is None:
-        for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
-            s[k] = score(k, math.nan)
-        s["registration_n_matches"] = score("registration_n_matches", 0)
-        st.label_mask = np.zeros(st.em_w.shape, bool)
-        return
+        prior = _prior(st)
+        if prior is None:
+            for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
+                s[k] = score(k, math.nan)
+            s["registration_n_matches"] = score("registration_n_matches", 0)
+            st.label_mask = np.zeros(st.em_w.shape, bool)
+            return
+        rot = math.degrees(math.atan2(prior[1, 0], prior[0, 0])) % 360
+        reg_w = RegistrationResult(prior, rot, math.sqrt(abs(np.linalg.det(prior[:2, :2]))), 0, math.nan, math.nan,
+                                   "prior", "prior")
     full = _grid(st.f_em) @ reg_w.matrix @ np.linalg.inv(_grid(st.f_lm))
     disp = None
     if reg_w.displacement is not None:
@@ -298,6 +322,28 @@ def stage_register(st: SectionState) -> None:
         s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
     else:
         s["label_in_target_fraction"] = score("label_in_target_fraction", math.nan)
+    if ctx.label_target_mask is None and ctx.label_sites == "near_label" and st.label_mask.any():
+        # the sites the label could mark: target structure within one LM pixel of it
+        reach = max(1, int(round(ctx.lm_pixel_size_nm / (ctx.em_pixel_size_nm * st.f_em))))
+        st.target_mask = st.target_mask & ndi.binary_dilation(st.label_mask, iterations=reach)
+
+
+def _prior(st: SectionState) -> np.ndarray | None:
+    """The context's registration prior on the working grids (LM working px -> EM working px)."""
+    ctx = st.context
+    prior = ctx.registration_prior
+    if prior is None:
+        return None
+    to_w = np.linalg.inv(_grid(st.f_em))
+    if isinstance(prior, str):  # "centred": the fields share their centre, at the pixel sizes' scale
+        s = ctx.lm_pixel_size_nm * st.f_lm / (ctx.em_pixel_size_nm * st.f_em)
+        c_lm = (np.array(st.lm_w.shape[::-1], float) - 1) / 2.0
+        c_em = (np.array(st.em_w.shape[::-1], float) - 1) / 2.0
+        m = np.eye(3)
+        m[:2, :2] *= s
+        m[:2, 2] = c_em - s * c_lm
+        return m
+    return to_w @ np.asarray(prior, float) @ _grid(st.f_lm)
 
 
 def stage_evaluate(st: SectionState) -> None:

@@ -508,7 +508,10 @@ def _elastic(lm: np.ndarray, em: np.ndarray, matrix: np.ndarray, lm_sigma_em_px:
         return np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
 
     fill = float(np.median(lm_on_em[inside])) if inside.any() else 0.0
-    ref, mov = norm(-em_w), norm(np.where(inside, lm_on_em, fill))  # stain is dark in EM, label bright in LM
+    mov = norm(np.where(inside, lm_on_em, fill))
+    # the EM's sign that looks like the LM (stain is dark in EM where label is bright in LM)
+    sign = -1.0 if _ncc(em_w, mov, inside) < 0 else 1.0
+    ref = norm(sign * em_w)
     v_row, v_col = optical_flow_tvl1(ref, mov, attachment=10.0, tightness=0.3, num_warp=5, num_iter=10)
     weight = ndi.gaussian_filter(ref + mov, sigma) * inside
     smooth_px = max(em_w.shape) / 8.0

@@ -200,6 +200,22 @@ class HierarchicalSegmenter:
             return t3
         return [t]
 
+    def _organelles(self, tophat: np.ndarray, sigma: float, pixel_nm: float, within: np.ndarray, *,
+                    compact: bool = True) -> np.ndarray:
+        """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide)."""
+        from skimage.measure import label, regionprops
+
+        w_lo, w_hi = self.mitochondrion_width_nm
+        a_lo, a_hi = self.mitochondrion_area_um2
+        out = np.zeros(tophat.shape, bool)
+        for rp in regionprops(label((tophat > self.detection_z * sigma) & within)):
+            area = rp.area * pixel_nm**2 / 1e6
+            width = rp.axis_minor_length * pixel_nm
+            long = rp.axis_major_length > 6.0 * max(rp.axis_minor_length, 1.0)
+            if a_lo <= area <= a_hi and w_lo <= width <= w_hi and not (compact and long):
+                out[tuple(rp.coords.T)] = True
+        return out
+
     def _ring(self, m: np.ndarray, pixel_nm: float) -> np.ndarray:
         return ndi.binary_dilation(m, iterations=max(2, int(round(200.0 / pixel_nm)))) & ~m
 
@@ -243,15 +259,8 @@ class HierarchicalSegmenter:
         tophat = bg - no_mem
         min_px_c = self.min_region_um2 * 1e6 / pc**2
 
-        cand = label(tophat > self.detection_z * sig_c)
-        organelles = np.zeros(co.shape, bool)
-        w_lo, w_hi = self.mitochondrion_width_nm
-        a_lo, a_hi = self.mitochondrion_area_um2
-        for rp in regionprops(cand):
-            area = rp.area * pc * pc / 1e6
-            width = rp.axis_minor_length * pc
-            if a_lo <= area <= a_hi and w_lo <= width <= w_hi:
-                organelles[tuple(rp.coords.T)] = True
+        # compact dark objects over the whole field: where they lie tells cytoplasm from resin
+        organelles = self._organelles(tophat, sig_c, pc, np.ones(co.shape, bool))
         base = np.where(ndi.binary_dilation(organelles), bg, no_mem)
         thresholds = self._levels(base, valid_c, sig_c, min_px_c)
         k_levels = len(thresholds) + 1
@@ -283,18 +292,30 @@ class HierarchicalSegmenter:
         if len(cell_levels) >= 2:
             nuc_c = opening(cls == min(cell_levels), _disk(300.0 / pc))
             nuc_c = _remove_small(nuc_c, self.nucleus_min_area_um2 * 1e6 / pc**2)
+
+        # 3. organelles: darker than the cell around them (resin counts as cytoplasm here,
+        # so a thin neurite in resin is no organelle, and a mitochondrion in it is)
+        bg_cell = bg
         mito_c = np.zeros(co.shape, bool)
-        for i in range(1, n_org + 1):
-            m = org_lab == i
-            ring = self._ring(m, pc)
-            if ring.any() and cell_c[ring].mean() > 0.6 and nuc_c[ring].mean() <= 0.6:
-                mito_c |= m
+        if cell_c.any():
+            level = float(np.median(no_mem[cell_c & ~nuc_c])) if (cell_c & ~nuc_c).any() else float(np.median(no_mem[cell_c]))
+            # the cell's edge pixels mix in resin through the smoothing: they take the cell level too
+            filled = np.where(ndi.binary_erosion(cell_c, iterations=2), no_mem, max(level, 0.0))
+            bg_cell = closing(filled, _disk(0.5 * self.organelle_max_width_nm / pc))
+            cand = self._organelles(bg_cell - filled, sig_c, pc, cell_c, compact=False)
+            cand_lab, n_cand = ndi.label(cand)
+            for i in range(1, n_cand + 1):
+                m = cand_lab == i
+                ring = self._ring(m, pc)
+                if ring.any() and cell_c[ring].mean() > 0.6 and nuc_c[ring].mean() <= 0.6:
+                    mito_c |= m
 
         # full-resolution refinement of the coarse decisions
         no_mem_f = closing(s, _disk(max(1.0, self.membrane_nm / px)))
-        bg_f = _upsample(bg, f, shape)
+        bg_f = _upsample(bg_cell, f, shape)
         mito_zone = _upsample(ndi.binary_dilation(mito_c, iterations=2), f, shape) > 0.5
-        base_f = np.where(mito_zone, bg_f, no_mem_f)
+        organelle_zone = _upsample(ndi.binary_dilation(organelles | mito_c, iterations=2), f, shape) > 0.5
+        base_f = np.where(organelle_zone, _upsample(bg, f, shape), no_mem_f)
         cls_f = np.digitize(base_f, thresholds)
         cells = np.isin(cls_f, cell_levels)
         if cells.any():
@@ -312,7 +333,7 @@ class HierarchicalSegmenter:
                 low = float(np.percentile(s[sl][reg], 5))
                 high = float(np.median(bg_f[sl][reg]))
                 mito[sl] |= reg & (s[sl] < 0.5 * (low + high))  # half maximum: unbiased edges
-            mito = _remove_small(opening(mito, _disk(max(1.0, 50.0 / px))), a_lo * 1e6 / px**2)
+            mito = _remove_small(opening(mito, _disk(max(1.0, 50.0 / px))), self.mitochondrion_area_um2[0] * 1e6 / px**2)
         cells |= mito
         nuclei &= ~mito
         cells &= ~ign
