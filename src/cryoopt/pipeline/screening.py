@@ -166,16 +166,17 @@ def _thickness_map(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def _split_ribbon(fg: np.ndarray, contrast: np.ndarray) -> list[tuple[int, int]]:
     """Column ranges of the sections along the ribbon.
 
-    ``contrast`` is each raw pixel's colour distance from water; averaged over the
-    ribbon's rows it drops at a junction between two sections (a line of water one
-    pixel wide) and stays low over the gap a failed cut leaves."""
+    ``contrast`` is each raw pixel's colour minus water's (``H x W x 3``); its mean over
+    the ribbon's rows (noise averages out before the norm is taken) drops at a junction
+    between two sections (a line of water one pixel wide) and stays low over the gap a
+    failed cut leaves."""
     rows = np.flatnonzero(fg.mean(axis=1) > 0.2 * fg.mean(axis=1).max()) if fg.any() else np.array([], int)
     if rows.size == 0:
         return []
-    profile = contrast[rows[0]:rows[-1] + 1].mean(axis=0)
+    profile = np.linalg.norm(contrast[rows[0]:rows[-1] + 1].mean(axis=0), axis=1)
     cover = fg[rows[0]:rows[-1] + 1].mean(axis=0)
     local = ndi.median_filter(profile, size=15, mode="nearest")
-    present = (cover > 0.2) & (profile > 0.5 * local)
+    present = (cover > 0.2) & (profile > 0.3 * local)
     runs, start = [], None
     for x, p in enumerate(present):
         if p and start is None:
@@ -185,7 +186,19 @@ def _split_ribbon(fg: np.ndarray, contrast: np.ndarray) -> list[tuple[int, int]]
             start = None
     if start is not None:
         runs.append((start, len(present)))
-    return runs
+    if len(runs) < 2:
+        return runs
+    # a crack across a section can interrupt it too: pieces much shorter than a section
+    # join the neighbour they touch
+    typical = float(np.median([b - a for a, b in runs]))
+    merged = [runs[0]]
+    for a, b in runs[1:]:
+        pa, pb = merged[-1]
+        if a - pb <= 2 and min(b - a, pb - pa) < 0.35 * typical:
+            merged[-1] = (pa, b)
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _cracks(outline: np.ndarray, material: np.ndarray, water_like: np.ndarray, dark: np.ndarray) -> np.ndarray:
@@ -247,13 +260,14 @@ def screen_ribbon(
     fg = (dev.max(axis=2) > 6.0) | dark
     fg = ndi.binary_opening(fg, iterations=1)
     raw = img / water * _water_reflectance()
-    runs = _split_ribbon(fg, np.abs(raw - _water_reflectance()).sum(axis=2))
+    runs = _split_ribbon(fg, raw - _water_reflectance())
     # unsmoothed: a crack is a line of water one pixel wide
     raw_border = np.concatenate([img[:3].reshape(-1, 3), img[-3:].reshape(-1, 3)]) / water
     raw_spread = np.median(np.abs(raw_border - 1.0), axis=0) * 1.4826 + 1e-6
     raw_dev = np.abs(raw / _water_reflectance() - 1.0) / raw_spread
     water_like = raw_dev.max(axis=2) < 3.0
-    dark_raw = ndi.binary_dilation(raw.sum(axis=2) / _water_reflectance().sum() < 0.8, iterations=1)
+    water_like_sm = dev.max(axis=2) < 3.0
+    raw_lum = raw.sum(axis=2) / _water_reflectance().sum()
     min_px = thresholds.min_section_um2 / px_um**2
     sections: list[ScreenedSection] = []
     for x0, x1 in runs:
@@ -267,10 +281,22 @@ def screen_ribbon(
         main = lab == int(np.argmax(sizes))
         if main.sum() < min_px:
             continue
-        # the section's outline: its pieces within the run, holes filled row-wise and column-wise
+        # the section's outline: the convex hull of its pieces within the run (a trimmed block
+        # face is a trapezoid), so specks and cracks at its edge stay inside it
+        from skimage.morphology import convex_hull_image
+
         pieces = sub & ndi.binary_dilation(main, iterations=3)
-        outline = ndi.binary_fill_holes(ndi.binary_closing(pieces, iterations=2))
-        material = outline & fg & ~dark
+        outline = convex_hull_image(pieces)
+        # contamination: far darker than this section, and not water (a crack) either
+        sec_lum = float(np.median(lum[outline & fg & ~dark])) if (outline & fg & ~dark).any() else 1.0
+        inner = ndi.binary_erosion(outline, iterations=2)  # edge pixels mix section and water
+        # a speck dims the section's own colour; a fold changes it (another interference order)
+        base = outline & fg & ~dark
+        chroma = norm / np.maximum(norm.sum(axis=2, keepdims=True), 1e-12)
+        sec_chroma = np.median(chroma[base], axis=0) if base.any() else np.full(3, 1 / 3)
+        off_colour = np.linalg.norm(chroma - sec_chroma, axis=2) > 0.05
+        specks = inner & ((lum < 0.35 * sec_lum) | ((lum < 0.55 * sec_lum) & ~off_colour))
+        material = outline & fg & ~specks
         thick = _thickness_map(norm, material)
         vals = thick[material]
         if vals.size < 10:
@@ -278,8 +304,9 @@ def screen_ribbon(
         med = float(np.median(vals))
         area = float(outline.sum())
         fold = float(np.count_nonzero(material & (thick > 1.6 * med) & (thick > 40.0)) / area)
-        crack = float(np.count_nonzero(_cracks(outline, material, water_like, dark_raw)) / area)
-        cont = float(np.count_nonzero(outline & dark) / area)
+        speck_zone = ndi.binary_dilation(specks | (inner & (raw_lum < 0.7 * sec_lum) & ~water_like), iterations=1)
+        crack = float(np.count_nonzero(_cracks(outline, material, water_like, speck_zone)) / area)
+        cont = float(np.count_nonzero(specks) / area)
         checks = {
             "folded": fold > thresholds.fold_fraction,
             "cracked": crack > thresholds.crack_fraction,

@@ -136,11 +136,13 @@ class CLEMPair(EMSection):
         return self.deformation.forward(q)
 
     def target_points_em(self) -> np.ndarray:
-        """Centroids (x, y) of the labelled targets (or, without them, the target structures)
-        inside the EM field, in imaged EM pixels: where a target registration error counts."""
+        """Centroids (x, y) of the labelled targets seen in the section (or, without them, its
+        mitochondria) inside the EM field, in imaged EM pixels: where a target registration
+        error counts."""
         from scipy import ndimage as ndi
 
-        m = self.masks["targets"] if self.masks["targets"].any() else self.masks["mitochondria"]
+        seen = self.truth.target_density > 0  # anywhere through the thickness: the projection shows them
+        m = seen if seen.any() else self.masks["mitochondria"]
         lab, n = ndi.label(m)
         if n == 0:
             return np.zeros((0, 2))
