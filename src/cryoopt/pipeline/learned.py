@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -330,7 +331,7 @@ def load_or_train(config: TrainingConfig = TrainingConfig(), *, progress: bool =
     if path.exists():
         try:
             return LearnedSegmenter.load(path)
-        except (RuntimeError, KeyError, ValueError, OSError, EOFError):
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError):
             path.unlink(missing_ok=True)  # a corrupt or foreign file: train afresh
     t0 = time.perf_counter()
     model = train_segmenter(config, progress=progress)
