@@ -188,13 +188,13 @@ def _split_ribbon(fg: np.ndarray, contrast: np.ndarray) -> list[tuple[int, int]]
         runs.append((start, len(present)))
     if len(runs) < 2:
         return runs
-    # a crack across a section can interrupt it too: pieces much shorter than a section
-    # join the neighbour they touch
-    typical = float(np.median([b - a for a, b in runs]))
+    # a crack straight across a section interrupts it too: touching pieces that together
+    # are no longer than a section are one section
+    typical = float(np.percentile([b - a for a, b in runs], 75))
     merged = [runs[0]]
     for a, b in runs[1:]:
         pa, pb = merged[-1]
-        if a - pb <= 2 and min(b - a, pb - pa) < 0.35 * typical:
+        if a - pb <= 2 and (b - pa) <= 1.2 * typical:
             merged[-1] = (pa, b)
         else:
             merged.append((a, b))

@@ -163,6 +163,8 @@ class HierarchicalSegmenter:
             their surroundings.
         resin_max_od: largest optical density ``-ln(I / reference_intensity)`` of
             bare resin (used only when the reference intensity is known).
+        context_min_area_um2: smallest dark object taken as an organelle when deciding
+            which stain level is cytoplasm (a 200 nm bead in resin is 0.03 um^2).
     """
 
     smoothing_nm: float = 25.0
@@ -176,6 +178,7 @@ class HierarchicalSegmenter:
     level_separation: float = 6.0
     detection_z: float = 5.0
     resin_max_od: float = 0.04
+    context_min_area_um2: float = 0.06
 
     # -- helpers ------------------------------------------------------------------
     def _levels(self, base: np.ndarray, valid: np.ndarray, sigma: float, min_px: float) -> list[float]:
@@ -201,12 +204,13 @@ class HierarchicalSegmenter:
         return [t]
 
     def _organelles(self, tophat: np.ndarray, sigma: float, pixel_nm: float, within: np.ndarray, *,
-                    compact: bool = True) -> np.ndarray:
+                    compact: bool = True, min_area_um2: float | None = None) -> np.ndarray:
         """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide)."""
         from skimage.measure import label, regionprops
 
         w_lo, w_hi = self.mitochondrion_width_nm
         a_lo, a_hi = self.mitochondrion_area_um2
+        a_lo = a_lo if min_area_um2 is None else max(a_lo, min_area_um2)
         out = np.zeros(tophat.shape, bool)
         for rp in regionprops(label((tophat > self.detection_z * sigma) & within)):
             area = rp.area * pixel_nm**2 / 1e6
@@ -260,7 +264,8 @@ class HierarchicalSegmenter:
         min_px_c = self.min_region_um2 * 1e6 / pc**2
 
         # compact dark objects over the whole field: where they lie tells cytoplasm from resin
-        organelles = self._organelles(tophat, sig_c, pc, np.ones(co.shape, bool))
+        # (only organelle-sized ones: a 200 nm bead or particle in resin is no mitochondrion)
+        organelles = self._organelles(tophat, sig_c, pc, np.ones(co.shape, bool), min_area_um2=self.context_min_area_um2)
         base = np.where(ndi.binary_dilation(organelles), bg, no_mem)
         thresholds = self._levels(base, valid_c, sig_c, min_px_c)
         k_levels = len(thresholds) + 1

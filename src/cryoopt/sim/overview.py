@@ -147,7 +147,7 @@ def render_ribbon(
     too_thick_nm: float = 150.0,
     fold_probability: float = 0.08,
     contamination_probability: float = 0.08,
-    through_crack_fraction: float = 0.02,
+    through_crack_fraction: float = 0.01,
     noise: float = 0.004,
     rng: np.random.Generator | int | None = None,
 ) -> Overview:
