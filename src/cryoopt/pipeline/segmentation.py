@@ -8,10 +8,10 @@ nanometres (or um^2), so the same segmenter works at 10 nm and at 50 nm pixels.
 :class:`HierarchicalSegmenter` is the classical one, built from :mod:`skimage`
 morphology and thresholds, in the order a microscopist reads a section:
 
-1. **Membranes**: thin dark ridges (:func:`skimage.filters.sato`, black ridges, at
-   the scale of a stained bilayer blurred to the pixel) are found first and closed
-   over (grey closing with a disc wider than a membrane), so they neither count as a
-   stained region nor merge two.
+1. **Membranes**: thin dark ridges (a black top-hat a few membrane widths across,
+   a stained bilayer blurred to the pixel) are found first and closed over (grey
+   closing with a disc wider than a membrane), so they neither count as a stained
+   region nor merge two.
 2. **Cells**: with membranes and organelle-sized dark objects removed (a grey
    closing with a disc wider than a mitochondrion), the section is a few flat
    stain levels: embedding resin (brightest), cytoplasm, nucleus. The levels are
@@ -220,8 +220,14 @@ class HierarchicalSegmenter:
                 out[tuple(rp.coords.T)] = True
         return out
 
-    def _ring(self, m: np.ndarray, pixel_nm: float) -> np.ndarray:
-        return ndi.binary_dilation(m, iterations=max(2, int(round(200.0 / pixel_nm)))) & ~m
+    def _rings(self, labels: np.ndarray, pixel_nm: float) -> tuple[np.ndarray, np.ndarray]:
+        """The surroundings (about 200 nm wide) of every labelled object at once: each ring
+        pixel's owner label (the largest label nearby where rings meet) and the ring mask."""
+        from skimage.morphology import disk
+
+        width = max(2, int(round(200.0 / pixel_nm)))
+        owner = ndi.grey_dilation(labels, footprint=disk(width))
+        return owner, (owner > 0) & (labels == 0)
 
     # -- the protocol ---------------------------------------------------------------
     def segment_section(
@@ -229,7 +235,6 @@ class HierarchicalSegmenter:
         ignore: np.ndarray | None = None,
     ) -> Segmentation:
         """Segment one EM image (dark = stained); see the class and module docstrings."""
-        from skimage.filters import sato
         from skimage.measure import label, regionprops
         from skimage.morphology import closing, opening
 
@@ -246,8 +251,10 @@ class HierarchicalSegmenter:
 
         # 1. membranes: dark ridges at the membrane scale, at full resolution
         s = ndi.gaussian_filter(img, max(0.7, self.smoothing_nm / px))
-        sigma_ridge = max(0.7, 0.5 * self.membrane_nm / px)
-        ridge = sato(img, sigmas=[sigma_ridge], black_ridges=True, mode="reflect")
+        # a black top-hat a few membrane widths across: dark lines, not dark regions
+        line = max(1, int(round(1.5 * self.membrane_nm / px)))
+        s_fine = ndi.gaussian_filter(img, 0.7)
+        ridge = ndi.grey_closing(s_fine, size=2 * line + 1) - s_fine
         r_med, r_sig = median_sigma(ridge)
         ridge_mask = ridge > r_med + 3.0 * r_sig
 
@@ -272,11 +279,12 @@ class HierarchicalSegmenter:
         cls = np.digitize(base, thresholds)
 
         org_lab, n_org = ndi.label(organelles)
+        owner, in_ring = self._rings(org_lab, pc)
         org_level = []
         for i in range(1, n_org + 1):
-            ring = self._ring(org_lab == i, pc)
-            if ring.any():
-                org_level.append(int(np.bincount(cls[ring], minlength=k_levels).argmax()))
+            lv = cls[in_ring & (owner == i)]
+            if lv.size:
+                org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
         if reference_intensity is not None:
             od = [-math.log(max(float(np.median(base[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
                   for k in range(k_levels)]
@@ -309,11 +317,16 @@ class HierarchicalSegmenter:
             bg_cell = closing(filled, _disk(0.5 * self.organelle_max_width_nm / pc))
             cand = self._organelles(bg_cell - filled, sig_c, pc, cell_c, compact=False)
             cand_lab, n_cand = ndi.label(cand)
-            for i in range(1, n_cand + 1):
-                m = cand_lab == i
-                ring = self._ring(m, pc)
-                if ring.any() and cell_c[ring].mean() > 0.6 and nuc_c[ring].mean() <= 0.6:
-                    mito_c |= m
+            if n_cand:
+                owner, in_ring = self._rings(cand_lab, pc)
+                idx = owner[in_ring]
+                count = np.bincount(idx, minlength=n_cand + 1).astype(float)
+                in_cell = np.bincount(idx, weights=cell_c[in_ring], minlength=n_cand + 1)
+                in_nuc = np.bincount(idx, weights=nuc_c[in_ring], minlength=n_cand + 1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    keep = (count > 0) & (in_cell / count > 0.6) & (in_nuc / count <= 0.6)
+                keep[0] = False
+                mito_c = keep[cand_lab]
 
         # full-resolution refinement of the coarse decisions
         no_mem_f = closing(s, _disk(max(1.0, self.membrane_nm / px)))
