@@ -486,6 +486,21 @@ def _chance_p_value(lp: np.ndarray, ep: np.ndarray, m: np.ndarray, em_shape: tup
     return float(binom.sf(n_matched - 1, max(inside - fitted, n_matched), min(p, 1.0))) * max(n_hypotheses, 1)
 
 
+def _structure_image(image: np.ndarray, polarity: str) -> np.ndarray:
+    """What a structure looks like in both modalities: the top-hat response of the compact
+    objects of ``polarity`` (``"auto"``: the image itself, for images of one kind of content)."""
+    if polarity not in ("bright", "dark"):
+        return image
+    from skimage.morphology import black_tophat, disk, white_tophat
+
+    r = max(1, int(round(min(image.shape) / 32.0)))
+    fp = disk(r, decomposition="crosses") if r > 3 else disk(r)
+    sm = ndi.gaussian_filter(image, 1.0)
+    if polarity == "dark":
+        sm = ndi.grey_closing(sm, footprint=disk(2))  # membranes are no structure to follow
+    return white_tophat(sm, fp) if polarity == "bright" else black_tophat(sm, fp)
+
+
 def _elastic(lm: np.ndarray, em: np.ndarray, matrix: np.ndarray, lm_sigma_em_px: float, *, max_px: int = 256) -> np.ndarray:
     """Displacement (x, y) on the EM grid from TV-L1 flow between structure images (see module).
 
@@ -748,10 +763,17 @@ def register_lm_em(
     disp = None
     name = fit_model
     if elastic:
-        disp = _elastic(lm, em, fine, max(1.0, 0.5 * scale))  # half an LM pixel seen on the EM grid
-        name += "+elastic"
-    result = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, disp)
-    if disp is not None:  # the residual at the matched structures after the elastic step
-        res = result.apply(src[inliers]) - dst[inliers]
-        object.__setattr__(result, "fre_px", float(np.sqrt(np.mean(np.sum(res**2, axis=1)))))
-    return result
+        # the flow runs between what both images show: their compact structures, when told
+        # how they look; the whole images otherwise
+        lm_s = _structure_image(lm, lm_polarity)
+        em_s = _structure_image(em, em_polarity)
+        disp = _elastic(lm_s, em_s, fine, max(1.0, 0.5 * scale))  # half an LM pixel seen on the EM grid
+        elastic_result = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name + "+elastic", method, disp)
+        res = elastic_result.apply(src[inliers]) - dst[inliers]
+        fre_elastic = float(np.sqrt(np.mean(np.sum(res**2, axis=1))))
+        if fre_elastic <= fre + 0.1:  # kept only where it does not move matched structures apart
+            object.__setattr__(elastic_result, "fre_px", fre_elastic)
+            return elastic_result
+        warnings.warn(f"the elastic step moved the matched structures apart (residual {fre:.2f} -> {fre_elastic:.2f} px); "
+                      "kept the affine transform", RuntimeWarning, stacklevel=2)
+    return RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
