@@ -270,9 +270,18 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
 
     from cryoopt.loop.blocks import BlockRunner, block_space
 
+    if segmenter != "hierarchical":
+        # the env builds its EvaluationContext itself and passes no segmenter yet: give its
+        # contexts this one (a benchmark-only shim until the env takes ``segmenter=``)
+        import dataclasses
+
+        import cryoopt.envs.clem as clem
+        from cryoopt.pipeline import EvaluationContext
+
+        clem.EvaluationContext = lambda **kw: dataclasses.replace(EvaluationContext(**kw), segmenter=segmenter)
     space = block_space()
     protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
-    out: dict = {"protocols": n_protocols, "sections_per_block": sections, "scenarios": {}}
+    out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
     pooled_k, pooled_e = [], []
     for scen in PRESETS:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
@@ -332,6 +341,7 @@ def main() -> dict:
     ap.add_argument("--parts", default="seg,reg,screen,env")
     ap.add_argument("--protocols", type=int, default=24)
     ap.add_argument("--sections", type=int, default=6)
+    ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -346,7 +356,9 @@ def main() -> dict:
     if "screen" in parts:
         result["screening"] = bench_screening(args.quick)
     if "env" in parts:
-        result["env"] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections, "hierarchical")
+        key = "env" if args.env_segmenter == "hierarchical" else f"env_{args.env_segmenter}"
+        result[key] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections,
+                                args.env_segmenter)
     result["seconds_total"] = time.perf_counter() - t0
     result["load_at_end"] = _load()
     path = Path(args.out)
