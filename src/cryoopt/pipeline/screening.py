@@ -266,7 +266,6 @@ def screen_ribbon(
     raw_spread = np.median(np.abs(raw_border - 1.0), axis=0) * 1.4826 + 1e-6
     raw_dev = np.abs(raw / _water_reflectance() - 1.0) / raw_spread
     water_like = raw_dev.max(axis=2) < 3.0
-    water_like_sm = dev.max(axis=2) < 3.0
     raw_lum = raw.sum(axis=2) / _water_reflectance().sum()
     min_px = thresholds.min_section_um2 / px_um**2
     sections: list[ScreenedSection] = []

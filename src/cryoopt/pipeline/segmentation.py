@@ -235,7 +235,6 @@ class HierarchicalSegmenter:
         ignore: np.ndarray | None = None,
     ) -> Segmentation:
         """Segment one EM image (dark = stained); see the class and module docstrings."""
-        from skimage.measure import label, regionprops
         from skimage.morphology import closing, opening
 
         img = check_image(image, name="em_image", min_size=8)
