@@ -18,7 +18,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from pipeline._synth import clem_pair  # noqa: E402
+from pipeline._synth import CLEM_EM_PX, CLEM_LM_PX, clem_pair  # noqa: E402
 
 from cryoopt.pipeline import EvaluationContext, Pipeline  # noqa: E402
 from cryoopt.pipeline.scores import PIPELINE_VERSION  # noqa: E402
@@ -38,7 +38,7 @@ def main(repeats: int = 3) -> dict:
         f = n // 512
         em_n = np.kron(em, np.ones((f, f), em.dtype))
         lm_n = np.kron(lm, np.ones((f, f)))
-        ctx = EvaluationContext(lm_pixel_size_nm=40.0 / f, em_pixel_size_nm=10.0 / f)
+        ctx = EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX / f, em_pixel_size_nm=CLEM_EM_PX / f)
         pipe = Pipeline()
         pipe.run(lm_n, em_n, context=ctx)  # warm-up (imports, caches)
         runs = []

@@ -100,4 +100,8 @@ class InconsistentJudgmentError(EvaluationError):
     """An AHP pairwise comparison matrix is too inconsistent (CR > 0.1) to use."""
 
 
+class RegistrationError(EvaluationError):
+    """Two images could not be registered with confidence (too few common structures)."""
+
+
 __all__ = [name for name in dir() if name.endswith("Error")]

@@ -26,9 +26,9 @@ from cryoopt.pipeline import (
     structure_graph,
 )
 
-from ._synth import clem_pair
+from ._synth import CLEM_EM_PX, CLEM_LM_PX, clem_pair
 
-CTX = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0)
+CTX = EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX)
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +75,14 @@ def test_known_structure_masks_replace_the_segmenters(on_target):
     keep[: mito.shape[0] // 2] = mito[: mito.shape[0] // 2]  # only the known upper-half mitochondria count
     from scipy import ndimage as ndi
 
-    ctx = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, structure_masks={"mitochondria": keep})
+    ctx = EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX, structure_masks={"mitochondria": keep})
     known = evaluate_section(lm, em, context=ctx)
     assert known["n_mitochondria"].value == ndi.label(keep)[1] < st.scores["n_mitochondria"].value
     # the label belongs on the lower half only: logic precision collapses to about half
-    ctx = EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, label_target_mask=mito & ~keep)
+    ctx = EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX, label_target_mask=mito & ~keep)
     assert evaluate_section(lm, em, context=ctx)["logic_precision"].value < 0.75 * st.scores["logic_precision"].value
     with pytest.raises(EvaluationError, match=r"structure_masks\['cells'\].*grid"):
-        evaluate_section(lm, em, context=EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0,
+        evaluate_section(lm, em, context=EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX,
                                                             structure_masks={"cells": keep[:10]}))
 
 

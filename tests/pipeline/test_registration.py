@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.transform import warp
 
-from cryoopt.exceptions import EvaluationError
+from cryoopt.exceptions import EvaluationError, RegistrationError
 from cryoopt.pipeline.registration import register_lm_em, target_registration_error
 
 from ._synth import blob_scene
@@ -101,3 +101,118 @@ def test_bad_inputs():
         register_lm_em(lm, em, lm_pixel_size_nm=-1, em_pixel_size_nm=1)
     with pytest.raises(EvaluationError, match="model"):
         register_lm_em(lm, em, model="elastic")
+
+
+# -- without pixel sizes: recover rotation and scale, or refuse ------------------------------
+def _label_scene(seed: int, *, lm_scale: float, rot_deg: float, n: int = 512):
+    """EM: cytoplasm with 3 nuclei and ~40 mitochondria; LM: label on the mitochondria only,
+    under a known rotation and scale (the two show different structures: the 'x1.08, 7 deg'
+    case that used to come back ~300 px off without an error)."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[:n, :n]
+    dens = np.zeros((n, n))
+    for _ in range(3):
+        c = rng.uniform(0.2 * n, 0.8 * n, 2)
+        dens[(rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= (0.07 * n) ** 2] = 0.6
+    mito = np.zeros((n, n), bool)
+    while ndi.label(mito)[1] < 40:
+        c = rng.uniform(20, n - 20, 2)
+        disk = (rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= rng.uniform(5, 8) ** 2
+        if (dens[disk] > 0).any() or (ndi.binary_dilation(mito, iterations=6) & disk).any():
+            continue
+        mito |= disk
+    dens[mito] = 0.5
+    em = (30000 * (1 - ndi.gaussian_filter(dens, 1.0)) + rng.normal(0, 1200, (n, n))).clip(0, 65535).astype(np.uint16)
+    rot = math.radians(rot_deg)
+    m = np.array([[math.cos(rot), -math.sin(rot), 0], [math.sin(rot), math.cos(rot), 0], [0, 0, 1.0]])
+    m[:2, :2] *= lm_scale
+    nl = int(n / lm_scale) + 16
+    m[:2, 2] = np.full(2, (n - 1) / 2) + rng.uniform(-10, 10, 2) - m[:2, :2] @ np.full(2, (nl - 1) / 2)
+    lm = warp(ndi.gaussian_filter(mito.astype(float), 2.0), m, output_shape=(nl, nl), order=1)
+    lm = 100 + 2000 * ndi.gaussian_filter(lm, 0.7) + rng.normal(0, 20, lm.shape)
+    return lm, em, m, nl
+
+
+def _scene_error(result, m, nl, n=512):
+    gy, gx = np.mgrid[0:nl:8, 0:nl:8]
+    p = np.column_stack([gx.ravel(), gy.ravel()]).astype(float)
+    true = p @ m[:2, :2].T + m[:2, 2]
+    inside = ((true >= 0) & (true < n)).all(axis=1)
+    return float(np.sqrt(np.mean(np.sum((true - result.apply(p))[inside] ** 2, axis=1))))
+
+
+@pytest.mark.parametrize("scale, rot_deg, seed", [(1.08, 7.0, 0), (4.0, 7.0, 1), (2.0, 40.0, 2), (2.0, -120.0, 3)])
+def test_rotation_scale_and_shift_from_images_alone(scale, rot_deg, seed):
+    lm, em, m, nl = _label_scene(seed, lm_scale=scale, rot_deg=rot_deg)
+    r = register_lm_em(lm, em)  # no pixel sizes
+    assert _scene_error(r, m, nl) < 0.5
+    assert r.scale == pytest.approx(scale, rel=0.01)
+    assert r.n_matches >= 20 and r.tre_px < 0.5
+
+
+def test_unrelated_images_are_refused_not_registered():
+    rng = np.random.default_rng(7)
+    lm, _, _, _ = _label_scene(4, lm_scale=2.0, rot_deg=10.0)
+    other, _ = blob_scene((N, N), 24, rng)
+    em = (200 * other + 50 + rng.normal(0, 5, other.shape)).clip(0, 255).astype(np.uint8)
+    with pytest.raises(RegistrationError, match="could not register") as err:
+        register_lm_em(lm, em)
+    assert isinstance(err.value, EvaluationError)
+    # too few structures to verify anything, at a known scale too
+    sparse = np.zeros((128, 128))
+    sparse[40:44, 40:44] = 1.0
+    with pytest.raises(RegistrationError, match="too few structure points"):
+        register_lm_em(sparse + rng.normal(0, 0.01, sparse.shape), em, lm_pixel_size_nm=20.0, em_pixel_size_nm=10.0)
+
+
+def test_simulated_bead_section_registers_without_pixel_sizes():
+    """Fiducial beads in LM and EM of a simulated section, unknown rotation and scale."""
+    from cryoopt.sim.datasets import clem_pair
+    from cryoopt.sim.specimen import Specimen
+
+    spec = Specimen.from_preset("bead_calibration", seed=5)
+    pair = clem_pair(spec, centre_nm=(20000.0, 20000.0, 1000.0), em_size=384, em_pixel_size_nm=50.0, lm_size=256,
+                     lm_pixel_size_nm=110.0, rotation_deg=137.0, thickness_nm=400.0, dose_e_per_px=400.0, rng=0)
+    r = register_lm_em(pair.lm, pair.em, lm_polarity="bright", em_polarity="dark")
+    targets = pair.target_points_em()
+    assert len(targets) >= 6
+    lm_xy = np.linalg.solve(pair.lm_affine, np.column_stack([targets, np.ones(len(targets))]).T).T[:, :2]
+    tre = np.sqrt(np.sum((r.apply(lm_xy) - targets) ** 2, axis=1))
+    assert np.sqrt(np.mean(tre**2)) < 1.0  # EM pixels, at the beads
+    assert r.scale == pytest.approx(110.0 / 50.0, rel=0.01)
+
+
+def test_compressed_section_is_registered_with_the_compression_search_and_elastic_step():
+    """EM of a section compressed 30 % along its rows (plus a 3 % ripple) against an
+    uncompressed LM: a similarity cannot fit it; the compression search and the elastic
+    step bring the error down."""
+    from skimage.transform import warp as skwarp
+
+    rng = np.random.default_rng(11)
+    scene, _ = blob_scene((N, N), 60, rng, radius=(3, 5))
+    yc = (N - 1) / 2
+
+    def compress(rows, cols):  # undeformed row -> imaged row
+        c = 0.3 + 0.03 * np.sin(2 * np.pi * cols / 300.0)
+        return yc + (rows - yc) * (1 - c)
+
+    rows, cols = np.mgrid[0:N, 0:N].astype(float)
+    c = 0.3 + 0.03 * np.sin(2 * np.pi * cols / 300.0)
+    und_rows = yc + (rows - yc) / (1 - c)
+    em = skwarp(scene, np.stack([und_rows, cols]), order=1)
+    em = (200 * em + 50 + rng.normal(0, 5, em.shape)).clip(0, 255).astype(np.uint8)
+    lm = ndi.gaussian_filter(scene[::2, ::2], 1.0) * 1000 + rng.normal(0, 10, (N // 2, N // 2))
+    gy, gx = np.mgrid[8 : N // 2 - 8 : 6, 8 : N // 2 - 8 : 6]
+    lm_xy = np.column_stack([gx.ravel(), gy.ravel()]).astype(float)
+    und = lm_xy * 2 + 0.5
+    true = np.column_stack([und[:, 0], compress(und[:, 1], und[:, 0])])
+    inside = (true[:, 1] > 10) & (true[:, 1] < N - 10)
+
+    def err(r):
+        return float(np.sqrt(np.mean(np.sum((r.apply(lm_xy) - true)[inside] ** 2, axis=1))))
+
+    affine = register_lm_em(lm, em, max_compression=0.4)
+    elastic = register_lm_em(lm, em, max_compression=0.4, elastic=True)
+    assert elastic.model == "affine+elastic" and elastic.displacement is not None
+    assert err(affine) < 4.0
+    assert err(elastic) < 0.8 * err(affine)

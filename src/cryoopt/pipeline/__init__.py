@@ -4,6 +4,11 @@ Stages: :mod:`~cryoopt.pipeline.preprocess` -> :mod:`~cryoopt.pipeline.parser` -
 :mod:`~cryoopt.pipeline.metrics` -> :mod:`~cryoopt.pipeline.registration` ->
 :mod:`~cryoopt.pipeline.evaluators`, run by :class:`Pipeline`. Results are
 :class:`Scores` (see :data:`METRICS` for every name and unit).
+
+Segmentation works in physical units (:mod:`~cryoopt.pipeline.segmentation`, the
+classical :class:`HierarchicalSegmenter`; :mod:`~cryoopt.pipeline.learned`, a U-Net
+trained on simulator output at first use). :mod:`~cryoopt.pipeline.screening` reads a
+low-magnification overview of a ribbon and ranks its sections for EM.
 """
 
 from cryoopt.pipeline.evaluators import (
@@ -31,10 +36,14 @@ from cryoopt.pipeline.metrics import (
 from cryoopt.pipeline.parser import ParseResult, Segmenter, parse_section, segmenters, structure_graph
 from cryoopt.pipeline.pipeline import EvaluationContext, Pipeline, SectionState, evaluate_section
 from cryoopt.pipeline.preprocess import Restorer, restorers
-from cryoopt.pipeline.registration import RegistrationResult, register_lm_em
+from cryoopt.pipeline.registration import RegistrationError, RegistrationResult, register_lm_em
 from cryoopt.pipeline.scores import METRICS, PIPELINE_VERSION, Score, Scores, score
+from cryoopt.pipeline.screening import CONTEXT_FEATURES, ScreeningResult, screen_ribbon, screening_context
+from cryoopt.pipeline.segmentation import HierarchicalSegmenter, SectionSegmenter, Segmentation
 
 __all__ = [
+    "CONTEXT_FEATURES",
+    "HierarchicalSegmenter",
     "METRICS",
     "PIPELINE_VERSION",
     "EvaluationContext",
@@ -47,13 +56,17 @@ __all__ = [
     "NoveltyEvaluator",
     "ParseResult",
     "Pipeline",
+    "RegistrationError",
     "RegistrationResult",
     "ReproducibilityEvaluator",
     "Restorer",
     "SampleDatabase",
     "Score",
     "Scores",
+    "ScreeningResult",
+    "SectionSegmenter",
     "SectionState",
+    "Segmentation",
     "Segmenter",
     "artifact_fraction",
     "contrast_to_noise_ratio",
@@ -65,6 +78,8 @@ __all__ = [
     "register_lm_em",
     "restorers",
     "score",
+    "screen_ribbon",
+    "screening_context",
     "section_defects",
     "sharpness",
     "signal_to_noise_ratio",

@@ -1,10 +1,16 @@
 """Stage 2, the parser: segment structures and build a graph of their relations.
 
-Default segmenters use :mod:`skimage`/:mod:`scipy` and assume the usual contrast:
-stained structures are *dark* in EM (heavy-metal stain scatters electrons),
-labels are *bright* in fluorescence LM. A learned model plugs in as a
-:class:`Segmenter` (one method, ``segment(image) -> label image``) registered by
-name in :data:`segmenters`.
+EM structures (``cells``, ``nuclei``, ``mitochondria``, ``membranes``) come from a
+whole-section segmenter that works in physical units
+(:class:`~cryoopt.pipeline.segmentation.SectionSegmenter`: one method,
+``segment_section(image, *, pixel_size_nm, ...) -> Segmentation``), found by name in
+:data:`segmenters`: ``"hierarchical"`` (classical, the default) or ``"learned"`` (a U-Net
+trained on simulator output at first use, :mod:`cryoopt.pipeline.learned`; needs
+PyTorch). Other kinds, e.g. the LM ``targets``, and every kind when no pixel size is
+given, use per-structure :class:`Segmenter` objects (one method,
+``segment(image) -> label image``) registered under the structure's name. Both assume
+the usual contrast: stained structures are *dark* in EM (heavy-metal stain scatters
+electrons), labels are *bright* in fluorescence LM.
 
 :func:`structure_graph` turns label images into a :class:`networkx.DiGraph` in the
 spirit of a semantic scene parser: one node per object (``(kind, label)`` with
@@ -15,6 +21,7 @@ each object lying mostly inside it (e.g. a labelled target in a mitochondrion), 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -24,7 +31,8 @@ from scipy import ndimage as ndi
 
 from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline._robust import location_scale
-from cryoopt.pipeline._validate import check_image
+from cryoopt.pipeline._validate import check_image, check_pixel_size
+from cryoopt.pipeline.segmentation import STRUCTURE_KINDS, HierarchicalSegmenter, SectionSegmenter
 from cryoopt.registry import Registry
 
 __all__ = [
@@ -46,7 +54,9 @@ class Segmenter(Protocol):
     def segment(self, image: np.ndarray) -> np.ndarray: ...
 
 
-#: Segmenters by structure name; entries are zero-argument factories.
+#: Segmenters by name; entries are zero-argument factories. Whole-section segmenters
+#: (``"hierarchical"``, ``"learned"``) return a :class:`SectionSegmenter`; the others are
+#: per-structure :class:`Segmenter` objects named after their structure kind.
 segmenters: Registry = Registry("segmenter")
 
 
@@ -131,6 +141,16 @@ class KnownMask:
         return ndi.label(np.asarray(self.mask, bool))[0].astype(np.int32)
 
 
+@functools.lru_cache(maxsize=1)
+def _learned() -> SectionSegmenter:
+    from cryoopt.pipeline.learned import load_or_train
+
+    return load_or_train()
+
+
+segmenters.register("hierarchical", HierarchicalSegmenter)
+segmenters.register("learned", _learned)
+# per-structure segmenters in pixel units: for images without a pixel size, and the LM label
 segmenters.register("nuclei", lambda: ThresholdSegmenter("dark", sigma_px=3.0, min_area_px=400))
 segmenters.register("mitochondria", lambda: ThresholdSegmenter("dark", sigma_px=1.0, min_area_px=9, max_area_px=399))
 segmenters.register("membranes", MembraneSegmenter)
@@ -224,8 +244,19 @@ def parse_section(
     lm_structures: tuple[str, ...] = ("targets",),
     segmenter_overrides: Mapping[str, Segmenter] | None = None,
     with_graph: bool = True,
+    pixel_size_nm: float | None = None,
+    segmenter: str | SectionSegmenter = "hierarchical",
+    reference_intensity: float | None = None,
+    ignore: np.ndarray | None = None,
 ) -> ParseResult:
     """Segment ``structures`` in EM (and ``lm_structures`` in LM) and relate them.
+
+    With ``pixel_size_nm`` (EM), the EM kinds the section segmenter knows
+    (:data:`~cryoopt.pipeline.segmentation.STRUCTURE_KINDS`) come from ``segmenter`` (a
+    name in :data:`segmenters` or a :class:`SectionSegmenter`), which sees
+    ``reference_intensity`` (bare resin / open beam, if known) and ``ignore`` (artifact
+    pixels); without it every kind uses its per-structure segmenter (pixel units).
+    ``segmenter_overrides`` replace either for the kinds they name.
 
     Objects of the LM kinds are only related in the graph when the LM image is on
     the EM grid (same shape), e.g. after :meth:`RegistrationResult.warp`.
@@ -233,6 +264,18 @@ def parse_section(
     """
     em = check_image(em_image, name="em_image")
     overrides = dict(segmenter_overrides or {})
+    section: dict[str, np.ndarray] = {}
+    wanted = [k for k in structures if k in STRUCTURE_KINDS and k not in overrides]
+    if pixel_size_nm is not None and wanted:
+        px = check_pixel_size(pixel_size_nm, name="pixel_size_nm")
+        seg = segmenters.get(segmenter)() if isinstance(segmenter, str) else segmenter
+        if not isinstance(seg, SectionSegmenter):
+            raise EvaluationError(f"segmenter {segmenter!r} is no section segmenter (it needs segment_section(image, *, pixel_size_nm))")
+        result = seg.segment_section(em, pixel_size_nm=px, reference_intensity=reference_intensity, ignore=ignore)
+        section = {k: np.asarray(result.labels[k]) for k in wanted}
+        for k, lab in section.items():
+            if lab.shape != em.shape or lab.dtype.kind not in "iu":
+                raise EvaluationError(f"segmenter {segmenter!r} returned {lab.dtype} {lab.shape} for {k!r}; need integer labels of {em.shape}")
 
     def seg(kind: str, img: np.ndarray) -> np.ndarray:
         s = overrides.get(kind) or segmenters.get(kind)()
@@ -241,7 +284,7 @@ def parse_section(
             raise EvaluationError(f"segmenter for {kind!r} returned {lab.dtype} {lab.shape}; need integer labels of {img.shape}")
         return lab
 
-    labels = {k: seg(k, em) for k in structures}
+    labels = {k: section[k] if k in section else seg(k, em) for k in structures}
     if "nuclei" in labels and "mitochondria" in labels:
         m = labels["mitochondria"].copy()
         m[labels["nuclei"] > 0] = 0

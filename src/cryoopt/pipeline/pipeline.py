@@ -30,7 +30,15 @@ import numpy as np
 from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline import metrics as M
 from cryoopt.pipeline._robust import median_sigma
-from cryoopt.pipeline._validate import check_image
+from cryoopt.pipeline._validate import (
+    MAX_ABS_INTENSITY,
+    MIN_ABS_INTENSITY,
+    check_field_mask,
+    check_image,
+    check_mask,
+    check_pixel_size,
+    power_of_two_exponent,
+)
 from cryoopt.pipeline.evaluators import Evaluator, Evidence, LogicConsistencyEvaluator
 from cryoopt.pipeline.parser import KnownMask, ParseResult, parse_section
 from cryoopt.pipeline.preprocess import Restorer, block_mean, detect_charging, detect_ice, normalize_intensity, restorers
@@ -63,6 +71,25 @@ class EvaluationContext:
             an operator's annotation). The LM label is always segmented.
         label_target_mask: where the label belongs, on the EM image's grid (e.g. the
             simulator's labelled sites); default: the union of ``target_structures``.
+        segmenter: the EM section segmenter, a name in
+            :data:`~cryoopt.pipeline.parser.segmenters` (``"hierarchical"``, the classical
+            default; ``"learned"``, a U-Net trained at first use) or a
+            :class:`~cryoopt.pipeline.segmentation.SectionSegmenter`. It works in nm, from
+            ``em_pixel_size_nm``.
+        em_reference_intensity: the raw EM intensity of bare resin or the open beam, when
+            the instrument reports it (dose x gain): tells resin from cytoplasm by optical
+            density instead of by context.
+        elastic_registration: refine the LM -> EM transform with a smooth displacement
+            field (sections that deformed between the two images).
+        registration_prior: what to use when the images do not verify a registration:
+            ``"centred"`` (the default: both fields share their centre, as correlative
+            navigation to a region of interest leaves them, at the pixel sizes' scale,
+            unrotated), a `3 x 3` LM -> EM pixel matrix from stage coordinates, or None
+            (no label placement: label scores fail). ``registration_verified`` says which.
+        label_sites: where the label belongs when ``label_target_mask`` is not given:
+            ``"near_label"`` (the target structures within one LM pixel of the placed
+            label: precision is measured against the structures, recall against the
+            structure the label could resolve) or ``"structures"`` (all of them).
     """
 
     lm_pixel_size_nm: float
@@ -78,12 +105,28 @@ class EvaluationContext:
     ice_mask: np.ndarray | None = None
     structure_masks: Mapping[str, np.ndarray] | None = None
     label_target_mask: np.ndarray | None = None
+    segmenter: Any = "hierarchical"
+    em_reference_intensity: float | None = None
+    elastic_registration: bool = False
+    registration_prior: Any = "centred"
+    label_sites: str = "near_label"
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise EvaluationError(f"{name} must be a positive number, got {v!r}")
+            object.__setattr__(self, name, check_pixel_size(getattr(self, name), name=name))
+        if self.em_reference_intensity is not None:
+            object.__setattr__(self, "em_reference_intensity",
+                               check_pixel_size(self.em_reference_intensity, name="em_reference_intensity"))
+        if self.label_sites not in ("near_label", "structures"):
+            raise EvaluationError(f"label_sites must be 'near_label' or 'structures', got {self.label_sites!r}")
+        prior = self.registration_prior
+        if not (prior is None or (isinstance(prior, str) and prior == "centred")):
+            m = np.asarray(prior, float)
+            if m.shape != (3, 3) or not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:2, :2])) < 1e-12:
+                raise EvaluationError("registration_prior must be 'centred', None or an invertible finite 3 x 3 LM -> EM matrix")
+        for name in ("charging_mask", "ice_mask", "label_target_mask"):
+            if getattr(self, name) is not None and np.asarray(getattr(self, name)).size == 0:
+                raise EvaluationError(f"context.{name} is empty; pass a mask on the EM image's grid, or None")
 
 
 @dataclass
@@ -139,31 +182,41 @@ def stage_preprocess(st: SectionState) -> None:
     st.em_w, st.lm_w = block_mean(st.em, st.f_em), block_mean(st.lm, st.f_lm)
     min_area = max(4, int(250_000 / (ctx.em_pixel_size_nm * st.f_em) ** 2))  # 0.25 um^2
     if ctx.charging_mask is not None:
-        st.charging = block_mean(np.asarray(ctx.charging_mask, float), st.f_em) > 0.5
+        st.charging = _working_mask(ctx.charging_mask, st, "charging_mask")
     else:
         st.charging = detect_charging(st.em_raw_w, min_area_px=min_area)
     if ctx.ice_mask is not None:
-        st.ice = block_mean(np.asarray(ctx.ice_mask, float), st.f_em) > 0.5
+        st.ice = _working_mask(ctx.ice_mask, st, "ice_mask")
     else:
         st.ice = detect_ice(st.em_raw_w, min_area_px=min_area)
 
 
 def stage_parse(st: SectionState) -> None:
-    assert st.em_w is not None and st.lm_w is not None  # noqa: S101 - stage order
+    """Segment the EM working grid in nm (the context's section segmenter) and the LM label."""
+    assert st.em_w is not None and st.lm_w is not None and st.em_raw_w is not None  # noqa: S101 - stage order
+    ctx = st.context
+    artifacts = st.charging | st.ice
     em = st.em_w.copy()
-    em[st.charging | st.ice] = median_sigma(em)[0]  # artifacts are not structures
+    em[artifacts] = median_sigma(em)[0]  # artifacts are not structures
     known = {kind: KnownMask(_working_mask(mask, st, f"structure_masks[{kind!r}]"))
-             for kind, mask in (st.context.structure_masks or {}).items()}
-    kinds = tuple(dict.fromkeys(("nuclei", "mitochondria", "membranes", *st.context.target_structures, *known)))
-    st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False)
+             for kind, mask in (ctx.structure_masks or {}).items()}
+    kinds = tuple(dict.fromkeys(("cells", "nuclei", "mitochondria", "membranes", *ctx.target_structures, *known)))
+    ref = None
+    if ctx.em_reference_intensity is not None:  # the raw reference on the normalised grid
+        raw = st.em_raw_w
+        lo, hi = np.percentile(raw, (0.5, 99.5))
+        ref = (ctx.em_reference_intensity - lo) / (hi - lo) if hi > lo else None
+        if ref is not None and ref <= 0:
+            raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is darker than the section; "
+                                  "pass the raw intensity of bare resin or the open beam")
+    st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False,
+                              pixel_size_nm=ctx.em_pixel_size_nm * st.f_em, segmenter=ctx.segmenter,
+                              reference_intensity=ref, ignore=artifacts)
 
 
 def _working_mask(mask: Any, st: SectionState, name: str) -> np.ndarray:
     """A known full-resolution EM mask on the working grid (a block is in if half its pixels are)."""
-    arr = np.asarray(mask)
-    if arr.shape != st.em.shape:
-        raise EvaluationError(f"context.{name} has shape {arr.shape}; it must be on the EM image's grid {st.em.shape}")
-    return block_mean(arr.astype(float), st.f_em) > 0.5
+    return block_mean(check_field_mask(mask, st.em.shape, name=f"context.{name}"), st.f_em) > 0.5
 
 
 def stage_metrics(st: SectionState) -> None:
@@ -217,53 +270,95 @@ def stage_register(st: SectionState) -> None:
     """Register on the working grids, using the parsed structures as modality-free features:
     the EM target structures against the LM label (the label marks them)."""
     from scipy import ndimage as ndi
-    from skimage.transform import warp
 
     ctx, p = st.context, st.parsed
     assert p is not None and st.em_w is not None and st.lm_w is not None and st.target_mask is not None  # noqa: S101
     em_feat = ndi.gaussian_filter(st.target_mask.astype(float), 1.0)
     lm_feat = ndi.gaussian_filter(p.mask("targets").astype(float), 1.0)
-    try:
-        reg_w = register_lm_em(
-            lm_feat, em_feat,
-            lm_pixel_size_nm=ctx.lm_pixel_size_nm * st.f_lm, em_pixel_size_nm=ctx.em_pixel_size_nm * st.f_em,
-            lm_points=detect_structure_points(lm_feat), em_points=detect_structure_points(em_feat),
-            max_working_px=ctx.max_working_px,
-        )
-    except EvaluationError:
-        reg_w = None
+    kwargs = dict(lm_pixel_size_nm=ctx.lm_pixel_size_nm * st.f_lm, em_pixel_size_nm=ctx.em_pixel_size_nm * st.f_em,
+                  lm_points=detect_structure_points(lm_feat), em_points=detect_structure_points(em_feat),
+                  max_working_px=ctx.max_working_px)
+    reg_w = None
+    # structure points verify an affine; too few of them (a neurite and a few puncta), and
+    # the image correlation at the known scale must stand out on its own
+    for model in ("affine", "coarse"):
+        try:
+            reg_w = register_lm_em(lm_feat, em_feat, model=model, elastic=ctx.elastic_registration and model == "affine",
+                                   **kwargs)
+            break
+        except EvaluationError:
+            continue
     s = st.scores
+    s["registration_verified"] = score("registration_verified", float(reg_w is not None))
     if reg_w is None:
-        for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
-            s[k] = score(k, math.nan)
-        s["registration_n_matches"] = score("registration_n_matches", 0)
-        st.label_mask = np.zeros(st.em_w.shape, bool)
-        return
+        prior = _prior(st)
+        if prior is None:
+            for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
+                s[k] = score(k, math.nan)
+            s["registration_n_matches"] = score("registration_n_matches", 0)
+            st.label_mask = np.zeros(st.em_w.shape, bool)
+            return
+        rot = math.degrees(math.atan2(prior[1, 0], prior[0, 0])) % 360
+        reg_w = RegistrationResult(prior, rot, math.sqrt(abs(np.linalg.det(prior[:2, :2]))), 0, math.nan, math.nan,
+                                   "prior", "prior")
     full = _grid(st.f_em) @ reg_w.matrix @ np.linalg.inv(_grid(st.f_lm))
+    disp = None
+    if reg_w.displacement is not None:
+        from skimage.transform import resize
+
+        disp = np.stack([resize(d * st.f_em, st.em.shape, order=1, mode="edge") for d in reg_w.displacement])
     st.registration = RegistrationResult(
         full, reg_w.rotation_deg, reg_w.scale * st.f_em / st.f_lm, reg_w.n_matches,
-        reg_w.fre_px * st.f_em, reg_w.tre_px * st.f_em, reg_w.model,
+        reg_w.fre_px * st.f_em, reg_w.tre_px * st.f_em, reg_w.model, reg_w.method, disp,
     )
     reg = st.registration
     s["registration_tre_px"] = score("registration_tre_px", reg.tre_px)
     s["registration_tre_nm"] = score("registration_tre_nm", reg.tre_px * ctx.em_pixel_size_nm)
     s["registration_fre_px"] = score("registration_fre_px", reg.fre_px)
     s["registration_n_matches"] = score("registration_n_matches", reg.n_matches)
-    label = warp(p.mask("targets").astype(float), np.linalg.inv(reg_w.matrix), output_shape=st.em_w.shape, order=0)
-    st.label_mask = label > 0.5
+    st.label_mask = reg_w.warp(p.mask("targets"), st.em_w.shape, order=0)
     if st.label_mask.any():
         inside = np.count_nonzero(st.label_mask & st.target_mask) / np.count_nonzero(st.label_mask)
         s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
     else:
         s["label_in_target_fraction"] = score("label_in_target_fraction", math.nan)
+    if ctx.label_target_mask is None and ctx.label_sites == "near_label" and st.label_mask.any():
+        # the sites the label could mark: target structure within one LM pixel of it
+        reach = max(1, int(round(ctx.lm_pixel_size_nm / (ctx.em_pixel_size_nm * st.f_em))))
+        st.target_mask = st.target_mask & ndi.binary_dilation(st.label_mask, iterations=reach)
+
+
+def _prior(st: SectionState) -> np.ndarray | None:
+    """The context's registration prior on the working grids (LM working px -> EM working px)."""
+    ctx = st.context
+    prior = ctx.registration_prior
+    if prior is None:
+        return None
+    to_w = np.linalg.inv(_grid(st.f_em))
+    if isinstance(prior, str):  # "centred": the fields share their centre, at the pixel sizes' scale
+        s = ctx.lm_pixel_size_nm * st.f_lm / (ctx.em_pixel_size_nm * st.f_em)
+        c_lm = (np.array(st.lm_w.shape[::-1], float) - 1) / 2.0
+        c_em = (np.array(st.em_w.shape[::-1], float) - 1) / 2.0
+        m = np.eye(3)
+        m[:2, :2] *= s
+        m[:2, 2] = c_em - s * c_lm
+        return m
+    return to_w @ np.asarray(prior, float) @ _grid(st.f_lm)
 
 
 def stage_evaluate(st: SectionState) -> None:
     ctx = st.context
     assert st.label_mask is not None and st.target_mask is not None  # noqa: S101
+    shape = st.label_mask.shape
+    previous = []
+    for i, pair in enumerate(ctx.previous_sections):
+        if len(pair) != 2:
+            raise EvaluationError(f"context.previous_sections[{i}] must be a (label_mask, target_mask) pair")
+        previous.append(tuple(check_mask(m, shape, name=f"context.previous_sections[{i}][{j}]", min_pixels=0)
+                              for j, m in enumerate(pair)))
     evidence = Evidence(
-        label_masks=[np.asarray(a, bool) for a, _ in ctx.previous_sections] + [st.label_mask],
-        target_masks=[np.asarray(b, bool) for _, b in ctx.previous_sections] + [st.target_mask],
+        label_masks=[a for a, _ in previous] + [st.label_mask],
+        target_masks=[b for _, b in previous] + [st.target_mask],
         metrics={k: v.value for k, v in st.scores.items()},
         protocol=ctx.protocol,
     )
@@ -300,8 +395,8 @@ class Pipeline:
 
     def run(self, lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> SectionState:
         """Run all stages; returns the final state (``.scores``, ``.timings``, masks, transform)."""
-        lm = check_image(lm_image, name="lm_image", min_size=16)
-        em = check_image(em_image, name="em_image", min_size=16)
+        lm = check_image(_in_range(lm_image), name="lm_image", min_size=16)
+        em = check_image(_in_range(em_image), name="em_image", min_size=16)
         for name, img in (("lm_image", lm), ("em_image", em)):
             if np.ptp(img) == 0:
                 raise EvaluationError(f"{name} is constant; there is nothing to evaluate")
@@ -316,6 +411,18 @@ class Pipeline:
 
     def __call__(self, lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> Scores:
         return Scores(self.run(lm_image, em_image, context=context).scores)
+
+
+def _in_range(image: Any) -> Any:
+    """A float image whose peak magnitude would overflow (or underflow) the metrics' variances,
+    rescaled by an exact power of two; every pipeline score is invariant to that."""
+    arr = np.asarray(image)
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return image
+    peak = max(float(arr.max()), -float(arr.min()))
+    if math.isfinite(peak) and (peak > MAX_ABS_INTENSITY or 0.0 < peak < MIN_ABS_INTENSITY):
+        return np.ldexp(arr.astype(np.float64), power_of_two_exponent(peak))
+    return image
 
 
 def evaluate_section(lm_image: np.ndarray, em_image: np.ndarray, *, context: EvaluationContext) -> Scores:

@@ -29,7 +29,7 @@ from cryoopt.exceptions import EvaluationError
 __all__ = ["PIPELINE_VERSION", "METRICS", "Score", "Scores", "score"]
 
 #: Bump when any metric definition, default or stage changes numbers.
-PIPELINE_VERSION = "0.1.0"
+PIPELINE_VERSION = "0.2.0"
 
 #: name -> (unit, description). ``"1"`` means dimensionless.
 METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -61,6 +61,7 @@ METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "registration_tre_nm": ("nm", "expected RMS target registration error over the EM field"),
         "registration_fre_px": ("px", "RMS fiducial (matched structure centroid) residual, EM pixels"),
         "registration_n_matches": ("count", "number of structure centroids matched LM to EM"),
+        "registration_verified": ("1", "1 when the images verified the LM-EM registration, 0 when the prior (stage) was used"),
         # -- evaluators -----------------------------------------------------
         "logic": ("1", "logic consistency: label-vs-target F1 times section-to-section agreement, [0, 1]"),
         "logic_precision": ("1", "fraction of label pixels on target structures"),

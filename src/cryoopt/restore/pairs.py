@@ -204,12 +204,15 @@ class PairStore:
                                "n_matches": None, "model": None}
         registered = None
         if register:
-            from cryoopt.pipeline.registration import register_lm_em
+            from cryoopt.pipeline.registration import RegistrationError, register_lm_em
 
             m2 = mov.max(0) if mov.ndim == 3 else mov
             r2 = ref.max(0) if ref.ndim == 3 else ref
-            reg = register_lm_em(m2, r2, lm_pixel_size_nm=pixel_size_moving_nm, em_pixel_size_nm=pixel_size_reference_nm, model=model)
             alt = _translation(m2, r2, pixel_size_moving_nm, pixel_size_reference_nm)
+            try:
+                reg = register_lm_em(m2, r2, lm_pixel_size_nm=pixel_size_moving_nm, em_pixel_size_nm=pixel_size_reference_nm, model=model)
+            except RegistrationError:  # too few structures to verify a transform: the translation alone
+                reg = alt
             if _overlap_corr(alt, m2, r2) > _overlap_corr(reg, m2, r2):
                 reg = alt
             if mov.ndim == 2:

@@ -1,0 +1,374 @@
+"""Seeing without ground truth: how well the estimate path sees what the simulator knows.
+
+Four experiments, each on specimens no method was tuned or trained on (specimen seeds
+200+; the learned segmenter trains on seeds 100-103):
+
+1. ``seg``: EM segmentation IoU per structure class and phantom (neurons, tissue_block,
+   bead_calibration) on held-out sections of random depth, thickness (50-250 nm),
+   stain contrast, dose and pixel size (15-40 nm): the classical hierarchical segmenter,
+   the same told the open-beam intensity (what the instrument's dose and gain give), and
+   the learned U-Net (``--learned``; trains at first use, cached).
+2. ``reg``: LM -> EM registration *without pixel sizes* (rotation 0-360 deg, scale 1.3-3.3,
+   offsets up to a quarter field): target registration error at the labelled targets,
+   in EM and LM pixels, refusals, and wrong acceptances (TRE > 5 EM px); then with the EM
+   section compressed 20-40 % (compression search + elastic step).
+3. ``screen``: ribbon overviews cut by the sectioning model over random protocols (10 %
+   folds, 10 % contamination): precision and recall of ``good`` against the truth, the
+   confusion matrix, and the EM time saved at 20 min per section and 2 min per overview.
+4. ``env``: ``cryoopt/CLEMProtocol-v0`` blocks (the ``bo_only`` agent holding each
+   protocol) with ``structures="estimate", registration="estimate"`` versus ``"known"``,
+   paired on the same specimen and seed: Spearman of block quality over >= 24 Sobol
+   protocols per phantom, and the mean relative bias with a bootstrap 95 % interval.
+
+Prints a table per experiment and writes ``benchmarks/results/estimate.json``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/estimate.py [--quick] [--learned] [--parts seg,reg,screen,env]``.
+Timings are contaminated by whatever else the machine runs: the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PRESETS = ("neurons", "tissue_block", "bead_calibration")
+CLASSES = ("cells", "nuclei", "mitochondria", "membranes")
+
+
+def _load() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return math.nan
+
+
+def _boot_ci(x: np.ndarray, stat=np.mean, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    x = np.asarray(x, float)
+    if x.size < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    vals = [stat(x[rng.integers(0, x.size, x.size)]) for _ in range(n)]
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+# -- 1. segmentation ------------------------------------------------------------------------
+def bench_segmentation(quick: bool, learned: bool) -> dict:
+    from cryoopt.pipeline.segmentation import HierarchicalSegmenter
+    from cryoopt.sim.datasets import random_em_sections
+
+    methods = {"hierarchical": HierarchicalSegmenter(), "hierarchical+I0": HierarchicalSegmenter()}
+    if learned:
+        from cryoopt.pipeline.learned import load_or_train
+
+        t0 = time.perf_counter()
+        methods["learned"] = load_or_train(progress=True)
+        print(f"learned segmenter ready in {time.perf_counter() - t0:.0f} s (load {_load():.1f})")
+    seeds = (200, 201) if quick else (200, 201, 202, 203)
+    per = 4 if quick else 8
+    sections = list(random_em_sections(PRESETS, seeds=seeds, per_specimen=per, size=128, rng=2024))
+    out: dict = {"n_sections": len(sections), "seeds": list(seeds), "methods": {}}
+    for name, seg in methods.items():
+        inter = {(p, c): 0 for p in PRESETS for c in CLASSES}
+        union = dict(inter)
+        per_sec: dict = {(p, c): [] for p in PRESETS for c in CLASSES}
+        false_area: dict = {p: [] for p in PRESETS}
+        t0 = time.perf_counter()
+        for s in sections:
+            ref = s.params["dose_e_per_px"] if name.endswith("+I0") else None
+            pred = seg.segment_section(s.em, pixel_size_nm=s.pixel_size_nm, reference_intensity=ref)
+            p = s.params["specimen"]
+            for c in CLASSES:
+                a, b = pred.mask(c), s.masks[c]
+                i, u = int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
+                inter[p, c] += i
+                union[p, c] += u
+                if b.any():
+                    per_sec[p, c].append(i / u)
+            if not s.masks["cells"].any():
+                false_area[p].append(float(pred.mask("cells").mean()))
+        dt = (time.perf_counter() - t0) / len(sections)
+        res = {}
+        for p in PRESETS:
+            for c in CLASSES:
+                vals = np.array(per_sec[p, c])
+                res[f"{p}/{c}"] = {
+                    "pooled_iou": inter[p, c] / union[p, c] if union[p, c] else None,
+                    "mean_iou": float(vals.mean()) if vals.size else None,
+                    "ci95": _boot_ci(vals) if vals.size > 1 else None,
+                    "n_sections_with_class": int(vals.size),
+                }
+            res[f"{p}/false_cell_area_when_none"] = float(np.mean(false_area[p])) if false_area[p] else None
+        for c in CLASSES:
+            i = sum(inter[p, c] for p in PRESETS)
+            u = sum(union[p, c] for p in PRESETS)
+            res[f"all/{c}"] = {"pooled_iou": i / u if u else None}
+        out["methods"][name] = {"iou": res, "seconds_per_section": dt, "load": _load()}
+    print("\n== Segmentation IoU (pooled over held-out sections; mean per section where the class is present) ==")
+    print(f"{'method':<17}{'phantom':<18}" + "".join(f"{c:>20}" for c in CLASSES))
+    for name, r in out["methods"].items():
+        for p in (*PRESETS, "all"):
+            cells = []
+            for c in CLASSES:
+                v = r["iou"][f"{p}/{c}"]
+                pooled = v["pooled_iou"]
+                mean = v.get("mean_iou")
+                txt = "-" if pooled is None else f"{pooled:.2f}" + (f" ({mean:.2f},n{v['n_sections_with_class']})" if mean is not None else "")
+                cells.append(f"{txt:>20}")
+            print(f"{name:<17}{p:<18}" + "".join(cells))
+        print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
+    return out
+
+
+# -- 2. registration --------------------------------------------------------------------------
+def _tre_at_targets(pair, result) -> np.ndarray:
+    """Error (EM px) at each labelled target inside the EM field."""
+    t = pair.target_points_em()
+    if len(t) == 0:
+        return np.zeros(0)
+    und = pair.deformation.inverse(t)
+    inv = np.linalg.inv(pair.lm_affine)
+    lm_xy = und @ inv[:2, :2].T + inv[:2, 2]
+    return np.sqrt(np.sum((result.apply(lm_xy) - t) ** 2, axis=1))
+
+
+def bench_registration(quick: bool) -> dict:
+    from cryoopt.exceptions import RegistrationError
+    from cryoopt.pipeline.registration import register_lm_em
+    from cryoopt.sim.datasets import random_clem_pairs
+
+    out: dict = {}
+    per = 3 if quick else 8
+    seeds = (300, 301) if quick else (300, 301, 302)
+    for variant, comp in (("similar", (0.0, 0.0)), ("compressed", (0.2, 0.4))):
+        rows = []
+        for pair in random_clem_pairs(PRESETS, seeds=seeds, per_specimen=per, compression=comp, rng=7 if comp[1] == 0 else 8):
+            t0 = time.perf_counter()
+            row = {"specimen": pair.params["specimen"], "rotation_deg": pair.params["rotation_deg"],
+                   "scale": float(np.hypot(pair.lm_affine[0, 0], pair.lm_affine[1, 0])),
+                   "em_px_per_lm_px": float(pair.lm_pixel_size_nm / pair.pixel_size_nm)}
+            try:
+                kw = {"max_compression": 0.5, "elastic": True} if comp[1] > 0 else {}
+                r = register_lm_em(pair.lm, pair.em, lm_polarity="bright", em_polarity="dark", **kw)
+                err = _tre_at_targets(pair, r)
+                row.update(refused=False, tre_em_px=float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
+                           estimated_tre_px=float(r.tre_px), n_matches=r.n_matches, method=r.method, model=r.model)
+            except RegistrationError as exc:
+                row.update(refused=True, reason=str(exc)[:160])
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            print(f"  reg {variant:<10} {row['specimen']:<16} " + ("refused" if row["refused"] else f"TRE {row['tre_em_px']:.2f} EM px"), flush=True)
+        summary = {}
+        for p in (*PRESETS, "all"):
+            sel = [r for r in rows if p == "all" or r["specimen"] == p]
+            acc = [r for r in sel if not r["refused"] and math.isfinite(r["tre_em_px"])]
+            tre = np.array([r["tre_em_px"] for r in acc])
+            tre_lm = np.array([r["tre_em_px"] / r["em_px_per_lm_px"] for r in acc])
+            n = len(sel)
+            summary[p] = {
+                "sections": n, "refused": sum(r["refused"] for r in sel),
+                "tre_below_1_em_px_of_all": float(np.sum(tre < 1.0) / n) if n else None,
+                "tre_below_1_lm_px_of_all": float(np.sum(tre_lm < 1.0) / n) if n else None,
+                "tre_below_1_em_px_of_accepted": float(np.mean(tre < 1.0)) if tre.size else None,
+                "wrong_accepted_tre_above_5_em_px": int(np.sum(tre > 5.0)),
+                "median_tre_em_px": float(np.median(tre)) if tre.size else None,
+                "seconds_per_pair": float(np.mean([r["seconds"] for r in sel])) if sel else None,
+            }
+        out[variant] = {"summary": summary, "pairs": rows, "load": _load()}
+    print("\n== Registration without pixel sizes: fraction of all sections with TRE < 1 px at the targets ==")
+    print(f"{'variant':<12}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}{'wrong':>7}{'median':>8}")
+    for variant, r in out.items():
+        for p, s in r["summary"].items():
+            def f(v):
+                return "-" if v is None else f"{v:.2f}"
+
+            print(f"{variant:<12}{p:<18}{s['sections']:>4}{s['refused']:>9}{f(s['tre_below_1_em_px_of_all']):>10}"
+                  f"{f(s['tre_below_1_lm_px_of_all']):>10}{f(s['tre_below_1_em_px_of_accepted']):>14}"
+                  f"{s['wrong_accepted_tre_above_5_em_px']:>7}{f(s['median_tre_em_px']):>8}")
+    return out
+
+
+# -- 3. screening -------------------------------------------------------------------------------
+def bench_screening(quick: bool) -> dict:
+    from cryoopt.pipeline.screening import SECTION_CLASSES, em_time_saved, screen_ribbon, screening_context
+    from cryoopt.sim.overview import cut_ribbon, render_ribbon
+
+    rng = np.random.default_rng(99)
+    n_ribbons = 12 if quick else 40
+    conf: dict = {}
+    per_ribbon = []
+    contexts = []
+    t_total = 0.0
+    for k in range(n_ribbons):
+        thick = float(rng.uniform(60.0, 200.0))
+        speed = float(math.exp(rng.uniform(math.log(0.3), math.log(3.0))))
+        q = cut_ribbon({"section_thickness_nm": thick, "cutting_speed_mm_s": speed}, 12, rng=int(rng.integers(1 << 30)),
+                       knife_wear=float(rng.uniform(0.0, 0.4)))
+        ov = render_ribbon(q, rng=int(rng.integers(1 << 30)), fold_probability=0.1, contamination_probability=0.1)
+        t0 = time.perf_counter()
+        res = screen_ribbon(ov.image, pixel_size_nm=ov.pixel_size_nm, target_thickness_nm=thick)
+        t_total += time.perf_counter() - t0
+        contexts.append(screening_context(res, face_length_um=80.0).tolist())
+        pred_good, true_good = [], []
+        for truth in ov.sections:
+            got = max(res.sections, key=lambda s: np.count_nonzero(s.mask & truth.mask))
+            if not np.count_nonzero(got.mask & truth.mask):
+                got_label = "missed"
+            else:
+                got_label = got.label
+            conf[(truth.label, got_label)] = conf.get((truth.label, got_label), 0) + 1
+            pred_good.append(got_label == "good")
+            true_good.append(truth.good)
+        p, t = np.array(pred_good), np.array(true_good)
+        per_ribbon.append({"tp": int(np.sum(p & t)), "fp": int(np.sum(p & ~t)), "fn": int(np.sum(~p & t)),
+                           "time": em_time_saved(p, t), "protocol": {"thickness_nm": thick, "speed_mm_s": speed}})
+    tp = sum(r["tp"] for r in per_ribbon)
+    fp = sum(r["fp"] for r in per_ribbon)
+    fn = sum(r["fn"] for r in per_ribbon)
+    counts = np.array([[r["tp"], r["fp"], r["fn"]] for r in per_ribbon], float)
+    boot = np.random.default_rng(1).integers(0, len(counts), (2000, len(counts)))
+    sums = counts[boot].sum(axis=1)  # ribbons resampled, counts pooled
+    prec_b = sums[:, 0] / np.maximum(sums[:, 0] + sums[:, 1], 1)
+    rec_b = sums[:, 0] / np.maximum(sums[:, 0] + sums[:, 2], 1)
+    saved = np.array([r["time"]["fraction_saved"] for r in per_ribbon])
+    bad_avoided = sum(r["time"]["bad_minutes_without"] - r["time"]["bad_minutes_with"] for r in per_ribbon)
+    missed = sum(r["time"]["good_missed"] for r in per_ribbon)
+    out = {
+        "ribbons": n_ribbons, "sections": int(sum(conf.values())),
+        "precision_good": tp / max(tp + fp, 1), "recall_good": tp / max(tp + fn, 1),
+        "precision_ci95_over_ribbons": (float(np.percentile(prec_b, 2.5)), float(np.percentile(prec_b, 97.5))),
+        "recall_ci95_over_ribbons": (float(np.percentile(rec_b, 2.5)), float(np.percentile(rec_b, 97.5))),
+        "em_time_fraction_saved": float(saved.mean()), "em_time_fraction_saved_ci95": _boot_ci(saved),
+        "em_minutes_on_bad_sections_avoided": float(bad_avoided), "good_sections_missed": float(missed),
+        "confusion": {f"{a}->{b}": v for (a, b), v in sorted(conf.items())},
+        "context_features_example": contexts[:3], "seconds_per_ribbon": t_total / n_ribbons, "load": _load(),
+    }
+    print("\n== Screening: 'good' against the simulator's truth ==")
+    print(f"ribbons {n_ribbons}, sections {out['sections']}: precision {out['precision_good']:.3f} "
+          f"(ribbon CI {out['precision_ci95_over_ribbons'][0]:.2f}-{out['precision_ci95_over_ribbons'][1]:.2f}), "
+          f"recall {out['recall_good']:.3f} (CI {out['recall_ci95_over_ribbons'][0]:.2f}-{out['recall_ci95_over_ribbons'][1]:.2f})")
+    print(f"EM time saved {out['em_time_fraction_saved'] * 100:.0f} % (CI {out['em_time_fraction_saved_ci95'][0] * 100:.0f}-"
+          f"{out['em_time_fraction_saved_ci95'][1] * 100:.0f} %), {bad_avoided / 60:.1f} h on bad sections avoided, "
+          f"{missed:.0f} good sections missed; {out['seconds_per_ribbon']:.2f} s per ribbon")
+    labels = (*SECTION_CLASSES, "missed")
+    print(f"{'truth / screened':<16}" + "".join(f"{b:>13}" for b in labels))
+    for a in SECTION_CLASSES:
+        print(f"{a:<16}" + "".join(f"{conf.get((a, b), 0):>13}" for b in labels))
+    return out
+
+
+# -- 4. env: estimate vs known ----------------------------------------------------------------------
+def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> dict:
+    from scipy.stats import qmc, spearmanr
+
+    from cryoopt.loop.blocks import BlockRunner, block_space
+
+    if segmenter != "hierarchical":
+        # the env builds its EvaluationContext itself and passes no segmenter yet: give its
+        # contexts this one (a benchmark-only shim until the env takes ``segmenter=``)
+        import dataclasses
+
+        import cryoopt.envs.clem as clem
+        from cryoopt.pipeline import EvaluationContext
+
+        clem.EvaluationContext = lambda **kw: dataclasses.replace(EvaluationContext(**kw), segmenter=segmenter)
+    space = block_space()
+    protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
+    out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
+    pooled_k, pooled_e = [], []
+    for scen in PRESETS:
+        runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
+                                  max_sections=sections) for m in ("known", "estimate")}
+        rows = []
+        for i, params in enumerate(protocols):
+            row = {"protocol": {k: float(v) if isinstance(v, (int, float)) else v for k, v in params.items()}}
+            for m, r in runners.items():
+                t0 = time.perf_counter()
+                res = r.run(params, seed=5000 + i)
+                row[m] = {"quality": res["quality"], "cnr": res.get("cnr"), "failed_evaluations": res.get("failed_evaluations"),
+                          "seconds": time.perf_counter() - t0}
+            rows.append(row)
+            print(f"  env {scen:<16} {i:>2}: known {row['known']['quality']:.3f}  estimate {row['estimate']['quality']:.3f}", flush=True)
+        for r in runners.values():
+            r.close()
+        k = np.array([r["known"]["quality"] for r in rows])
+        e = np.array([r["estimate"]["quality"] for r in rows])
+        pooled_k += list(k)
+        pooled_e += list(e)
+        rho = float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan
+        mk = float(k.mean())
+        bias = float((e.mean() - mk) / mk) if mk > 0 else math.nan
+        rng = np.random.default_rng(0)
+        boots = []
+        for _ in range(2000):
+            idx = rng.integers(0, len(k), len(k))
+            if k[idx].mean() > 0:
+                boots.append((e[idx].mean() - k[idx].mean()) / k[idx].mean())
+        out["scenarios"][scen] = {
+            "spearman": rho, "mean_relative_bias": bias,
+            "bias_ci95": (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else None,
+            "mean_known": mk, "mean_estimate": float(e.mean()),
+            "seconds_per_block": {m: float(np.mean([r[m]["seconds"] for r in rows])) for m in ("known", "estimate")},
+            "blocks": rows,
+        }
+    k, e = np.array(pooled_k), np.array(pooled_e)
+    out["pooled"] = {"spearman": float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan,
+                     "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
+    out["load"] = _load()
+    print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(PRESETS)} phantoms, "
+          f"{sections} sections per block, paired seeds) ==")
+    print(f"{'phantom':<18}{'Spearman':>10}{'bias':>9}{'bias 95% CI':>20}{'known':>8}{'estim.':>8}{'s/blk known':>12}{'s/blk est.':>11}")
+    for scen, r in out["scenarios"].items():
+        ci = r["bias_ci95"]
+        ci_txt = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "-"
+        print(f"{scen:<18}{r['spearman']:>10.2f}{r['mean_relative_bias']:>+9.2f}{ci_txt:>20}{r['mean_known']:>8.3f}"
+              f"{r['mean_estimate']:>8.3f}{r['seconds_per_block']['known']:>12.1f}{r['seconds_per_block']['estimate']:>11.1f}")
+    print(f"{'pooled':<18}{out['pooled']['spearman']:>10.2f}{out['pooled']['mean_relative_bias']:>+9.2f}")
+    return out
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sections, pairs, ribbons and protocols (a smoke run)")
+    ap.add_argument("--learned", action="store_true", help="also score the learned segmenter (trains at first use)")
+    ap.add_argument("--parts", default="seg,reg,screen,env")
+    ap.add_argument("--protocols", type=int, default=24)
+    ap.add_argument("--sections", type=int, default=6)
+    ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
+    ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    parts = set(args.parts.split(","))
+    result: dict = {"machine": platform.platform(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+                    "load_at_start": _load(), "quick": args.quick}
+    t0 = time.perf_counter()
+    if "seg" in parts:
+        result["segmentation"] = bench_segmentation(args.quick, args.learned)
+    if "reg" in parts:
+        result["registration"] = bench_registration(args.quick)
+    if "screen" in parts:
+        result["screening"] = bench_screening(args.quick)
+    if "env" in parts:
+        key = "env" if args.env_segmenter == "hierarchical" else f"env_{args.env_segmenter}"
+        result[key] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections,
+                                args.env_segmenter)
+    result["seconds_total"] = time.perf_counter() - t0
+    result["load_at_end"] = _load()
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous.update({k: v for k, v in result.items()})  # a partial run keeps the other parts
+    path.write_text(json.dumps(previous, indent=2, default=float))
+    print(f"\nwrote {path} ({result['seconds_total'] / 60:.1f} min, load {result['load_at_start']:.1f} -> {result['load_at_end']:.1f})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

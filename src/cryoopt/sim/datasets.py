@@ -1,0 +1,440 @@
+"""Labelled LM/EM images rendered from the specimen phantoms, for training and scoring
+segmenters and LM-EM registration.
+
+:func:`em_section` images one field of one section in EM with its ground-truth masks
+(the same physics as the benches: :meth:`Specimen.section` then
+:func:`~cryoopt.sim.imaging.image_em`); :func:`clem_pair` adds the LM image of a field
+around it under a known rotation, pixel size and offset, and optionally the EM image of
+a *compressed* section (the LM shows the block face or the section before it deformed),
+with the exact LM -> EM mapping (:class:`Deformation`) so target registration errors
+can be measured. :func:`random_em_sections` draws fields, depths and imaging conditions
+from stated ranges (a held-out set is just other seeds).
+
+Fiducial beads (presets whose ``target_site`` is ``free``, e.g. ``bead_calibration``) are
+electron dense, so they are added to the EM stain density here
+(``visible_targets``); labelled sites in cells are not (immunolabel is invisible in EM
+without gold).
+
+Example:
+    >>> spec = Specimen.from_preset("tissue_block", seed=3)
+    >>> s = em_section(spec, centre_nm=(20000, 20000, 5000), size=64, pixel_size_nm=25, rng=0)
+    >>> s.em.shape, sorted(s.masks)
+    ((64, 64), ['cells', 'mitochondria', 'membranes', 'nuclei', 'targets'])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from cryoopt.sim._validation import as_generator, check_int, check_range
+from cryoopt.sim.imaging import IceContamination, image_em, image_lm
+from cryoopt.sim.specimen import SectionTruth, Specimen, pixel_affine
+
+__all__ = [
+    "CLEMPair",
+    "Deformation",
+    "EMSection",
+    "clem_pair",
+    "em_section",
+    "field_centres",
+    "random_clem_pairs",
+    "random_em_sections",
+    "section_truth",
+]
+
+#: Stain density given to electron-dense fiducial beads (a membrane is 0.75, a mitochondrion 0.55).
+BEAD_DENSITY = 1.0
+
+
+@dataclass
+class EMSection:
+    """An EM image of one field and its truth (masks on the image's grid).
+
+    Attributes:
+        em: the image (float32 counts, dark = stained).
+        masks: ``cells``, ``nuclei``, ``mitochondria``, ``membranes``, ``targets`` (bool).
+        pixel_size_nm: EM pixel size.
+        truth: the section's :class:`SectionTruth` (undeformed grid).
+        params: the drawn imaging and section conditions.
+    """
+
+    em: np.ndarray
+    masks: dict[str, np.ndarray]
+    pixel_size_nm: float
+    truth: SectionTruth = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deformation:
+    """Compression of a section along its cutting direction (image rows), varying across it.
+
+    A point at undeformed EM pixel ``(x, y)`` lies at ``y' = yc + (y - yc) * (1 - c(x))``
+    in the image of the compressed section, with
+    ``c(x) = compression + gradient * (x - xc) / width + ripple * sin(2 pi x / period + phase)``
+    (thicker or softer parts of a section compress more; Al-Amoudi et al., J. Struct. Biol.
+    150, 109 (2005) measured 20-60 % along the cut).
+    """
+
+    compression: float = 0.0
+    gradient: float = 0.0
+    ripple: float = 0.0
+    period_px: float = 200.0
+    phase: float = 0.0
+    centre: tuple[float, float] = (0.0, 0.0)
+    width_px: float = 1.0
+
+    def c(self, x: np.ndarray) -> np.ndarray:
+        xc = self.centre[0]
+        return (self.compression + self.gradient * (np.asarray(x, float) - xc) / self.width_px
+                + self.ripple * np.sin(2 * np.pi * np.asarray(x, float) / self.period_px + self.phase))
+
+    def forward(self, xy: np.ndarray) -> np.ndarray:
+        """Undeformed EM (x, y) px -> deformed (imaged) EM px, `N x 2`."""
+        p = np.asarray(xy, float).reshape(-1, 2)
+        yc = self.centre[1]
+        return np.column_stack([p[:, 0], yc + (p[:, 1] - yc) * (1.0 - self.c(p[:, 0]))])
+
+    def inverse(self, xy: np.ndarray) -> np.ndarray:
+        """Deformed EM (x, y) px -> undeformed EM px, `N x 2`."""
+        p = np.asarray(xy, float).reshape(-1, 2)
+        yc = self.centre[1]
+        return np.column_stack([p[:, 0], yc + (p[:, 1] - yc) / (1.0 - self.c(p[:, 0]))])
+
+    @property
+    def is_identity(self) -> bool:
+        return self.compression == 0 and self.gradient == 0 and self.ripple == 0
+
+
+@dataclass
+class CLEMPair(EMSection):
+    """An EM section plus the LM image of a field around it and the true LM -> EM mapping.
+
+    Attributes:
+        lm: LM image (float32 counts, bright = label).
+        lm_pixel_size_nm: LM pixel size.
+        lm_affine: LM pixel -> undeformed EM pixel, `3 x 3` (``(x, y, 1)``).
+        deformation: undeformed -> imaged EM pixels (identity when not compressed).
+        lm_masks: truth masks on the LM grid.
+    """
+
+    lm: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    lm_pixel_size_nm: float = 100.0
+    lm_affine: np.ndarray = field(default_factory=lambda: np.eye(3))
+    deformation: Deformation = Deformation()
+    lm_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def lm_to_em(self, lm_xy: np.ndarray) -> np.ndarray:
+        """True EM (x, y) pixel of LM (x, y) pixels, `N x 2` (compression included)."""
+        p = np.asarray(lm_xy, float).reshape(-1, 2)
+        q = p @ self.lm_affine[:2, :2].T + self.lm_affine[:2, 2]
+        return self.deformation.forward(q)
+
+    def target_points_em(self) -> np.ndarray:
+        """Centroids (x, y) of the labelled targets seen in the section (or, without them, its
+        mitochondria) inside the EM field, in imaged EM pixels: where a target registration
+        error counts."""
+        from scipy import ndimage as ndi
+
+        seen = self.truth.target_density > 0  # anywhere through the thickness: the projection shows them
+        m = seen if seen.any() else self.masks["mitochondria"]
+        lab, n = ndi.label(m)
+        if n == 0:
+            return np.zeros((0, 2))
+        c = np.array(ndi.center_of_mass(np.ones(m.shape), lab, range(1, n + 1)), float).reshape(-1, 2)
+        return c[:, ::-1]
+
+
+def field_centres(spec: Specimen) -> np.ndarray:
+    """Specimen ``(x, y, z)`` nm of structures to centre fields on: somata, neurite
+    midpoints, mitochondria and labelled targets (as an operator would frame a field)."""
+    pts = []
+    for shapes in (spec.cells, spec.mitochondria, spec.targets):
+        if len(shapes.ellipsoids):
+            pts.append(shapes.ellipsoids[:, :3])
+        if len(shapes.capsules):
+            pts.append(0.5 * (shapes.capsules[:, :3] + shapes.capsules[:, 3:6]))
+    if not pts:
+        return np.column_stack([spec.extent_nm[:2] / 2, [spec.extent_nm[2] / 2]]).reshape(1, 3)
+    return np.concatenate(pts)
+
+
+def section_truth(spec: Specimen, index: int, *, thickness_nm: float, shape: tuple[int, int], pixel_size_nm: float,
+                  origin_nm: tuple[float, float], rotation_deg: float = 0.0, n_planes: int = 3) -> SectionTruth:
+    """:meth:`Specimen.section` with masks that say what the section *shows*.
+
+    ``Specimen.section`` averages the stain density over ``n_planes`` planes through the
+    thickness (a projection image) but takes its masks from the mid-plane alone, so a
+    nucleus above or below the mid-plane of a thick section darkens the image without
+    being in the truth. Here each plane is rendered on its own (to the nearest 10 nm) and
+    a pixel belongs to a structure when it does in most planes; the density is the same
+    plane average. Membranes are the majority of the planes' membranes (a boundary
+    oblique to the section blurs in projection and shows no membrane line)."""
+    if n_planes <= 1:
+        return spec.section(index, thickness_nm=thickness_nm, shape=shape, pixel_size_nm=pixel_size_nm,
+                            origin_nm=origin_nm, rotation_deg=rotation_deg, n_planes=1)
+    z_mid = (index + 0.5) * thickness_nm
+    planes = []
+    for k in range(n_planes):
+        z = z_mid + thickness_nm * (k + 0.5 - n_planes / 2) / n_planes
+        planes.append(spec.section(max(int(round(z / 10.0 - 0.5)), 0), thickness_nm=10.0, shape=shape, pixel_size_nm=pixel_size_nm,
+                                   origin_nm=origin_nm, rotation_deg=rotation_deg, n_planes=1))
+    need = n_planes // 2 + 1
+
+    def vote(name: str) -> np.ndarray:
+        return np.sum([np.asarray(getattr(t, name), bool) for t in planes], axis=0) >= need
+
+    cell = np.sum([t.cells > 0 for t in planes], axis=0) >= need
+    owner = np.max([t.cells for t in planes], axis=0)
+    return SectionTruth(
+        index=index, z_nm=z_mid, thickness_nm=float(thickness_nm), pixel_size_nm=float(pixel_size_nm), affine=planes[0].affine,
+        cells=np.where(cell, owner, 0).astype(np.int32), nuclei=vote("nuclei") & cell, mitochondria=vote("mitochondria") & cell,
+        membranes=vote("membranes") & cell, targets=vote("targets"),
+        density=np.mean([t.density for t in planes], axis=0).astype(np.float32),
+        target_density=np.mean([t.target_density for t in planes], axis=0).astype(np.float32),
+    )
+
+
+def _visible(spec: Specimen, visible_targets: bool | None) -> bool:
+    return (getattr(spec, "target_site", "") == "free") if visible_targets is None else bool(visible_targets)
+
+
+def _em_truth(truth: SectionTruth, visible_targets: bool) -> SectionTruth:
+    if not visible_targets or not truth.target_density.any():
+        return truth
+    dens = np.maximum(truth.density, BEAD_DENSITY * np.clip(truth.target_density * 3.0, 0.0, 1.0)).astype(np.float32)
+    return replace(truth, density=dens)
+
+
+def _deform_truth(truth: SectionTruth, d: Deformation, margin: int) -> SectionTruth:
+    """The truth of the imaged (compressed) grid from one rendered ``margin`` px larger on each side."""
+    from skimage.transform import warp
+
+    H, W = truth.shape[0] - 2 * margin, truth.shape[1] - 2 * margin
+    rows, cols = np.mgrid[0:H, 0:W].astype(float)
+    und = d.inverse(np.column_stack([cols.ravel(), rows.ravel()]))
+    coords = np.stack([und[:, 1].reshape(H, W) + margin, und[:, 0].reshape(H, W) + margin])
+
+    def w(a: np.ndarray, order: int) -> np.ndarray:
+        return warp(a.astype(np.float32), coords, order=order, mode="edge", preserve_range=True)
+
+    cells = w(truth.cells, 0).astype(np.int32)
+    return SectionTruth(
+        index=truth.index, z_nm=truth.z_nm, thickness_nm=truth.thickness_nm, pixel_size_nm=truth.pixel_size_nm,
+        affine=truth.affine @ np.array([[1, 0, margin], [0, 1, margin], [0, 0, 1.0]]),
+        cells=cells, nuclei=w(truth.nuclei, 0) > 0.5, mitochondria=w(truth.mitochondria, 0) > 0.5,
+        membranes=w(truth.membranes, 0) > 0.5, targets=w(truth.targets, 0) > 0.5,
+        density=w(truth.density, 1).astype(np.float32), target_density=w(truth.target_density, 1).astype(np.float32),
+    )
+
+
+def em_section(
+    spec: Specimen,
+    *,
+    centre_nm: tuple[float, float, float],
+    size: int | tuple[int, int] = 256,
+    pixel_size_nm: float = 25.0,
+    thickness_nm: float = 100.0,
+    stain_contrast: float = 1.0,
+    dose_e_per_px: float = 200.0,
+    charging: float = 0.0,
+    ice_coverage: float = 0.0,
+    rotation_deg: float = 0.0,
+    deformation: Deformation | None = None,
+    visible_targets: bool | None = None,
+    n_planes: int = 3,
+    rng: np.random.Generator | int | None = None,
+) -> EMSection:
+    """EM image and truth of the section through ``centre_nm`` (z picks the section).
+
+    Args:
+        spec: the phantom.
+        centre_nm: specimen ``(x, y, z)`` of the field centre, nm.
+        size: image side (or ``(H, W)``), px.
+        pixel_size_nm: EM pixel size, nm.
+        thickness_nm: section thickness, nm (10-5000).
+        stain_contrast, dose_e_per_px, charging: as :func:`image_em`.
+        ice_coverage: fraction of the field under ice crystals (0 = none).
+        rotation_deg: rotation of the EM grid in the specimen plane.
+        deformation: compression of the section (EM pixels of the undeformed grid).
+        visible_targets: add fiducial beads to the EM density (default: for ``free`` targets).
+        n_planes: planes sampled through the thickness.
+        rng: noise.
+    """
+    gen = as_generator(rng)
+    H, W = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    check_int("size", H, 8, 8192)
+    check_range("pixel_size_nm", pixel_size_nm, 0.1, 10_000.0)
+    check_range("thickness_nm", thickness_nm, 10.0, 5000.0)
+    d = deformation if deformation is not None and not deformation.is_identity else None
+    margin = 0 if d is None else int(math.ceil(0.8 * max(H, W))) + 2
+    cx, cy, cz = (float(v) for v in centre_nm)
+    index = max(int(cz // thickness_nm), 0)
+    # pixel (0, 0) such that the grid centre lands on (cx, cy) under the rotation
+    a = pixel_affine((0.0, 0.0), pixel_size_nm, rotation_deg)
+    off = a[:2, :2] @ np.array([(W - 1) / 2.0 + margin, (H - 1) / 2.0 + margin])
+    truth = section_truth(spec, index, thickness_nm=thickness_nm, shape=(H + 2 * margin, W + 2 * margin),
+                          pixel_size_nm=pixel_size_nm, origin_nm=(cx - off[0], cy - off[1]),
+                          rotation_deg=rotation_deg, n_planes=n_planes)
+    if d is not None:
+        truth = _deform_truth(truth, d, margin)
+    ice = IceContamination(coverage=min(float(ice_coverage), 0.5)) if ice_coverage > 0 else None
+    img = image_em(_em_truth(truth, _visible(spec, visible_targets)), stain_contrast=stain_contrast,
+                   charging=charging, ice=ice, dose_e_per_px=dose_e_per_px, rng=gen)
+    masks = {k: np.asarray(v, bool) for k, v in truth.masks.items()}
+    artifacts = {k: v for k, v in img.truth.artifact_masks.items() if k in ("ice", "charging")}
+    params = {"thickness_nm": float(thickness_nm), "stain_contrast": float(stain_contrast), "dose_e_per_px": float(dose_e_per_px),
+              "charging": float(charging), "ice_coverage": float(ice_coverage), "centre_nm": (cx, cy, cz),
+              "specimen": spec.name, "artifact_masks": artifacts}
+    return EMSection(img.image.astype(np.float32) * float(dose_e_per_px), masks, float(pixel_size_nm), truth, params)
+
+
+def clem_pair(
+    spec: Specimen,
+    *,
+    centre_nm: tuple[float, float, float],
+    em_size: int = 256,
+    em_pixel_size_nm: float = 25.0,
+    lm_size: int = 128,
+    lm_pixel_size_nm: float = 100.0,
+    rotation_deg: float = 0.0,
+    lm_offset_nm: tuple[float, float] = (0.0, 0.0),
+    deformation: Deformation | None = None,
+    label_density_um: float = 2.0,
+    free_antibody: float = 0.0,
+    lm_photons: float = 400.0,
+    lm_background_photons: float = 20.0,
+    rng: np.random.Generator | int | None = None,
+    **em_kwargs: Any,
+) -> CLEMPair:
+    """An LM/EM pair of one section with the true LM -> EM mapping.
+
+    The EM grid is axis-aligned and centred on ``centre_nm``; the LM grid is centred
+    ``lm_offset_nm`` away and rotated by ``rotation_deg`` (the coverslip on the LM stage
+    versus the grid in the EM). ``deformation`` compresses the EM's section (the LM then
+    shows it before compression, e.g. the block face).
+    """
+    gen = as_generator(rng)
+    em_kwargs.setdefault("thickness_nm", 100.0)
+    d = deformation
+    if d is not None and not d.is_identity:
+        d = replace(d, centre=((em_size - 1) / 2.0, (em_size - 1) / 2.0), width_px=float(em_size))
+    sec = em_section(spec, centre_nm=centre_nm, size=em_size, pixel_size_nm=em_pixel_size_nm, deformation=d, rng=gen, **em_kwargs)
+    cx, cy, _ = (float(v) for v in centre_nm)
+    a = pixel_affine((0.0, 0.0), lm_pixel_size_nm, rotation_deg)
+    off = a[:2, :2] @ np.array([(lm_size - 1) / 2.0, (lm_size - 1) / 2.0])
+    origin = (cx + lm_offset_nm[0] - off[0], cy + lm_offset_nm[1] - off[1])
+    index = sec.truth.index
+    lm_truth = section_truth(spec, index, thickness_nm=sec.truth.thickness_nm, shape=(lm_size, lm_size),
+                             pixel_size_nm=lm_pixel_size_nm, origin_nm=origin, rotation_deg=rotation_deg, n_planes=3)
+
+    class _Label:
+        def __init__(self) -> None:
+            self.label_density_um, self.free_antibody = float(label_density_um), float(free_antibody)
+
+    lm = image_lm(lm_truth, _Label(), rng=gen, photons_per_um_label=lm_photons, background_photons=lm_background_photons)
+    em_aff = pixel_affine(((cx - (em_size - 1) / 2.0 * em_pixel_size_nm), (cy - (em_size - 1) / 2.0 * em_pixel_size_nm)),
+                          em_pixel_size_nm)
+    lm_aff = np.linalg.inv(em_aff) @ lm_truth.affine
+    return CLEMPair(
+        em=sec.em, masks=sec.masks, pixel_size_nm=sec.pixel_size_nm, truth=sec.truth, params=dict(sec.params, rotation_deg=rotation_deg),
+        lm=lm.image.astype(np.float32), lm_pixel_size_nm=float(lm_pixel_size_nm), lm_affine=lm_aff,
+        deformation=d if d is not None else Deformation(), lm_masks={k: np.asarray(v, bool) for k, v in lm_truth.masks.items()},
+    )
+
+
+#: Ranges of :func:`random_em_sections` (uniform; log-uniform for dose): the env's imaging
+#: (exposure 10-200 ms at 200 e/px per 50 ms) and section window (50-250 nm).
+SECTION_RANGES: dict[str, tuple[float, float]] = {
+    "thickness_nm": (50.0, 250.0),
+    "stain_contrast": (0.6, 1.6),
+    "dose_e_per_px": (40.0, 800.0),
+    "pixel_size_nm": (15.0, 40.0),
+}
+
+
+def _draw(gen: np.random.Generator, ranges: dict[str, tuple[float, float]], key: str) -> float:
+    lo, hi = ranges[key]
+    if key == "dose_e_per_px":
+        return float(math.exp(gen.uniform(math.log(lo), math.log(hi))))
+    return float(gen.uniform(lo, hi))
+
+
+def _centre(spec: Specimen, gen: np.random.Generator, jitter_nm: float) -> tuple[float, float, float]:
+    pts = field_centres(spec)
+    c = pts[gen.integers(len(pts))]
+    x, y = c[:2] + gen.normal(0.0, jitter_nm, 2)
+    z = float(np.clip(c[2] + gen.normal(0.0, 300.0), 0.0, spec.extent_nm[2] - 1.0))
+    return float(np.clip(x, 0, spec.extent_nm[0])), float(np.clip(y, 0, spec.extent_nm[1])), z
+
+
+def random_em_sections(
+    presets: Sequence[str] = ("neurons", "tissue_block", "bead_calibration"),
+    *,
+    seeds: Sequence[int] = (0,),
+    per_specimen: int = 8,
+    size: int | Callable[[float], int] = 128,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    artifacts: bool = False,
+    rng: np.random.Generator | int | None = None,
+) -> Iterator[EMSection]:
+    """EM sections of each preset's phantom for each specimen seed: fields centred near a
+    random structure, at a random depth, imaged under conditions drawn from ``ranges``
+    (default :data:`SECTION_RANGES`); with ``artifacts``, a third get charging or ice.
+    ``size`` is the image side, or a function of the drawn pixel size giving it (a
+    field of fixed physical extent)."""
+    gen = as_generator(rng)
+    rg = {**SECTION_RANGES, **(ranges or {})}
+    for preset in presets:
+        for seed in seeds:
+            spec = Specimen.from_preset(preset, seed=int(seed))
+            for _ in range(int(per_specimen)):
+                px = _draw(gen, rg, "pixel_size_nm")
+                side = int(size(px)) if callable(size) else int(size)
+                kw: dict[str, Any] = {k: _draw(gen, rg, k) for k in ("thickness_nm", "stain_contrast", "dose_e_per_px")}
+                if artifacts and gen.random() < 1 / 3:
+                    if gen.random() < 0.5:
+                        kw["charging"] = float(gen.uniform(0.5, 2.0))
+                    else:
+                        kw["ice_coverage"] = float(gen.uniform(0.02, 0.08))
+                yield em_section(spec, centre_nm=_centre(spec, gen, 0.25 * side * px), size=side, pixel_size_nm=px, rng=gen, **kw)
+
+
+def random_clem_pairs(
+    presets: Sequence[str] = ("neurons", "tissue_block", "bead_calibration"),
+    *,
+    seeds: Sequence[int] = (0,),
+    per_specimen: int = 4,
+    em_size: int = 384,
+    em_pixel_size_nm: tuple[float, float] = (40.0, 60.0),
+    lm_size: int = 256,
+    lm_pixel_size_nm: tuple[float, float] = (80.0, 130.0),
+    compression: tuple[float, float] = (0.0, 0.0),
+    rng: np.random.Generator | int | None = None,
+) -> Iterator[CLEMPair]:
+    """LM/EM pairs under random rotation (0-360 deg), pixel sizes (so the scale is unknown
+    to a method not told them), LM offset (up to a quarter of the EM field) and, when
+    ``compression`` is not ``(0, 0)``, a compressed EM section (mean compression uniform in
+    that range, +-5 % across the section, a 2 % ripple)."""
+    gen = as_generator(rng)
+    for preset in presets:
+        for seed in seeds:
+            spec = Specimen.from_preset(preset, seed=int(seed))
+            for _ in range(int(per_specimen)):
+                epx = float(gen.uniform(*em_pixel_size_nm))
+                lpx = float(gen.uniform(*lm_pixel_size_nm))
+                field_nm = em_size * epx
+                d = None
+                if compression[1] > 0:
+                    d = Deformation(compression=float(gen.uniform(*compression)), gradient=float(gen.uniform(-0.05, 0.05)),
+                                    ripple=0.02, period_px=float(gen.uniform(0.5, 1.5) * em_size), phase=float(gen.uniform(0, 2 * np.pi)))
+                yield clem_pair(spec, centre_nm=_centre(spec, gen, 0.1 * field_nm), em_size=em_size, em_pixel_size_nm=epx,
+                                lm_size=lm_size, lm_pixel_size_nm=lpx, rotation_deg=float(gen.uniform(0.0, 360.0)),
+                                lm_offset_nm=tuple(gen.uniform(-0.25, 0.25, 2) * field_nm), deformation=d,
+                                thickness_nm=float(gen.uniform(80.0, 150.0)), dose_e_per_px=float(gen.uniform(150.0, 600.0)),
+                                label_density_um=float(gen.uniform(1.0, 3.0)), rng=gen)

@@ -1,0 +1,94 @@
+"""The learned segmenter: trains on labelled pairs, round-trips through its cache, and is
+optional (the package and the classical segmenter work without PyTorch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from cryoopt.exceptions import EvaluationError
+
+torch = pytest.importorskip("torch")
+
+from cryoopt.pipeline.learned import LearnedSegmenter, TrainingConfig, load_or_train, train_segmenter  # noqa: E402
+
+TINY = TrainingConfig(presets=("tissue_block",), seeds=(5,), sections=3, patch_px=32, steps=2, batch=2, channels=(4, 8))
+
+
+def _pairs(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bright resin with dark discs (cells) holding darker dots (mitochondria)."""
+    out = []
+    yy, xx = np.mgrid[0:48, 0:48]
+    for _ in range(n):
+        cells = np.zeros((48, 48), bool)
+        mito = np.zeros((48, 48), bool)
+        for _ in range(2):
+            c = rng.uniform(8, 40, 2)
+            cells |= (yy - c[0]) ** 2 + (xx - c[1]) ** 2 < rng.uniform(6, 10) ** 2
+            mito |= ((yy - c[0]) ** 2 + (xx - c[1]) ** 2 < 4) & cells
+        img = 1.0 - 0.3 * cells - 0.3 * mito + rng.normal(0, 0.05, (48, 48))
+        y = np.stack([cells, np.zeros_like(cells), mito, np.zeros_like(cells)]).astype(np.float32)
+        out.append((img.astype(np.float32), y))
+    return out
+
+
+@pytest.mark.slow
+def test_a_small_unet_learns_cells_and_organelles():
+    torch.manual_seed(0)
+    cfg = TrainingConfig(patch_px=32, steps=300, batch=8, channels=(8, 16), lr=1e-2)
+    model = train_segmenter(cfg, data=_pairs(24, np.random.default_rng(0)), progress=False)
+    img, y = _pairs(1, np.random.default_rng(1))[0]
+    seg = model.segment_section(img, pixel_size_nm=cfg.model_pixel_nm)
+    cells = seg.mask("cells")
+    iou = np.count_nonzero(cells & (y[0] > 0)) / np.count_nonzero(cells | (y[0] > 0))
+    assert iou > 0.8
+    assert not (seg.mask("mitochondria") & ~cells).any()  # nested: organelles only inside cells
+
+
+def test_weights_round_trip_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRYOOPT_CACHE_DIR", str(tmp_path))
+    first = load_or_train(TINY, progress=False)  # trains on rendered sections, caches
+    files = list(tmp_path.glob("segmenter-*.pt"))
+    assert len(files) == 1 and TINY.key() in files[0].name
+    import cryoopt.pipeline.learned as learned
+
+    monkeypatch.setattr(learned, "train_segmenter", lambda *a, **k: pytest.fail("a cached model was trained again"))
+    again = load_or_train(TINY, progress=False)
+    img = np.random.default_rng(0).uniform(0, 1, (40, 40))
+    np.testing.assert_allclose(again.probabilities(img, pixel_size_nm=25.0), first.probabilities(img, pixel_size_nm=25.0))
+    files[0].write_bytes(b"not a model")  # a corrupt cache file is retrained, not trusted
+    monkeypatch.setattr(learned, "train_segmenter", train_segmenter)
+    assert isinstance(load_or_train(TINY, progress=False), LearnedSegmenter)
+    with pytest.raises(EvaluationError, match="pixel_size_nm"):
+        again.segment_section(img, pixel_size_nm=float("nan"))
+
+
+def test_package_and_classical_segmenter_work_without_torch():
+    code = textwrap.dedent("""
+        import sys
+
+        class NoTorch:  # as if PyTorch were not installed
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        from cryoopt.exceptions import BackendUnavailableError
+        from cryoopt.pipeline import parse_section, segmenters
+        img = np.random.default_rng(0).poisson(200, (64, 64)).astype(float)
+        parse_section(img, structures=("cells",), pixel_size_nm=30.0, with_graph=False)
+        try:
+            segmenters.get("learned")()
+        except BackendUnavailableError as e:
+            assert "hierarchical" in str(e)
+            print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")

@@ -1,0 +1,135 @@
+"""Whole-section EM segmentation in physical units: known scenes, pixel-size invariance,
+the neurite that used to be called a nucleus, and simulator sections of held-out specimens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from cryoopt.exceptions import EvaluationError
+from cryoopt.pipeline import parse_section
+from cryoopt.pipeline.segmentation import HierarchicalSegmenter, Segmentation
+
+SEG = HierarchicalSegmenter()
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b)))
+
+
+def _scene(pixel_nm: float, *, seed: int = 0, field_um: float = 8.0, dose: float = 300.0):
+    """Beer-Lambert EM of a cell edge: resin | cytoplasm with a nucleus (3 um) and 6
+    mitochondria (0.4 x 1 um), plus the true masks; geometry in um, so any pixel size."""
+    rng = np.random.default_rng(seed)
+    n = int(round(field_um * 1000 / pixel_nm))
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * pixel_nm / 1000.0  # um
+    cell = xx > 1.5
+    nucleus = (xx - 5.0) ** 2 + (yy - 5.5) ** 2 < 1.5**2
+    mito = np.zeros((n, n), bool)
+    for cx, cy, ang in ((2.5, 1.5, 0.3), (4.5, 1.2, 1.2), (6.8, 2.0, 2.0), (2.6, 4.5, 0.8), (3.0, 7.0, 2.6), (7.0, 7.2, 0.1)):
+        u = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
+        v = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
+        mito |= (u / 0.5) ** 2 + (v / 0.2) ** 2 < 1.0
+    mito &= cell & ~nucleus
+    density = 0.25 * cell + 0.15 * nucleus + 0.3 * mito
+    image = rng.poisson(dose * np.exp(-1.2 * density)).astype(float)
+    return image, {"cells": cell, "nuclei": nucleus, "mitochondria": mito}
+
+
+@pytest.mark.parametrize("pixel_nm", [20.0, 40.0])
+def test_known_scene_is_segmented_at_any_pixel_size(pixel_nm):
+    image, truth = _scene(pixel_nm)
+    seg = SEG.segment_section(image, pixel_size_nm=pixel_nm)
+    assert isinstance(seg, Segmentation) and seg.pixel_size_nm == pixel_nm
+    assert _iou(seg.mask("cells"), truth["cells"]) > 0.9
+    assert _iou(seg.mask("nuclei"), truth["nuclei"]) > 0.8
+    assert _iou(seg.mask("mitochondria"), truth["mitochondria"]) > 0.6
+    assert seg.labels["mitochondria"].max() == ndi.label(truth["mitochondria"])[1]
+
+
+def test_areas_are_physical_not_pixel_counts():
+    """The same specimen at 20 and 40 nm pixels: the same um^2 per structure (+-10 %)."""
+    a = SEG.segment_section(_scene(20.0)[0], pixel_size_nm=20.0)
+    b = SEG.segment_section(_scene(40.0)[0], pixel_size_nm=40.0)
+    for kind in ("cells", "nuclei", "mitochondria"):
+        assert b.area_um2(kind) == pytest.approx(a.area_um2(kind), rel=0.1), kind
+
+
+def test_a_neurite_in_resin_is_a_cell_not_a_nucleus():
+    """A 1 um wide neurite with a mitochondrion, crossing bright resin (the case where an
+    Otsu 'nucleus' swallowed the neurite and deleted its mitochondria)."""
+    rng = np.random.default_rng(1)
+    px = 25.0
+    n = 256
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * px / 1000.0
+    neurite = np.abs(yy - 0.4 * xx - 1.5) < 0.55
+    mito = ((xx - 3.2) / 0.6) ** 2 + ((yy - 0.4 * xx - 1.5) / 0.2) ** 2 < 1.0
+    image = rng.poisson(200 * np.exp(-1.2 * (0.25 * neurite + 0.3 * mito))).astype(float)
+    seg = SEG.segment_section(image, pixel_size_nm=px)
+    assert _iou(seg.mask("cells"), neurite | mito) > 0.85
+    assert not seg.mask("nuclei").any()
+    assert _iou(seg.mask("mitochondria"), mito) > 0.5
+
+
+def test_bare_resin_has_no_structures():
+    image = np.random.default_rng(2).poisson(300, (200, 200)).astype(float)
+    seg = SEG.segment_section(image, pixel_size_nm=30.0)
+    assert not any(seg.mask(k).any() for k in ("cells", "nuclei", "mitochondria"))
+
+
+def test_reference_intensity_tells_cytoplasm_from_resin():
+    """A field inside one cell has a single stain level: only the transmitted fraction
+    (the instrument's open-beam intensity) says it is cytoplasm, not resin."""
+    rng = np.random.default_rng(3)
+    image = rng.poisson(300 * np.exp(-1.2 * 0.25), (160, 160)).astype(float)
+    seg = SEG.segment_section(image, pixel_size_nm=30.0, reference_intensity=300.0)
+    assert seg.mask("cells").mean() > 0.95
+    resin = rng.poisson(300, (160, 160)).astype(float)
+    assert not SEG.segment_section(resin, pixel_size_nm=30.0, reference_intensity=300.0).mask("cells").any()
+
+
+def test_artifacts_are_ignored():
+    image, truth = _scene(40.0)
+    ignore = np.zeros(image.shape, bool)
+    ignore[:40, 100:] = True
+    image[ignore] = image.max() * 3  # charging
+    seg = SEG.segment_section(image, pixel_size_nm=40.0, ignore=ignore)
+    assert not (seg.mask("cells") & ignore).any()
+    assert _iou(seg.mask("nuclei"), truth["nuclei"]) > 0.8
+
+
+def test_simulated_section_of_a_held_out_specimen():
+    """A tissue-block section rendered by the simulator from a specimen seed no model saw."""
+    from cryoopt.sim.datasets import em_section
+    from cryoopt.sim.specimen import Specimen
+
+    spec = Specimen.from_preset("tissue_block", seed=901)
+    cx, cy, cz, a, *_ = spec.cells.ellipsoids[1]  # a field across the cell's nucleus, cytoplasm and edge
+    sec = em_section(spec, centre_nm=(cx + 0.6 * a, cy, cz), size=128, pixel_size_nm=40.0, thickness_nm=100.0,
+                     dose_e_per_px=300.0, rng=0)
+    assert sec.masks["nuclei"].mean() > 0.2 and sec.masks["mitochondria"].any()
+    seg = SEG.segment_section(sec.em, pixel_size_nm=40.0)
+    assert _iou(seg.mask("cells"), sec.masks["cells"]) > 0.9
+    assert _iou(seg.mask("nuclei"), sec.masks["nuclei"]) > 0.9
+    assert _iou(seg.mask("mitochondria"), sec.masks["mitochondria"]) > 0.7
+
+
+def test_bad_input_is_refused_by_name():
+    image, _ = _scene(40.0)
+    with pytest.raises(EvaluationError, match="pixel_size_nm"):
+        SEG.segment_section(image, pixel_size_nm=0.0)
+    with pytest.raises(EvaluationError, match="ignore has shape"):
+        SEG.segment_section(image, pixel_size_nm=40.0, ignore=np.zeros((3, 3), bool))
+    with pytest.raises(EvaluationError, match="reference_intensity"):
+        SEG.segment_section(image, pixel_size_nm=40.0, reference_intensity=-1.0)
+    with pytest.raises(EvaluationError, match="no structure 'golgi'"):
+        SEG.segment_section(image, pixel_size_nm=40.0).mask("golgi")
+
+
+def test_parse_section_uses_the_section_segmenter_with_a_pixel_size():
+    image, truth = _scene(40.0)
+    parsed = parse_section(image, structures=("cells", "nuclei", "mitochondria"), pixel_size_nm=40.0, with_graph=False)
+    assert _iou(parsed.mask("nuclei"), truth["nuclei"]) > 0.8
+    with pytest.raises(EvaluationError, match="no section segmenter"):
+        parse_section(image, structures=("cells",), pixel_size_nm=40.0, segmenter=object())
