@@ -121,7 +121,7 @@ class OptionEnv(gym.Env):
 
     def __init__(self, env: gym.Env, agent: HRLAgent) -> None:
         self.env, self.agent = env, agent
-        self.observation_space = spaces.Box(-1.0, 1.0, (29,), np.float32)
+        self.observation_space = spaces.Box(-1.0, 1.0, (_feat(env.observation_space.sample()).size,), np.float32)
         self.action_space = spaces.Discrete(len(OPTIONS))
         self._obs: np.ndarray | None = None
         self._prep = 0.0
