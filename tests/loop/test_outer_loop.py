@@ -25,8 +25,12 @@ def test_batch_proposals_and_pareto_front(runner):
     loop = OuterLoop(runner=runner, seed=0, batch_size=2, optimizer_kwargs=BO)
     recs = loop.step()
     assert len(recs) == 2 and recs[0]["params"] != recs[1]["params"]
-    loop.run(4)
-    assert len(loop.history) == 4 and {r["source"] for r in loop.history[2:]} == {"bo"}
+    loop.run(6)
+    assert len(loop.history) == 6
+    # Sobol until n_initial blocks succeeded (a failed block teaches the GP no quality), BO from then on
+    first_bo = next(i for i, r in enumerate(loop.history) if r["source"] == "bo")
+    assert sum(r.get("failure_reason") is None for r in loop.history[:first_bo]) >= 2
+    assert {r["source"] for r in loop.history[first_bo:]} == {"bo"}
     for r in loop.history:
         assert r["sections"] <= 3 and r["prep_time_h"] > 0 and 0 <= r["quality"] <= 1
     front = loop.pareto_front()

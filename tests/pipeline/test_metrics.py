@@ -248,3 +248,18 @@ def test_cracks_are_found_above_the_brightest_material_not_above_the_median():
     cracked[100:107, 150:230] = 100.0 + 2.0 * rng.normal(size=(7, 80))  # a gap: no material, transmits fully
     d = section_defects(cracked)
     assert d.crack_mask[103, 190] and d.crack_fraction == pytest.approx(7 * 80 / n**2, rel=0.3)
+
+
+def test_a_thin_strip_of_embedding_along_the_field_edge_is_no_crack():
+    """Embedding over less than a tenth of the field is brighter than the 90th percentile and
+    elongated, like a crack; but it runs along the field's edge, a crevasse has material on both sides."""
+    rng = np.random.default_rng(3)
+    n = 256
+    img = np.full((n, n), 80.0)
+    img[:, : int(0.08 * n)] = 100.0  # bare embedding at the left edge, 8 % of the field
+    img += 2.0 * rng.normal(size=(n, n))
+    assert section_defects(img).crack_fraction == 0.0
+    cracked = img.copy()
+    cracked[120:126, 60:200] = 100.0 + 2.0 * rng.normal(size=(6, 140))  # the same brightness, inside the section
+    d = section_defects(cracked)
+    assert d.crack_mask[123, 150] and not d.crack_mask[:, :10].any()

@@ -490,8 +490,9 @@ def section_defects(
       embedding included: elongated connected regions whose 3x3 mean lies
       ``bright_z`` noise sigmas of that mean (``sigma_pixel / 3``) above the
       brightest material (the 90th percentile of the 3x3 mean: cracks cover less than
-      a tenth of a usable section), with major/minor axis ratio >= ``min_crack_elongation``.
-      Pass ``crack_mask`` to use a known mask instead (e.g. simulator ground truth).
+      a tenth of a usable section), with major/minor axis ratio >= ``min_crack_elongation``,
+      that do not run along the field's edge (a strip of bare embedding there is as bright
+      and as elongated, but a crevasse has material on both sides). Pass ``crack_mask`` to use a known mask instead (e.g. simulator ground truth).
 
     Indices are heuristics for ranking sections, not calibrated physical units.
     """
@@ -530,8 +531,12 @@ def section_defects(
         lab = label(bright)
         cracks = np.zeros(img.shape, bool)
         for rp in regionprops(lab):
-            if rp.area >= 10 and rp.axis_minor_length > 0 and rp.axis_major_length / rp.axis_minor_length >= min_crack_elongation:
-                cracks[tuple(rp.coords.T)] = True
+            if rp.area < 10 or rp.axis_minor_length <= 0 or rp.axis_major_length / rp.axis_minor_length < min_crack_elongation:
+                continue
+            on_border = int(np.count_nonzero((rp.coords == 0) | (rp.coords == np.array(img.shape) - 1)))
+            if on_border > 0.5 * rp.axis_major_length:  # runs along the field's edge: embedding, not a crevasse
+                continue
+            cracks[tuple(rp.coords.T)] = True
     else:
         cracks = check_mask(crack_mask, img.shape, name="crack_mask", min_pixels=0)
     return SectionDefects(knife_mark_index=knife, chatter_index=chatter, chatter_period_px=float(period), crack_mask=cracks)
