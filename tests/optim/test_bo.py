@@ -171,3 +171,37 @@ def test_finds_branin_optimum_region_within_30_evaluations() -> None:
         regret = problem.normalized_regret(result.best.params)
         hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)
     assert hits >= 2
+
+
+def test_integer_batch_is_distinct_and_comes_from_the_model() -> None:
+    """ask(4) on a 24-point integer space: four different points, none a random fill-in for a rounded duplicate."""
+    space = SearchSpace.from_dict({"n": {"type": "int", "low": 1, "high": 6}, "m": {"type": "int", "low": 1, "high": 4}})
+    opt = BayesianOptimizer(space, seed=0, n_initial=6, **FAST)
+    for t in opt.ask(6):
+        opt.tell(t, -((t.params["n"] - 4) ** 2) - (t.params["m"] - 2) ** 2)
+    for _ in range(2):
+        batch = opt.ask(4)
+        keys = {tuple(sorted(t.params.items())) for t in batch}
+        assert len(keys) == 4 and all(isinstance(t.params["n"], int) for t in batch)
+        assert sum(t.source == "bo" for t in batch) >= 3, [t.source for t in batch]
+        for t in batch:
+            opt.tell(t, -((t.params["n"] - 4) ** 2) - (t.params["m"] - 2) ** 2)
+
+
+def test_random_fallback_never_repeats_the_batch() -> None:
+    """The replacement for a colliding proposal is checked against the batch (it used to repeat points)."""
+    space = SearchSpace.from_dict({"n": {"type": "int", "low": 1, "high": 3}, "m": {"type": "int", "low": 1, "high": 2}})
+    opt = BayesianOptimizer(space, seed=0)
+    taken = [{"n": n, "m": m} for n in (1, 2, 3) for m in (1, 2)][:5]
+    points = opt._random_points(1, avoid=taken)
+    assert points == [{"n": 3, "m": 2}]  # the only point left
+
+
+def test_optimize_shows_a_line_per_evaluation_without_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="cryoopt.optim.api")
+    optimize(lambda p: p["a"], CONTINUOUS, budget=3, seed=0, strategy="random")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("optimize:")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"] and "best" in lines[-1]
+    caplog.clear()
+    optimize(lambda p: p["a"], CONTINUOUS, budget=2, seed=0, strategy="random", progress=False)
+    assert not [r for r in caplog.records if r.getMessage().startswith("optimize:")]
