@@ -13,11 +13,23 @@ Same problems, seeds and budgets for every strategy:
   within seed noise: random's moved from 0.0072 to 0.0098 between 10 and 30 seeds).
 
 Then the median wall time of one ``ask()`` (GP fit + acquisition optimization) at
-10, 50 and 100 observations in 6 and 12 dimensions.
+10, 50 and 100 observations in 6 and 12 dimensions, and of ``ask(1)`` / ``ask(4)`` on
+the README's 5-parameter space (a categorical, an integer, two log scales) at 25
+observations in a running loop (the optimizer restored from its state after the 25th
+result, so the GP fit is timed too), wall and CPU seconds (``--baseline-src DIR`` times
+another checkout's ``src`` the same way, in a subprocess, for a before/after comparison).
 
-Usage: ``python benchmarks/optimizer.py [--seeds 10] [--problems branin ...] [--quick]``;
-prints a table and writes ``benchmarks/results/optimizer.json`` (``--problems`` reruns
-only those rows and keeps the others).
+Specimen variation (``SpecimenStaining``: the best incubation depends on a screened
+permeability, plus an unmeasured specimen effect): on the same specimens per seed,
+contextual BO (the GP sees the permeability; recommends per specimen), context-blind
+BO (the outer loop's settings) and random search, each judged by the noise-free
+quality of its recommendation on 16 held-out specimens; also the blind run's
+``recommend()`` against its luckiest observed run. Paired differences with 95 %
+percentile-bootstrap intervals over seeds.
+
+Usage: ``python benchmarks/optimizer.py [--seeds 10] [--problems branin ...] [--quick]
+[--timing-only] [--specimen-only --specimen-seeds 100:120]``; prints tables and writes
+``benchmarks/results/optimizer.json`` (sections not rerun keep their last values).
 """
 
 from __future__ import annotations
@@ -25,8 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,8 +50,8 @@ import numpy as np
 import optuna
 import torch
 
-from cryoopt.optim import BayesianOptimizer, Optimizer, make_optimizer
-from cryoopt.optim.problems import Branin, Hartmann6, Problem, StainingLandscape
+from cryoopt.optim import BayesianOptimizer, Optimizer, RandomSearch, make_optimizer
+from cryoopt.optim.problems import Branin, Hartmann6, Problem, SpecimenStaining, StainingLandscape
 from cryoopt.space import CategoricalParameter, IntParameter, SearchSpace
 
 CHECKPOINTS = (20, 40)
@@ -139,6 +154,125 @@ def proposal_times(reps: int = 3) -> dict:
     return out
 
 
+#: run in a fresh interpreter (also against another checkout's src: only APIs both have)
+MIXED_TIMING = """
+import json, statistics, sys, time, warnings
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(1)
+from cryoopt.optim import BayesianOptimizer, Optimizer
+from cryoopt.optim.problems import StainingLandscape
+problem = StainingLandscape(noise_frac=0.05, seed=0)
+opt = BayesianOptimizer(problem.space, seed=0)
+for p in problem.space.sample(24, rng=1, method="sobol"):
+    opt.tell(opt.add_trial(p), problem(p))
+(t,) = opt.ask()  # a running loop: the 25th result arrives, then the next ask is timed
+opt.tell(t, problem(t.params))
+state = opt.state_dict()
+out = {}
+for q in (1, 4):
+    wall, cpu = [], []
+    for _ in range(int(sys.argv[1])):
+        fresh = Optimizer.from_state_dict(state)  # the timing includes the GP fit
+        w, c = time.perf_counter(), time.process_time()
+        trials = fresh.ask(q)
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    out[f"ask{q}"] = {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
+                      "sources": [t.source for t in trials]}
+print(json.dumps(out))
+"""
+
+
+def mixed_space_times(src: Path | None = None, reps: int = 3) -> dict:
+    """ask(1)/ask(4) on the README's 5-parameter space at 25 observations (this checkout, or ``src``)."""
+    src = src or Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", MIXED_TIMING, str(reps)], env=env, capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def paired(a: list[float], b: list[float], *, n_boot: int = 4000) -> dict:
+    """Mean of the paired differences ``a - b`` with a 95 % percentile-bootstrap interval (seeded)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(0)
+    means = rng.choice(d, (n_boot, d.size)).mean(axis=1)
+    return {"mean": float(d.mean()), "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+            "n": int(d.size)}
+
+
+SPECIMEN_BUDGET = 30
+SPECIMEN_HELDOUT = 16
+#: the outer loop's BO settings (cryoopt.loop.FAST_BO), for both BO arms
+SPECIMEN_BO = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 64}
+
+
+def specimen_seed(seed: int) -> dict:
+    """One seed: every arm meets the same specimens (permeability and specimen effect) in the same order."""
+    problem = SpecimenStaining(seed=seed)
+    rng = np.random.default_rng(seed)
+    specimens = problem.sample_contexts(SPECIMEN_BUDGET, rng)
+    effects = rng.normal(0.0, problem.specimen_sd, SPECIMEN_BUDGET)
+    heldout = problem.sample_contexts(SPECIMEN_HELDOUT, np.random.default_rng(10_000 + seed))
+
+    def judge(pick) -> float:  # noise-free quality of what would be adopted, per held-out specimen
+        return float(np.mean([problem.evaluate_true(pick(c), c) for c in heldout]))
+
+    def run(opt: Optimizer, contextual: bool) -> Optimizer:
+        for c, e in zip(specimens, effects):
+            (t,) = opt.ask(context=c) if contextual else opt.ask()
+            opt.tell(t, problem.evaluate_true(t.params, c) + e)
+        return opt
+
+    def luckiest(opt: Optimizer) -> dict:
+        return max(opt.completed, key=lambda t: t.values["objective"]).params
+
+    t0 = time.process_time()
+    ctx = run(BayesianOptimizer(problem.space, seed=seed, contexts=problem.contexts, **SPECIMEN_BO), True)
+    blind = run(BayesianOptimizer(problem.space, seed=seed, noise_floor=0.3, **SPECIMEN_BO), False)
+    rand = run(RandomSearch(problem.space, seed=seed), False)
+    blind_rec = blind.recommend().params
+    return {
+        "contextual": judge(lambda c: ctx.recommend(context=c).params),
+        "blind": judge(lambda c: blind_rec),
+        "blind_luckiest": judge(lambda c: luckiest(blind)),
+        "random": judge(lambda c: luckiest(rand)),
+        "oracle": float(np.mean([problem.optimal_value(c) for c in heldout])),
+        "blind_recommend_in_ci95": _covers(blind, blind_rec, heldout, problem),
+        "cpu_s": time.process_time() - t0,
+    }
+
+
+def _covers(opt: BayesianOptimizer, params: dict, heldout: list, problem: SpecimenStaining) -> bool:
+    """Whether the recommendation's 95 % interval holds its true mean quality over the held-out specimens."""
+    lo, hi = opt.recommend().ci95["objective"]
+    return bool(lo <= np.mean([problem.evaluate_true(params, c) for c in heldout]) <= hi)
+
+
+def specimen_rows(seeds: range) -> dict:
+    per_seed = []
+    for seed in seeds:
+        per_seed.append(specimen_seed(seed))
+        r = per_seed[-1]
+        print(f"  seed {seed}: contextual {r['contextual']:.3f}  blind {r['blind']:.3f}  luckiest {r['blind_luckiest']:.3f}"
+              f"  random {r['random']:.3f}  oracle {r['oracle']:.3f}  ({r['cpu_s']:.0f} cpu-s)", flush=True)
+    arms = ("contextual", "blind", "blind_luckiest", "random", "oracle")
+    col = {a: [r[a] for r in per_seed] for a in arms}
+    return {
+        "seeds": [seeds.start, seeds.stop], "budget": SPECIMEN_BUDGET, "heldout": SPECIMEN_HELDOUT, "bo": SPECIMEN_BO,
+        "heldout_quality_mean": {a: float(np.mean(col[a])) for a in arms},
+        "paired": {
+            "contextual-blind": paired(col["contextual"], col["blind"]),
+            "blind_recommend-blind_luckiest": paired(col["blind"], col["blind_luckiest"]),
+            "blind-random": paired(col["blind"], col["random"]),
+            "oracle-contextual": paired(col["oracle"], col["contextual"]),
+        },
+        "blind_ci95_coverage": float(np.mean([r["blind_recommend_in_ci95"] for r in per_seed])),
+        "per_seed": per_seed,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -149,7 +283,13 @@ def main() -> None:
                              "(default: branin=30)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, for a smoke run")
     parser.add_argument("--timing-only", action="store_true",
-                        help="only the proposal-time table (keeps the regret table of the last full run)")
+                        help="only the proposal-time tables (keeps the other sections of the last run)")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also time the mixed-space ask() of another checkout's src (e.g. the previous release)")
+    parser.add_argument("--specimen-only", action="store_true",
+                        help="only the specimen-variation comparison (keeps the other sections)")
+    parser.add_argument("--specimen-seeds", default="100:120", metavar="START:STOP",
+                        help="seeds of the specimen comparison (fresh ones for a final run)")
     args = parser.parse_args()
     seeds = 2 if args.quick else args.seeds
     warnings.simplefilter("ignore")
@@ -161,13 +301,25 @@ def main() -> None:
     regret = dict(previous.get("regret", {}))
     for row in regret.values():  # rows written before seeds were kept per problem
         row.setdefault("seeds", previous.get("seeds"))
-    if not args.timing_only:
+    if not (args.timing_only or args.specimen_only):
         extra = {k: int(v) for k, v in (item.split("=") for item in args.seeds_for)}
         print("Regret (median over seeds, noise 5% of range):", flush=True)
         for name in args.problems:
             regret[name] = regret_rows(PROBLEMS[name], 2 if args.quick else max(seeds, extra.get(name, seeds)))
-    print("Proposal time (median of 3):", flush=True)
-    timing = proposal_times()
+    timing, mixed = previous.get("ask_seconds", {}), previous.get("mixed_space_ask", {})
+    if not args.specimen_only:
+        print("Proposal time (median of 3):", flush=True)
+        timing = proposal_times()
+        mixed = {"load_average_before": os.getloadavg(), "this": mixed_space_times()}
+        if args.baseline_src:
+            mixed["baseline"] = mixed_space_times(args.baseline_src)
+            mixed["baseline_src"] = str(args.baseline_src)
+        mixed["load_average_after"] = os.getloadavg()
+    specimen = previous.get("specimen", {})
+    if not args.timing_only and (args.specimen_only or not args.quick):
+        start, stop = (int(v) for v in args.specimen_seeds.split(":"))
+        print(f"Specimen variation ({SpecimenStaining.name}, seeds {start}-{stop - 1}):", flush=True)
+        specimen = specimen_rows(range(start, stop))
 
     print("\n| problem | seeds | cryoopt bo @20 | TPE @20 | random @20 | cryoopt bo @40 | TPE @40 | random @40 |")
     print("|---|---|---|---|---|---|---|---|")
@@ -181,6 +333,20 @@ def main() -> None:
     print("\n| observations | 6-D ask (s) | 12-D ask (s) |\n|---|---|---|")
     for n_obs in (10, 50, 100):
         print(f"| {n_obs} | {timing[f'6d_{n_obs}obs']:.2f} | {timing[f'12d_{n_obs}obs']:.2f} |")
+    if mixed:
+        print("\n| README 5-parameter space, 25 observations | ask(1) wall / CPU s | ask(4) wall / CPU s |\n|---|---|---|")
+        for label in ("this", "baseline"):
+            if label in mixed:
+                r = mixed[label]
+                print(f"| {label} | {r['ask1']['wall_s']:.2f} / {r['ask1']['cpu_s']:.2f} | "
+                      f"{r['ask4']['wall_s']:.2f} / {r['ask4']['cpu_s']:.2f} |")
+        print(f"(load average {mixed['load_average_before']} before, {mixed['load_average_after']} after)")
+    if specimen:
+        print(f"\nSpecimen variation: mean held-out quality over {specimen['seeds'][1] - specimen['seeds'][0]} seeds")
+        print(" ".join(f"{k} {v:.3f}" for k, v in specimen["heldout_quality_mean"].items()))
+        for k, v in specimen["paired"].items():
+            print(f"  {k}: {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
+        print(f"  blind recommendation's 95% interval covers its held-out mean in {specimen['blind_ci95_coverage']:.0%} of seeds")
     targets = {
         "regret_below_tpe_and_random_at_40": {
             name: bool(row["bo"]["median_regret_40"] < min(row["tpe"]["median_regret_40"], row["random"]["median_regret_40"]))
@@ -188,11 +354,17 @@ def main() -> None:
         },
         "ask_12d_100obs_under_2s": bool(timing["12d_100obs"] < 2.0),
     }
+    if mixed.get("baseline"):
+        targets["mixed_ask_3x_faster_cpu"] = {
+            q: bool(mixed["baseline"][q]["cpu_s"] >= 3 * mixed["this"][q]["cpu_s"]) for q in ("ask1", "ask4")
+        }
+    if specimen:
+        targets["contextual_beats_blind_ci95_above_0"] = bool(specimen["paired"]["contextual-blind"]["ci95"][0] > 0)
     print("\nTargets:", json.dumps(targets))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "seeds": "per problem, see regret[problem]['seeds']", "noise_frac": 0.05, "checkpoints": CHECKPOINTS, "regret": regret,
-        "ask_seconds": timing, "targets": targets,
+        "ask_seconds": timing, "mixed_space_ask": mixed, "specimen": specimen, "targets": targets,
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__},
     }, indent=1))
     print(f"wrote {RESULTS}")
