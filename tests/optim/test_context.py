@@ -41,7 +41,7 @@ def test_contexts_are_declared_validated_and_stored() -> None:
         BayesianOptimizer(X_SPACE).ask(context={"screening_score": 0.1})
     with pytest.raises(ParameterError, match="also search-space parameters"):
         BayesianOptimizer(X_SPACE, contexts={"x": (0, 1)})
-    with pytest.raises(ParameterError, match="raw_samples must be an integer >= 1"):
+    with pytest.raises(ParameterError, match="raw_samples: must be an integer >= 1"):
         BayesianOptimizer(X_SPACE, raw_samples=0)
 
 

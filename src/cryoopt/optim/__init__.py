@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from cryoopt.optim.api import Best, Result, optimize
 from cryoopt.optim.base import (
+    OptionError,
     Optimizer,
     RandomSearch,
     SobolSearch,
@@ -22,6 +23,8 @@ from cryoopt.optim.base import (
     make_optimizer,
     register_strategy,
     strategies,
+    strategy_class,
+    validate_options,
 )
 from cryoopt.optim.objectives import Objective, OutcomeConstraint
 from cryoopt.optim.recommendation import Recommendation, ReplicateDecision
@@ -44,6 +47,7 @@ __all__ = [
     "Best",
     "Failure",
     "Objective",
+    "OptionError",
     "Optimizer",
     "OutcomeConstraint",
     "RandomSearch",
@@ -58,4 +62,6 @@ __all__ = [
     "optimize",
     "register_strategy",
     "strategies",
+    "strategy_class",
+    "validate_options",
 ]

@@ -8,6 +8,7 @@ that checks its inputs and a private hook that does the work).
 
 from __future__ import annotations
 
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,8 @@ from cryoopt.space import FloatParameter, Params, SearchSpace
 Context = dict[str, Any]
 
 STATE_VERSION = 1
+#: draws per point :meth:`Optimizer._random_points` makes before it accepts a repeat
+RANDOM_TRIES = 200
 
 strategies: Registry[type[Optimizer]] = Registry("optimizer strategy")
 
@@ -34,12 +37,69 @@ strategies: Registry[type[Optimizer]] = Registry("optimizer strategy")
 _LAZY_STRATEGIES = {"bo": "cryoopt.optim.bo"}
 
 
-def _strategy(name: str) -> type[Optimizer]:
+#: constructor keywords every strategy takes from its caller (a campaign sets them from its own fields)
+CALLER_KEYWORDS = ("space", "seed", "objectives", "outcome_constraints")
+
+
+class OptionError(ParameterError):
+    """An optimizer option is unknown, of the wrong type or out of range; ``option`` names it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+def strategy_class(name: str) -> type[Optimizer]:
+    """The class registered as ``name`` (a built-in's module is imported on first use);
+    :class:`~cryoopt.exceptions.RegistryError` naming the available ones otherwise."""
     if name not in strategies and name in _LAZY_STRATEGIES:
         import importlib
 
         importlib.import_module(_LAZY_STRATEGIES[name])
     return strategies.get(name)
+
+
+_strategy = strategy_class  # the old private name, kept for callers that used it
+
+
+def validate_options(strategy: str | type[Optimizer], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a strategy's options (its constructor keywords) without building an optimizer.
+
+    Refuses, with an :class:`OptionError` whose ``option`` names the culprit: keywords
+    the strategy does not take (listing those it does), keywords its caller sets
+    (``space``, ``seed``, ``objectives``, ``outcome_constraints``), and values of the
+    wrong type or out of range (the strategy's own rules, e.g. ``raw_samples >= 1``).
+    Returns the options as the strategy will use them.
+
+    Example:
+        >>> validate_options("bo", {"raw_samples": 0})
+        Traceback (most recent call last):
+        cryoopt.optim.base.OptionError: raw_samples: must be an integer >= 1, got 0
+    """
+    cls = strategy_class(strategy) if isinstance(strategy, str) else strategy
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise ParameterError(f"strategy must be a registered name or an Optimizer subclass, got {strategy!r}")
+    if not isinstance(options, Mapping):
+        raise ParameterError(f"options must be a mapping {{name: value}}, got {options!r}")
+    accepted = [
+        name for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name not in ("self", *CALLER_KEYWORDS) and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    for key in options:
+        if not isinstance(key, str):
+            raise OptionError(str(key), f"option names are strings, got {key!r}")
+        if key in CALLER_KEYWORDS:
+            raise OptionError(key, f"is set by the caller, not an option of strategy {cls.strategy_name!r}")
+        if key not in accepted:
+            raise OptionError(
+                key, f"strategy {cls.strategy_name!r} has no such option; its options: {', '.join(accepted) or 'none'}"
+            )
+    if options.get("contexts") is not None:
+        try:  # the spec's shape; name clashes with parameters need the space
+            as_context_space(options["contexts"], None)
+        except ParameterError as err:
+            raise OptionError("contexts", str(err)) from None
+    return cls._check_options(dict(options))
 
 
 def register_strategy(name: str):  # noqa: ANN201 - decorator
@@ -68,11 +128,11 @@ def replicate_due(started: int, batch: int, every: int, replicated: int) -> bool
 
 def make_optimizer(strategy: str | type[Optimizer], space: SearchSpace, **kwargs: Any) -> Optimizer:
     """Build an optimizer by registered name (``bo``, ``random``, ``sobol``) or class."""
-    cls = _strategy(strategy) if isinstance(strategy, str) else strategy
+    cls = strategy_class(strategy) if isinstance(strategy, str) else strategy
     return cls(space, **kwargs)
 
 
-def as_context_space(spec: Any, space: SearchSpace) -> SearchSpace | None:
+def as_context_space(spec: Any, space: SearchSpace | None) -> SearchSpace | None:
     """Contexts as a :class:`SearchSpace`: ``None``, a space, or ``{name: (low, high) | parameter spec}``."""
     if spec is None:
         return None
@@ -96,7 +156,7 @@ def as_context_space(spec: Any, space: SearchSpace) -> SearchSpace | None:
             ctx = SearchSpace(params)
     else:
         raise ParameterError(f"contexts must be a mapping {{name: (low, high)}} or a SearchSpace, got {spec!r}")
-    clash = set(ctx.names) & set(space.names)
+    clash = set(ctx.names) & set(space.names if space is not None else ())
     if clash:
         raise ParameterError(f"context name(s) {sorted(clash)} are also search-space parameters; rename them")
     return ctx
@@ -142,6 +202,11 @@ class Optimizer(ABC):
         self._rng = np.random.default_rng(self.seed)
         self._sobol_drawn = 0
         self._sobol = self._new_sobol()
+
+    @classmethod
+    def _check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Hook: each of the strategy's own options checked (raise :class:`OptionError`), cleaned."""
+        return options
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self, n: int = 1, *, context: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None) -> list[Trial]:
@@ -391,29 +456,30 @@ class Optimizer(ABC):
         raise ParameterError("the Sobol design found no feasible points: check the space's constraints")
 
     def _random_points(self, n: int, avoid: Sequence[Params] = ()) -> list[Params]:
-        """``n`` uniform random feasible points, distinct from each other, from ``avoid`` and from
-        pending trials (while the space has enough distinct points left)."""
+        """``n`` uniform random feasible points, never one of ``avoid``, a pending trial or each other
+        while the space has such points left, and preferably none that has run already.
+
+        Each point is drawn up to :data:`RANDOM_TRIES` times for a point new to the batch and
+        to the finished trials, as long again for one new to the batch only (a replicate of a
+        finished trial), then taken as drawn (a space with fewer distinct points than asked).
+        """
         out: list[Params] = []
-        while len(out) < n:
-            (params,) = self.space.sample(1, rng=self._rng)
-            crowded = len(out) + len(avoid) + len(self.trials) > 10 * self._space_size()
-            if crowded or not self._is_duplicate(params, [*avoid, *out]):
-                out.append(params)
+        finished = [t.params for t in self.trials if t.is_finished]
+        for _ in range(n):
+            taken = [*avoid, *out]
+            params = None
+            for exclude in ([*taken, *finished], taken):
+                for _ in range(RANDOM_TRIES):
+                    (draw,) = self.space.sample(1, rng=self._rng)
+                    if not self._is_duplicate(draw, exclude):
+                        params = draw
+                        break
+                if params is not None:
+                    break
+            if params is None:  # every distinct point is in the batch or pending: repeat one
+                (params,) = self.space.sample(1, rng=self._rng)
+            out.append(params)
         return out
-
-    def _space_size(self) -> float:
-        """Number of distinct points (inf when any parameter is continuous)."""
-        from cryoopt.space import CategoricalParameter, IntParameter
-
-        size = 1.0
-        for p in self.space:
-            if isinstance(p, CategoricalParameter):
-                size *= len(p.choices)
-            elif isinstance(p, IntParameter):
-                size *= p.n_values
-            else:
-                return float("inf")
-        return size
 
     def _is_duplicate(self, params: Params, batch: Sequence[Params] = ()) -> bool:
         """True if ``params`` equals a point in ``batch`` or a trial still pending."""
@@ -476,7 +542,7 @@ class Optimizer(ABC):
         """Rebuild an optimizer saved by :meth:`state_dict` (any registered strategy)."""
         if state.get("version") != STATE_VERSION:
             raise StateError(f"optimizer state version {state.get('version')!r} is not {STATE_VERSION}")
-        klass = _strategy(state["strategy"])
+        klass = strategy_class(state["strategy"])
         if cls is not Optimizer and not issubclass(klass, cls):
             raise StateError(f"state is for strategy {state['strategy']!r}, not {cls.__name__}")
         extra = {"contexts": state["contexts"]} if state.get("contexts") is not None else {}

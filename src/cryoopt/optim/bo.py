@@ -69,7 +69,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from cryoopt.exceptions import OptimizerError, ParameterError
 from cryoopt.optim import fused_kernel
 from cryoopt.optim.acquisition import FeasibilityWeighted, log_prob_success
-from cryoopt.optim.base import Context, Optimizer, register_strategy
+from cryoopt.optim.base import Context, OptionError, Optimizer, register_strategy
 from cryoopt.optim.recommendation import Recommendation, ReplicateDecision, choose_recommendation, parse_target
 from cryoopt.optim.trial import Trial, TrialStatus
 from cryoopt.space import Params, SearchSpace
@@ -92,7 +92,7 @@ Row = tuple[Params, Context | None]
 
 def _positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise OptionError(name, f"must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -167,15 +167,15 @@ class BayesianOptimizer(Optimizer):
         super().__init__(
             space, seed=seed, objectives=objectives, outcome_constraints=outcome_constraints, contexts=contexts
         )
-        if isinstance(noise_floor, bool) or not isinstance(noise_floor, (int, float, np.number)) or not 0.0 <= noise_floor < 1.0:
-            raise ParameterError(
-                f"noise_floor must be a number in [0, 1) (a fraction of each outcome's variance), got {noise_floor!r}"
-            )
-        self.noise_floor = float(noise_floor)
-        self.n_initial = max(5, space.dim + 1) if n_initial is None else _positive_int("n_initial", n_initial)
-        self.num_restarts = _positive_int("num_restarts", num_restarts)
-        self.raw_samples = _positive_int("raw_samples", raw_samples)
-        self.mc_samples = _positive_int("mc_samples", mc_samples)
+        options = self._check_options(
+            {"n_initial": n_initial, "num_restarts": num_restarts, "raw_samples": raw_samples,
+             "mc_samples": mc_samples, "noise_floor": noise_floor}
+        )
+        self.noise_floor = float(options["noise_floor"])
+        self.n_initial = max(5, space.dim + 1) if options["n_initial"] is None else options["n_initial"]
+        self.num_restarts = options["num_restarts"]
+        self.raw_samples = options["raw_samples"]
+        self.mc_samples = options["mc_samples"]
         self._d = space.dim
         bounds = space.encoded_bounds()
         if self.contexts is not None:
@@ -186,6 +186,31 @@ class BayesianOptimizer(Optimizer):
         self._warm: dict[str, dict[str, list[Any]]] = {}
         self._warm_key: list[list[Any]] | None = None  # the data those hyperparameters were fitted to
         self._cold_at = 0  # finished trials at the last fit from BoTorch's defaults
+
+    @classmethod
+    def _check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Counts are integers >= 1 (``n_initial`` may be ``None``: the default), ``raw_samples >=
+        num_restarts`` (the restarts are picked from the raw samples), ``noise_floor`` in [0, 1)."""
+        out = dict(options)
+        for name in ("num_restarts", "raw_samples", "mc_samples"):
+            if name in out:
+                out[name] = _positive_int(name, out[name])
+        if out.get("n_initial") is not None:
+            out["n_initial"] = _positive_int("n_initial", out["n_initial"])
+        restarts = out.get("num_restarts", 8)
+        if out.get("raw_samples", 256) < restarts:
+            raise OptionError(
+                "raw_samples", f"must be >= num_restarts ({restarts}): the restarts are picked from the raw samples, "
+                f"got {out.get('raw_samples', 256)}"
+            )
+        if "noise_floor" in out:
+            floor = out["noise_floor"]
+            if isinstance(floor, bool) or not isinstance(floor, (int, float, np.number)) or not 0.0 <= floor < 1.0:
+                raise OptionError(
+                    "noise_floor", f"must be a number in [0, 1) (a fraction of each outcome's variance), got {floor!r}"
+                )
+            out["noise_floor"] = float(floor)
+        return out
 
     def _settings(self) -> dict[str, Any]:
         return {
