@@ -17,7 +17,15 @@ Then the median wall time of one ``ask()`` (GP fit + acquisition optimization) a
 the README's 5-parameter space (a categorical, an integer, two log scales) at 25
 observations in a running loop (the optimizer restored from its state after the 25th
 result, so the GP fit is timed too), wall and CPU seconds (``--baseline-src DIR`` times
-another checkout's ``src`` the same way, in a subprocess, for a before/after comparison).
+another checkout's ``src`` the same way, in a subprocess, for a before/after comparison),
+and ``optimize()`` end to end on that space (40 evaluations, a progress line each). One
+torch thread throughout; the load average is recorded with every timing (a shared
+machine: CPU seconds are the comparable figure, wall seconds are not).
+
+Optimum at a failing region's edge (quality rises up to x = 0.7, runs past it fail; random
+search fails 30 % of its runs): the fraction of proposals after the initial design that
+failed, and that landed deep (> 5 % of the range) past the edge, this checkout's BO
+against ``--baseline-src``'s and random search, on the same seeds.
 
 Specimen variation (``SpecimenStaining``: the best incubation depends on a screened
 permeability, plus an unmeasured specimen effect): on the same specimens per seed,
@@ -28,7 +36,8 @@ quality of its recommendation on 16 held-out specimens; also the blind run's
 percentile-bootstrap intervals over seeds.
 
 Usage: ``python benchmarks/optimizer.py [--seeds 10] [--problems branin ...] [--quick]
-[--timing-only] [--specimen-only --specimen-seeds 100:120]``; prints tables and writes
+[--timing-only] [--specimen-only --specimen-seeds 100:120] [--edge-only --edge-seeds 200:206]
+[--baseline-src DIR]``; prints tables and writes
 ``benchmarks/results/optimizer.json`` (sections not rerun keep their last values).
 """
 
@@ -50,7 +59,7 @@ import numpy as np
 import optuna
 import torch
 
-from cryoopt.optim import BayesianOptimizer, Optimizer, RandomSearch, make_optimizer
+from cryoopt.optim import BayesianOptimizer, Optimizer, RandomSearch, make_optimizer, optimize
 from cryoopt.optim.problems import Branin, Hartmann6, Problem, SpecimenStaining, StainingLandscape
 from cryoopt.space import CategoricalParameter, IntParameter, SearchSpace
 
@@ -143,14 +152,17 @@ def proposal_times(reps: int = 3) -> dict:
                 t = base.add_trial({f"x{i}": float(v) for i, v in enumerate(x)})
                 base.tell(t, float(-np.sum((x - 0.3) ** 2) + 0.05 * rng.normal()))
             state = base.state_dict()
-            times = []
+            times, cpu = [], []
             for _ in range(reps):
                 opt = Optimizer.from_state_dict(state)  # fresh: the timing includes the GP fit
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 opt.ask(1)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             out[f"{dim}d_{n_obs}obs"] = statistics.median(times)
-            print(f"  ask() {dim:>2}-D with {n_obs:>3} observations: {out[f'{dim}d_{n_obs}obs']:.2f} s", flush=True)
+            out[f"{dim}d_{n_obs}obs_cpu"] = statistics.median(cpu)
+            print(f"  ask() {dim:>2}-D with {n_obs:>3} observations: {out[f'{dim}d_{n_obs}obs']:.2f} s wall, "
+                  f"{statistics.median(cpu):.2f} s CPU (load {os.getloadavg()[0]:.1f})", flush=True)
     return out
 
 
@@ -191,6 +203,83 @@ def mixed_space_times(src: Path | None = None, reps: int = 3) -> dict:
     proc = subprocess.run([sys.executable, "-c", MIXED_TIMING, str(reps)], env=env, capture_output=True, text=True,
                           check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+#: the optimum at the edge of a failing region (run in a fresh interpreter, also against another
+#: checkout's src): f = x - (y - 0.4)^2 / 2 + noise where x <= 0.7, a failed run where x > 0.7, so
+#: random search fails 30 % of its runs; "deep" = x > 0.75, more than 5 % of the range past the edge
+FAILURE_EDGE = """
+import json, math, sys, time, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+import torch
+torch.set_num_threads(1)
+from cryoopt.optim import BayesianOptimizer, RandomSearch
+from cryoopt.space import SearchSpace
+space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}, "y": {"type": "float", "low": 0, "high": 1}})
+out = {}
+for seed in json.loads(sys.argv[1]):
+    rng = np.random.default_rng(seed)
+    row = {}
+    for arm, opt in (("bo", BayesianOptimizer(space, seed=seed, n_initial=5)), ("random", RandomSearch(space, seed=seed))):
+        t0 = time.process_time()
+        for _ in range(int(sys.argv[2])):
+            (t,) = opt.ask()
+            x, y = t.params["x"], t.params["y"]
+            opt.tell(t, math.nan if x > 0.7 else x - 0.5 * (y - 0.4) ** 2 + 0.01 * rng.normal())
+        later = opt.trials[5:]  # after BO's initial design
+        best = opt.best()
+        row[arm] = {"failed": sum(t.status.value == "failed" for t in later), "deep": sum(t.params["x"] > 0.75 for t in later),
+                    "n": len(later), "regret": 0.7 - (best.params["x"] - 0.5 * (best.params["y"] - 0.4) ** 2),
+                    "cpu_s": time.process_time() - t0}
+    out[seed] = row
+    print(json.dumps({seed: row}), file=sys.stderr, flush=True)
+print(json.dumps(out))
+"""
+EDGE_BUDGET = 25
+
+
+def failure_edge(seeds: list[int], src: Path | None = None) -> dict:
+    """Failed and deep-failed proposals after the initial design, per seed (this checkout, or ``src``)."""
+    src = src or Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", FAILURE_EDGE, json.dumps(seeds), str(EDGE_BUDGET)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def edge_rows(seeds: list[int], baseline: Path | None) -> dict:
+    runs = {"this": failure_edge(seeds)}
+    if baseline:
+        runs["baseline"] = failure_edge(seeds, baseline)
+    out: dict = {"seeds": seeds, "budget": EDGE_BUDGET, "load_average": os.getloadavg()}
+    for label, per_seed in runs.items():
+        for arm in ("bo", "random"):
+            rows = [per_seed[str(s)][arm] for s in seeds]
+            n = sum(r["n"] for r in rows)
+            out[f"{label}_{arm}"] = {
+                "failed_fraction": sum(r["failed"] for r in rows) / n, "deep_fraction": sum(r["deep"] for r in rows) / n,
+                "median_regret": float(np.median([r["regret"] for r in rows])), "per_seed": rows,
+            }
+    if baseline:
+        out["paired_deep_this-baseline"] = paired(
+            [r["bo"]["deep"] / r["bo"]["n"] for r in (runs["this"][str(s)] for s in seeds)],
+            [r["bo"]["deep"] / r["bo"]["n"] for r in (runs["baseline"][str(s)] for s in seeds)])
+        out["paired_failed_this-baseline"] = paired(
+            [r["bo"]["failed"] / r["bo"]["n"] for r in (runs["this"][str(s)] for s in seeds)],
+            [r["bo"]["failed"] / r["bo"]["n"] for r in (runs["baseline"][str(s)] for s in seeds)])
+    return out
+
+
+def optimize_run(budget: int = 40, seed: int = 0) -> dict:
+    """``optimize()`` end to end on the README's 5-parameter space (``StainingLandscape``), progress lines shown."""
+    problem = StainingLandscape(noise_frac=0.05, seed=seed)
+    w, c = time.perf_counter(), time.process_time()
+    result = optimize(problem, problem.space, budget=budget, seed=seed, strategy="bo")  # a line per evaluation
+    wall, cpu = time.perf_counter() - w, time.process_time() - c
+    return {"budget": budget, "wall_s": wall, "cpu_s": cpu, "load_average_after": os.getloadavg(),
+            "normalized_regret": problem.normalized_regret(result.best.params),
+            "sources": {s: sum(t.source == s for t in result.history) for s in {t.source for t in result.history}}}
 
 
 def paired(a: list[float], b: list[float], *, n_boot: int = 4000) -> dict:
@@ -290,12 +379,18 @@ def main() -> None:
                         help="only the specimen-variation comparison (keeps the other sections)")
     parser.add_argument("--specimen-seeds", default="100:120", metavar="START:STOP",
                         help="seeds of the specimen comparison (fresh ones for a final run)")
+    parser.add_argument("--edge-only", action="store_true",
+                        help="only the failing-edge comparison (keeps the other sections)")
+    parser.add_argument("--edge-seeds", default="200:206", metavar="START:STOP",
+                        help="seeds of the failing-edge comparison")
     args = parser.parse_args()
     seeds = 2 if args.quick else args.seeds
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("cryoopt").setLevel(logging.ERROR)
-    torch.set_num_threads(2)
+    # one thread: the machine is shared, and with two spinning OpenMP threads on a loaded machine
+    # a 6-D ask() measured 9.6 CPU-s instead of ~1.5 (timings before 2026-12 used two threads)
+    torch.set_num_threads(1)
 
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     regret = dict(previous.get("regret", {}))
@@ -307,7 +402,12 @@ def main() -> None:
         for name in args.problems:
             regret[name] = regret_rows(PROBLEMS[name], 2 if args.quick else max(seeds, extra.get(name, seeds)))
     timing, mixed = previous.get("ask_seconds", {}), previous.get("mixed_space_ask", {})
-    if not args.specimen_only:
+    edge = previous.get("failure_edge", {})
+    if args.edge_only or not (args.timing_only or args.specimen_only or args.quick):
+        start, stop = (int(v) for v in args.edge_seeds.split(":"))
+        print(f"Optimum at a failing region's edge (seeds {start}-{stop - 1}):", flush=True)
+        edge = edge_rows(list(range(start, stop)), args.baseline_src)
+    if not (args.specimen_only or args.edge_only):
         print("Proposal time (median of 3):", flush=True)
         timing = proposal_times()
         mixed = {"load_average_before": os.getloadavg(), "this": mixed_space_times()}
@@ -315,8 +415,10 @@ def main() -> None:
             mixed["baseline"] = mixed_space_times(args.baseline_src)
             mixed["baseline_src"] = str(args.baseline_src)
         mixed["load_average_after"] = os.getloadavg()
+        print("optimize() on the README's 5-parameter space, 40 evaluations:", flush=True)
+        mixed["optimize_40"] = optimize_run()
     specimen = previous.get("specimen", {})
-    if not args.timing_only and (args.specimen_only or not args.quick):
+    if not (args.timing_only or args.edge_only) and (args.specimen_only or not args.quick):
         start, stop = (int(v) for v in args.specimen_seeds.split(":"))
         print(f"Specimen variation ({SpecimenStaining.name}, seeds {start}-{stop - 1}):", flush=True)
         specimen = specimen_rows(range(start, stop))
@@ -341,12 +443,29 @@ def main() -> None:
                 print(f"| {label} | {r['ask1']['wall_s']:.2f} / {r['ask1']['cpu_s']:.2f} | "
                       f"{r['ask4']['wall_s']:.2f} / {r['ask4']['cpu_s']:.2f} |")
         print(f"(load average {mixed['load_average_before']} before, {mixed['load_average_after']} after)")
+        if "optimize_40" in mixed:
+            r = mixed["optimize_40"]
+            print(f"optimize(), 40 evaluations: {r['wall_s'] / 60:.1f} min wall, {r['cpu_s'] / 60:.1f} min CPU "
+                  f"(load {r['load_average_after'][0]:.1f}); normalized regret {r['normalized_regret']:.4f}; "
+                  f"proposals by source {r['sources']}")
     if specimen:
         print(f"\nSpecimen variation: mean held-out quality over {specimen['seeds'][1] - specimen['seeds'][0]} seeds")
         print(" ".join(f"{k} {v:.3f}" for k, v in specimen["heldout_quality_mean"].items()))
         for k, v in specimen["paired"].items():
             print(f"  {k}: {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
         print(f"  blind recommendation's 95% interval covers its held-out mean in {specimen['blind_ci95_coverage']:.0%} of seeds")
+    if edge:
+        print(f"\nOptimum at a failing region's edge: {edge['budget'] - 5} proposals after 5 initial, "
+              f"{len(edge['seeds'])} seeds (load {edge['load_average'][0]:.1f})")
+        print("| arm | failed | deep (> 5 % past the edge) | median regret |\n|---|---|---|---|")
+        for key in ("this_bo", "baseline_bo", "this_random"):
+            if key in edge:
+                r = edge[key]
+                print(f"| {key} | {r['failed_fraction']:.0%} | {r['deep_fraction']:.0%} | {r['median_regret']:.4f} |")
+        for key in ("paired_deep_this-baseline", "paired_failed_this-baseline"):
+            if key in edge:
+                v = edge[key]
+                print(f"  {key}: {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]")
     targets = {
         "regret_below_tpe_and_random_at_40": {
             name: bool(row["bo"]["median_regret_40"] < min(row["tpe"]["median_regret_40"], row["random"]["median_regret_40"]))
@@ -358,13 +477,15 @@ def main() -> None:
         targets["mixed_ask_3x_faster_cpu"] = {
             q: bool(mixed["baseline"][q]["cpu_s"] >= 3 * mixed["this"][q]["cpu_s"]) for q in ("ask1", "ask4")
         }
+    if edge:
+        targets["edge_deep_failures_below_random"] = bool(edge["this_bo"]["deep_fraction"] < edge["this_random"]["deep_fraction"])
     if specimen:
         targets["contextual_beats_blind_ci95_above_0"] = bool(specimen["paired"]["contextual-blind"]["ci95"][0] > 0)
     print("\nTargets:", json.dumps(targets))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "seeds": "per problem, see regret[problem]['seeds']", "noise_frac": 0.05, "checkpoints": CHECKPOINTS, "regret": regret,
-        "ask_seconds": timing, "mixed_space_ask": mixed, "specimen": specimen, "targets": targets,
+        "ask_seconds": timing, "mixed_space_ask": mixed, "specimen": specimen, "failure_edge": edge, "targets": targets,
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__},
     }, indent=1))
     print(f"wrote {RESULTS}")

@@ -205,3 +205,23 @@ def test_optimize_shows_a_line_per_evaluation_without_a_terminal(caplog: pytest.
     caplog.clear()
     optimize(lambda p: p["a"], CONTINUOUS, budget=2, seed=0, strategy="random", progress=False)
     assert not [r for r in caplog.records if r.getMessage().startswith("optimize:")]
+
+
+def test_no_proposal_deep_inside_a_mapped_failing_region_next_to_the_optimum() -> None:
+    """Quality rises up to x = 0.7, every run beyond it failed: the next batch stays out of x > 0.75.
+
+    As a smoothed MC constraint of qLogNEI the failures were outweighed by the gain the GP
+    extrapolates past the edge (13 of 20 proposals failed there); weighted by the analytic
+    probability of running, a batch goes to the edge, not past it.
+    """
+    space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}, "y": {"type": "float", "low": 0, "high": 1}})
+    opt = BayesianOptimizer(space, seed=0, **FAST)
+    rng = np.random.default_rng(0)
+    for x, y in rng.random((24, 2)):
+        value = math.nan if x > 0.7 else x - 0.5 * (y - 0.4) ** 2
+        opt.tell(opt.add_trial({"x": float(x), "y": float(y)}), value)
+    assert len(opt.failed) >= 5
+    batch = opt.ask(3)
+    assert all(t.source == "bo" for t in batch)
+    xs = [t.params["x"] for t in batch]
+    assert max(xs) <= 0.75 and any(x >= 0.6 for x in xs), xs  # at the edge, where the quality is, not past it
