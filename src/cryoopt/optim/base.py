@@ -197,7 +197,10 @@ class Optimizer(ABC):
         self.seed = int(seed)
         self.objectives: list[Objective] = as_objectives(objectives)
         self.outcome_constraints: list[OutcomeConstraint] = as_outcome_constraints(outcome_constraints)
-        self.contexts: SearchSpace | None = as_context_space(contexts, space)
+        # the declared contexts; the base class reads its private copy, so a subclass may keep its
+        # own description in ``contexts`` (e.g. a stand-in that stores contexts without modelling them)
+        self._context_space: SearchSpace | None = as_context_space(contexts, space)
+        self.contexts: SearchSpace | None = self._context_space
         self.trials: list[Trial] = []
         self._rng = np.random.default_rng(self.seed)
         self._sobol_drawn = 0
@@ -234,23 +237,23 @@ class Optimizer(ABC):
 
     def validate_context(self, context: Any) -> Context:
         """A clean copy of one trial's context, or an error naming the context and its range."""
-        if self.contexts is None:
+        if self._context_space is None:
             raise ParameterError(
                 "this optimizer has no contexts; declare them when building it, e.g. "
                 f"{type(self).__name__}(space, contexts={{'screening_score': (0, 1)}})"
             )
         if not isinstance(context, Mapping):
-            raise ParameterError(f"context must be a mapping {{name: value}} over {self.contexts.names}, got {context!r}")
+            raise ParameterError(f"context must be a mapping {{name: value}} over {self._context_space.names}, got {context!r}")
         try:
-            return self.contexts.validate(context)
+            return self._context_space.validate(context)
         except ParameterError as err:
             raise type(err)(f"context: {err}") from None
 
     def _contexts_for(self, n: int, context: Any) -> list[Context] | None:
         if context is None:
-            if self.contexts is not None:
+            if self._context_space is not None:
                 raise ParameterError(
-                    f"this optimizer models the contexts {self.contexts.names}: pass each trial's measured "
+                    f"this optimizer models the contexts {self._context_space.names}: pass each trial's measured "
                     "context, ask(n, context={...}) (one mapping, or a list of n)"
                 )
             return None
@@ -519,8 +522,8 @@ class Optimizer(ABC):
             "rng": self._rng.bit_generator.state,
             "sobol_drawn": self._sobol_drawn,
         }
-        if self.contexts is not None:  # absent otherwise: states of context-free optimizers are unchanged
-            state["contexts"] = self.contexts.to_dict()
+        if self._context_space is not None:  # absent otherwise: states of context-free optimizers are unchanged
+            state["contexts"] = self._context_space.to_dict()
         extra = self._strategy_state()
         if extra:
             state["strategy_state"] = extra
