@@ -396,7 +396,7 @@ def main() -> None:
     regret = dict(previous.get("regret", {}))
     for row in regret.values():  # rows written before seeds were kept per problem
         row.setdefault("seeds", previous.get("seeds"))
-    if not (args.timing_only or args.specimen_only):
+    if not (args.timing_only or args.specimen_only or args.edge_only):
         extra = {k: int(v) for k, v in (item.split("=") for item in args.seeds_for)}
         print("Regret (median over seeds, noise 5% of range):", flush=True)
         for name in args.problems:
