@@ -51,3 +51,20 @@ def test_bad_arguments(kw: dict, match: str) -> None:
 def test_all_failed_gives_no_best() -> None:
     r = optimize(lambda p: math.nan, SPACE, budget=3, seed=0, strategy="random", progress=False)
     assert r.best is None and np.isnan(r.trace).all()
+
+
+def test_progress_reaches_stderr_when_logging_is_not_configured() -> None:
+    """A script piped to a log file still shows one line per evaluation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from cryoopt.optim import optimize\n"
+            "optimize(lambda p: p['x'], {'x': {'type': 'float', 'low': 0, 'high': 1}}, budget=4, strategy='random')\n")
+    src = Path(__file__).resolve().parents[2] / "src"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(src)))
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("optimize:")]
+    assert len(lines) == 4 and lines[-1].startswith("optimize: 4/4 trial 3 [random] objective=")

@@ -145,3 +145,60 @@ def test_multi_objective_best_is_the_balanced_compromise() -> None:
     for trial, (q, t) in zip(opt.ask(len(values)), values):
         opt.tell(trial, {"quality": q, "prep_time_h": t})
     assert opt.best().values == {"quality": 0.068, "prep_time_h": 5.8}
+
+
+SMALL = SearchSpace.from_dict({"n": {"type": "int", "low": 1, "high": 3}, "buffer": {"type": "categorical", "choices": ["PBS", "TBS"]}})
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def test_random_search_covers_a_small_discrete_space_before_repeating() -> None:
+    """Six points: one at a time, six different ones; then batches of replicates, never twice in one batch."""
+    opt = make_optimizer("random", SMALL, seed=0)
+    seen = []
+    for _ in range(6):
+        (t,) = opt.ask()
+        opt.tell(t, 0.0)
+        seen.append(_key(t.params))
+    assert len(set(seen)) == 6
+    batch = opt.ask(4)  # every point has run: replicates now, but distinct and not pending twice
+    assert len({_key(t.params) for t in batch}) == 4
+    assert len({_key(t.params) for t in opt.ask(2)} | {_key(t.params) for t in batch}) == 6
+    more = make_optimizer("random", SMALL, seed=1).ask(8)  # more than the space holds: repeats only then
+    assert len({_key(t.params) for t in more[:6]}) == 6
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "option", "match"),
+    [("bo", {"raw_samples": 0}, "raw_samples", "must be an integer >= 1, got 0"),
+     ("bo", {"raw_samples": 4, "num_restarts": 8}, "raw_samples", r"must be >= num_restarts \(8\)"),
+     ("bo", {"mc_samples": 2.5}, "mc_samples", "must be an integer >= 1"),
+     ("bo", {"n_initial": True}, "n_initial", "must be an integer >= 1"),
+     ("bo", {"noise_floor": float("nan")}, "noise_floor", r"must be a number in \[0, 1\)"),
+     ("bo", {"raw_sample": 64}, "raw_sample", "strategy 'bo' has no such option; its options: contexts, n_initial, num_restarts"),
+     ("bo", {"seed": 3}, "seed", "is set by the caller"),
+     ("bo", {"contexts": {"score": 5}}, "contexts", r"context 'score': give \(low, high\)"),
+     ("random", {"n_initial": 3}, "n_initial", "strategy 'random' has no such option")],
+)
+def test_validate_options_names_the_option_and_the_rule(strategy: str, options: dict, option: str, match: str) -> None:
+    from cryoopt.optim import OptionError, validate_options
+
+    with pytest.raises(OptionError, match=f"^{option}: {match}") as info:
+        validate_options(strategy, options)
+    assert info.value.option == option and isinstance(info.value, ValueError)
+    if strategy == "bo" and option not in ("seed", "contexts", "raw_sample"):  # the constructor: same rules
+        with pytest.raises(OptionError, match=f"^{option}: {match}"):
+            make_optimizer(strategy, SPACE, **options)
+
+
+def test_validate_options_accepts_and_cleans_good_options() -> None:
+    from cryoopt.optim import strategy_class, validate_options
+
+    assert validate_options("bo", {"n_initial": 4, "raw_samples": 32, "num_restarts": 2, "noise_floor": 0}) == {
+        "n_initial": 4, "raw_samples": 32, "num_restarts": 2, "noise_floor": 0.0}
+    assert validate_options("sobol", {}) == {}
+    assert strategy_class("bo").__name__ == "BayesianOptimizer"
+    with pytest.raises(RegistryError, match="unknown optimizer strategy 'tpe'"):
+        validate_options("tpe", {})

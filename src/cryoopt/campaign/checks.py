@@ -79,13 +79,12 @@ def optimizer_problems(config: CampaignConfig) -> list[tuple[Loc, str]]:
     default is not; then the optimizer is built once on the config's space, which
     runs the strategy's own checks.
     """
-    from cryoopt.optim import available_strategies, make_optimizer
-    from cryoopt.optim.base import _strategy  # the registered class, importing a built-in on first use
+    from cryoopt.optim import available_strategies, make_optimizer, strategy_class
 
     name, options = config.optimizer.strategy, config.optimizer.options
     if name not in available_strategies():
         return [(("optimizer", "strategy"), f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")]
-    cls = _strategy(name)
+    cls = strategy_class(name)
     validate = getattr(cls, "validate_options", None)
     if callable(validate):
         try:

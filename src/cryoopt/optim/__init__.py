@@ -1,7 +1,12 @@
 """Optimizers: the ask/tell interface, BoTorch Bayesian optimization and baselines.
 
 Strategies are found by name in :data:`strategies` (``bo``, ``random``, ``sobol``);
-:func:`optimize` runs one end to end.
+:func:`optimize` runs one end to end. Every optimizer takes measured ``contexts``
+(``ask(n, context=...)``), recommends what to adopt (:meth:`Optimizer.recommend`,
+a :class:`Recommendation` with 95 % intervals) and says when a replicate of it pays
+(:meth:`Optimizer.replicate_value`); :class:`BayesianOptimizer` does all three from
+its GP. :mod:`cryoopt.optim.fused_kernel` builds BoTorch's compiled qLogNEHVI kernel
+at set-up (``python -m cryoopt.optim.fused_kernel build``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from cryoopt.optim.api import Best, Result, optimize
 from cryoopt.optim.base import (
+    OptionError,
     Optimizer,
     RandomSearch,
     SobolSearch,
@@ -17,13 +23,15 @@ from cryoopt.optim.base import (
     make_optimizer,
     register_strategy,
     strategies,
+    strategy_class,
+    validate_options,
 )
 from cryoopt.optim.objectives import Objective, OutcomeConstraint
+from cryoopt.optim.recommendation import Recommendation, ReplicateDecision
 from cryoopt.optim.trial import Failure, Trial, TrialStatus
 
 if TYPE_CHECKING:
     from cryoopt.optim.bo import BayesianOptimizer
-
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy: BoTorch takes seconds to import
@@ -39,9 +47,12 @@ __all__ = [
     "Best",
     "Failure",
     "Objective",
+    "OptionError",
     "Optimizer",
     "OutcomeConstraint",
     "RandomSearch",
+    "Recommendation",
+    "ReplicateDecision",
     "Result",
     "SobolSearch",
     "Trial",
@@ -51,4 +62,6 @@ __all__ = [
     "optimize",
     "register_strategy",
     "strategies",
+    "strategy_class",
+    "validate_options",
 ]

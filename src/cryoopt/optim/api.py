@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +72,11 @@ def optimize(
     number. ``strategy`` is a registered name (``bo``, ``random``, ``sobol``) or an
     :class:`Optimizer` subclass.
 
+    Progress: on a terminal, a bar (tqdm); otherwise one line per evaluation (trial,
+    value, best so far, seconds) to the ``cryoopt.optim.api`` logger at INFO, printed
+    to stderr when logging is not configured. ``progress=False`` silences both,
+    ``progress=True`` forces the bar.
+
     Example:
         >>> result = optimize(lambda p: -(p["x"] - 0.3) ** 2, {"x": {"type": "float", "low": 0, "high": 1}},
         ...                   budget=15, seed=0)
@@ -87,9 +94,11 @@ def optimize(
     trace: list[float] = []
     best_so_far = -math.inf
     first = opt.objectives[0]
-    # progress=None: a bar only when stderr is a terminal (tqdm's disable=None)
-    disable = None if progress is None else not progress
-    with tqdm(total=budget, desc=f"optimize[{opt.strategy_name}]", disable=disable, leave=False) as bar:
+    on_terminal = sys.stderr is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    use_bar = bool(progress) if progress is not None else on_terminal
+    lines = progress is not False and not use_bar
+    started = time.perf_counter()
+    with tqdm(total=budget, desc=f"optimize[{opt.strategy_name}]", disable=not use_bar, leave=False) as bar:
         while len(trace) < budget:
             for trial in opt.ask(min(batch_size, budget - len(trace))):
                 try:
@@ -105,6 +114,8 @@ def optimize(
                 trace.append(first.sign * best_so_far if math.isfinite(best_so_far) else math.nan)
                 bar.update(1)
                 bar.set_postfix(best=f"{trace[-1]:.4g}")
+                if lines:
+                    _progress_line(len(trace), budget, trial, first.name, trace[-1], time.perf_counter() - started)
     incumbent = opt.best()
     best = None
     if incumbent is not None:
@@ -112,3 +123,14 @@ def optimize(
         value: float | dict[str, float] = values[first.name] if len(opt.objectives) == 1 else dict(values)
         best = Best(dict(incumbent.params), value, incumbent.id)
     return Result(best=best, history=list(opt.trials), trace=np.array(trace), optimizer=opt)
+
+
+def _progress_line(done: int, budget: int, trial: Trial, name: str, best: float, elapsed_s: float) -> None:
+    """One line per evaluation, for logs and non-terminal output."""
+    values = trial.values or {}
+    result = f"{name}={values[name]:.4g}" if name in values else f"failed ({trial.error})"
+    msg = f"optimize: {done}/{budget} trial {trial.id} [{trial.source}] {result}; best {best:.4g}; {elapsed_s:.1f} s"
+    if log.hasHandlers():  # logging is configured: it decides what is shown
+        log.info(msg)
+    else:  # logging not configured: still show progress
+        print(msg, file=sys.stderr, flush=True)

@@ -38,7 +38,10 @@ class Trial:
         status: see :class:`TrialStatus`.
         values: objective/metric values once completed (``{name: value}``).
         error: why the trial failed or was abandoned.
-        source: who proposed it: ``sobol``, ``random``, ``bo``, ``manual``.
+        source: who proposed it: ``sobol``, ``random``, ``bo``, ``manual``, ``replicate``.
+        metadata: free-form notes of the caller (kept in the optimizer state).
+        context: the measured context the trial runs in (e.g. ``{"screening_score": 0.62}``),
+            for optimizers built with ``contexts=``; ``None`` otherwise.
     """
 
     id: int
@@ -48,6 +51,7 @@ class Trial:
     error: str | None = None
     source: str = "manual"
     metadata: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -56,10 +60,13 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["status"] = self.status.value
+        if out["context"] is None:  # context-free trials serialize as they always have
+            del out["context"]
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
+        """Read :meth:`to_dict` output (states saved before contexts existed have no ``context``)."""
         d = dict(d)
         d["status"] = TrialStatus(d["status"])
         return cls(**d)
