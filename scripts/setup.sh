@@ -59,4 +59,10 @@ echo "[setup] installing cryoopt with its test, ui and ray extras into $VENV ${p
 # torch==2.13.0 explicitly: the CPU build on disk; a bare 'torch' would fetch a CUDA build.
 # The ray extra too, so that CI runs the Ray tests (they skip where Ray is absent).
 "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0 "${pins[@]}" -e ".[test,ui,ray]"
+# BoTorch would JIT-compile its fused qLogNEHVI kernel inside the first multi-objective proposal,
+# behind a lock a killed process leaves behind; build it here instead (optional: without it,
+# BoTorch's pure-Python path gives the same values more slowly). See cryoopt/optim/fused_kernel.py.
+echo "[setup] building BoTorch's fused qLogNEHVI kernel"
+timeout 900 "$VENV/bin/python" -m cryoopt.optim.fused_kernel build \
+    || echo "[setup] the fused kernel was not built; multi-objective BO uses BoTorch's pure-Python path" >&2
 echo "[setup] done"
