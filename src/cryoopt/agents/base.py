@@ -209,10 +209,11 @@ def start_setpoints(params: Mapping[str, Any] | None) -> dict[str, float]:
 
 def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping[str, Any] | None = None,
               max_sections: int | None = None, min_sections: int = 0,
-              on_step: Callable[..., None] | None = None) -> dict[str, Any]:
+              on_step: Callable[..., None] | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run one sample block with ``agent`` on ``env`` from the starting protocol ``start``.
 
-    ``max_sections`` is the block's budget (the block is stopped when it is used);
+    ``options`` are more ``env.reset`` options (e.g. ``specimen_seed``, ``noise_seed`` on benches
+    that pair blocks by specimen). ``max_sections`` is the block's budget (the block is stopped when it is used);
     before ``min_sections`` sections the agent's stop action is overridden (the lab
     cuts at least that many sections from a block, whatever the agent prefers).
 
@@ -221,7 +222,7 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     if any) and ``quality`` (= ``fused_score``; failed blocks get 0).
     """
     start = start if start is not None else getattr(agent, "start_protocol", None)
-    obs, info = env.reset(seed=seed, options={"setpoints": start_setpoints(start)})
+    obs, info = env.reset(seed=seed, options={**dict(options or {}), "setpoints": start_setpoints(start)})
     agent.reset()
     total, steps, stopped = 0.0, 0, False
     limit = max_sections if max_sections is not None else math.inf

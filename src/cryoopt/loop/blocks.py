@@ -113,14 +113,15 @@ class BlockRunner:
                 env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
             self.agent.learn(env, steps)
 
-    def run(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    def run(self, params: Mapping[str, Any], seed: int, *, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run one block from the starting protocol ``params``; returns the result dict
-        (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...)."""
+        (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...).
+        ``options``: more ``env.reset`` options (e.g. ``specimen_seed`` to pair blocks by specimen)."""
         from cryoopt.agents import EXPERT_PROTOCOL, run_block
 
         start = {**EXPERT_PROTOCOL, **dict(params)}
         out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
-                        min_sections=self.min_sections)
+                        min_sections=self.min_sections, options=options)
         self.blocks_run += 1
         if self.learn_steps_per_block > 0:
             self.agent.learn(self.env, self.learn_steps_per_block)
