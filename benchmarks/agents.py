@@ -29,6 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from headline import _env_kwargs, pretrain_agents, repo_relative  # noqa: E402
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 SPECIMEN_SEED = 8_000_000  # campaign blocks use seed * 100_003 + i, held-out evaluation 9_000_000 + k
 
 
@@ -62,10 +68,10 @@ def main() -> None:
     ap.add_argument("--sections", type=int, default=8)
     ap.add_argument("--min-sections", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=128)
-    ap.add_argument("--agents", default=str(Path(__file__).parent / "results" / "agents"))
+    ap.add_argument("--agents", default=str(results_dir() / "agents"))
     ap.add_argument("--pretrain", type=int, default=2048)
     ap.add_argument("--instrument-pretrain", type=int, default=4096)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(results_dir()))
     args = ap.parse_args()
 
     import torch

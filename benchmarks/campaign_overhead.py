@@ -33,8 +33,14 @@ from cryoopt.campaign import Campaign, Executor  # noqa: E402
 from cryoopt.config import CampaignConfig  # noqa: E402
 from cryoopt.optim import make_optimizer  # noqa: E402
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 SIZES = (10, 100, 500)
-OUT = Path(__file__).parent / "results" / "campaign_overhead.json"
+OUT = results_dir() / "campaign_overhead.json"
 
 
 class Free(Executor):

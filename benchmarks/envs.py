@@ -21,6 +21,12 @@ import numpy as np
 
 import cryoopt.envs  # noqa: F401  (registers the envs)
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 TARGETS = {("cryoopt/Sectioning-v0", "direct"): 2000.0, ("cryoopt/Staining-v0", "direct"): 2000.0,
            ("cryoopt/CLEMProtocol-v0", "direct", 256): 20.0}
 
@@ -71,7 +77,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['env']:32s} {r['backend']:12s} {r['image_px'] or '-':>6} {r['steps_per_s']:10.1f} "
               f"{r['target'] or '-':>8}  {'' if r['meets_target'] is None else ('yes' if r['meets_target'] else 'NO')}")
-    out = Path(__file__).resolve().parent / "results" / "envs.json"
+    out = results_dir() / "envs.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "quick": args.quick}

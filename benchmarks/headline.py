@@ -59,6 +59,12 @@ from typing import Any
 
 import numpy as np
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 STRATEGIES = ("hrl_bo", "bo_only", "ppo_bo", "random", "manual")
 #: held-out specimens are seeded from here; campaign blocks use ``seed * 100_003 + i`` (< 9e6 for < 90 seeds)
 HELDOUT_SEED = 9_000_000
@@ -310,7 +316,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=16, help="held-out specimens each recommended protocol is rerun on")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--out", default=str(results_dir()))
     args = ap.parse_args()
     a = {"seeds": args.seeds, "blocks": args.blocks, "sections": args.sections, "min_sections": args.min_sections,
          "image_size": args.image_size,

@@ -17,6 +17,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from cryoopt.instruments import StainStep, connect, open_bench  # noqa: E402
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 N_QUERIES = 300
 N_CYCLES = 20
 STEPS = [StainStep("PRIMARY", dilution=200, volume_ul=10, time_min=30, wash_cycles=1),
@@ -61,7 +67,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['channel']:<10} {r['median_us']:>16.1f} {r['p95_us']:>13.1f} {r['cycles_per_s']:>9.1f} "
               f"{r['ms_per_cycle']:>9.1f}")
-    out = Path(__file__).resolve().parent / "results" / "instruments.json"
+    out = results_dir() / "instruments.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "instruments",

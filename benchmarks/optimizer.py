@@ -43,8 +43,14 @@ from cryoopt.optim.problems import Branin, Hartmann6, Problem, StainingLandscape
 from cryoopt.scale import BACKENDS, map_seeds
 from cryoopt.space import CategoricalParameter, IntParameter, SearchSpace
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 CHECKPOINTS = (20, 40)
-RESULTS = Path(__file__).parent / "results" / "optimizer.json"
+RESULTS = results_dir() / "optimizer.json"
 
 
 def recommend_observed(trials: list) -> dict:

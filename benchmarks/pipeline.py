@@ -23,6 +23,12 @@ from pipeline._synth import clem_pair  # noqa: E402
 from cryoopt.pipeline import EvaluationContext, Pipeline  # noqa: E402
 from cryoopt.pipeline.scores import PIPELINE_VERSION  # noqa: E402
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 
 def main(repeats: int = 3) -> dict:
     rows = []
@@ -52,7 +58,7 @@ def main(repeats: int = 3) -> dict:
         "statistic": "min over repeats",
         "results": rows,
     }
-    path = HERE / "results" / "pipeline.json"
+    path = results_dir() / "pipeline.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     return out

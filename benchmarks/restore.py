@@ -42,7 +42,13 @@ import torch
 from cryoopt.restore import UNet, count_parameters, nl_means, validation_scores
 from cryoopt.restore.artifact import DEFAULT_MODEL, DEFAULT_TRAINING, artifact_gains
 
-RESULTS = Path(__file__).resolve().parent / "results" / "restore.json"
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
+RESULTS = results_dir() / "restore.json"
 
 
 def _macs(model: torch.nn.Module, shape: tuple[int, ...]) -> float:

@@ -19,6 +19,12 @@ from cryoopt.sim.imaging import IceContamination, image_em, image_lm
 from cryoopt.sim.sectioning import SectioningModel, SectioningSetpoints
 from cryoopt.sim.specimen import Specimen
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
+
 
 def _best(fn, repeat: int = 3) -> float:
     times = []
@@ -71,7 +77,7 @@ def main() -> None:
         me = f"{r['mean_label_rel_err']:.2e}" if "mean_label_rel_err" in r else ""
         pe = f"{r['profile_max_err']:.2e}" if "profile_max_err" in r else ""
         print(f"{r['case']:30s} {r['size']:22s} {tt:>12s} {me:>10s} {pe:>12s}")
-    out = Path(__file__).parent / "results" / "simulators.json"
+    out = results_dir() / "simulators.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "reference": "skfem 1024 elements x 1920 steps"}, indent=2))
 

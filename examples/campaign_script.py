@@ -21,11 +21,14 @@ def main(directory: str = "runs/example") -> None:
     campaign = Campaign(config, directory, progress=True)
     summary = campaign.run()  # Ctrl-C stops after the current trial; run again to continue
     print(f"stopped: {summary.stop_reason}; {summary.counts}")
+    rec = summary.recommendation  # the protocol to adopt: GP-expected quality, replicates pooled
+    if rec is not None:
+        print("recommended:", rec.summary())
+        print("  params:", rec.params)
+        # an operator rates a sample of it; ratings are stored (and blended if configured)
+        campaign.feedback(rec.trial_id, 4, "good label penetration, slight background")
     if summary.best is not None:
-        print(f"best trial {summary.best.id}: quality {summary.best.values['quality']:.3f}")
-        print("  params:", summary.best.params)
-        # an operator rates the incumbent sample; ratings are stored (and blended if configured)
-        campaign.feedback(summary.best.id, 4, "good label penetration, slight background")
+        print(f"best single observation: trial {summary.best.id}, quality {summary.best.values['quality']:.3f}")
     status = campaign.status()
     print(f"{status.started}/{status.budget} experiments, state {status.state}")
     if summary.report:

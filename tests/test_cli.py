@@ -50,13 +50,14 @@ def test_run_status_json(campaign_dir: Path, capsys: pytest.CaptureFixture[str])
 def test_status_table(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(campaign_dir)]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "best so far: trial" in out and "experiments 8/8" in out and out.count("completed") >= 8
+    assert "best observed: trial" in out and "experiments 8/8" in out and out.count("completed") >= 8
 
 
 def test_run_prints_a_line_per_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(write_config(tmp_path)), "--dir", str(tmp_path / "d")]) == EXIT_OK
     out = capsys.readouterr().out
-    assert out.count("best objective=") == 8 and "[  8/8]" in out
+    assert out.count("best observed objective=") == 8 and "[  8/8]" in out
+    assert out.count("recommended: trial") == 8  # one recommendation line per finished trial
 
 
 def test_feedback_and_inject(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,3 +151,29 @@ def test_ctrl_c_finishes_the_step_and_leaves_a_resumable_journal(tmp_path: Path)
     j = Journal.open(d, readonly=True)
     params = [json.dumps(r.params, sort_keys=True) for r in j.trials()]
     assert j.status_counts()["completed"] == n_before + 2 and len(set(params)) == len(params)
+
+
+def test_run_set_overrides_config_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path)
+    assert main(["run", str(cfg), "--dir", str(tmp_path / "d"), "-q", "--set", "budget.experiments=3",
+                 "--set", "seed=5"]) == EXIT_OK
+    from cryoopt.campaign import Journal
+
+    j = Journal.open(tmp_path / "d")
+    assert j.count() == 3 and j.meta("config")["seed"] == 5
+    assert main(["run", str(cfg), "--dir", str(tmp_path / "e"), "--set", "budget"]) == EXIT_CONFIG
+    assert main(["run", str(cfg), "--dir", str(tmp_path / "e"), "--set", "budget.experiments=-1"]) == EXIT_CONFIG
+    assert main(["run", str(cfg), "--dir", str(tmp_path / "e"), "--set", "no_such_field=1"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "KEY=VALUE" in err and "budget.experiments" in err and "no_such_field" in err
+
+
+def test_status_shows_the_recommendation(campaign_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", str(campaign_dir), "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    rec = data["recommendation"]
+    assert rec["basis"] == "model" and rec["trial_id"] in rec["trial_ids"] and "objective" in rec["interval"]
+    assert main(["status", str(campaign_dir)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"recommended: trial {rec['trial_id']} protocol" in out and "(* runs of the recommended protocol)" in out
+    assert main(["serve", str(campaign_dir / "missing")]) == EXIT_JOURNAL

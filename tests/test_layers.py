@@ -27,7 +27,13 @@ FORBIDDEN: dict[str, set[str]] = {
     "restore": {"campaign", "loop", "agents", "envs"},
     "scale": {"campaign", "loop", "agents", "envs", "instruments", "sim", "pipeline", "fusion", "restore"},
     "registry": {"campaign", "loop", "agents", "envs", "optim", "instruments", "sim", "pipeline", "fusion"},
+    # progress lines: the bottom, like registry; the campaign page: the top, nothing imports it
+    "progress": {"campaign", "loop", "agents", "envs", "optim", "instruments", "sim", "pipeline", "fusion", "restore",
+                 "registry", "ui"},
 }
+for _pkg in ("optim", "agents", "envs", "sim", "pipeline", "fusion", "loop", "restore", "registry", "campaign",
+             "instruments", "space", "config"):
+    FORBIDDEN.setdefault(_pkg, set()).add("ui")
 #: the one sanctioned way from instruments/ into sim/ (DESIGN: the simulated-device backend)
 INSTRUMENTS_TO_SIM = {"instruments/simulated/sim_physics.py"}
 

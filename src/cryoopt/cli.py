@@ -2,9 +2,10 @@
 
 Commands::
 
-    cryoopt run CONFIG [--dir DIR]          start or continue a campaign
+    cryoopt run CONFIG [--dir DIR] [--set KEY=VALUE ...]   start or continue a campaign
     cryoopt resume DIR [--budget N]         continue a campaign with the config in its journal
-    cryoopt status DIR [--json]             trials, best so far, in flight
+    cryoopt status DIR [--json] [--watch]   recommended protocol, trials, in flight
+    cryoopt serve DIR [--port P]            live campaign page in a browser (needs the [ui] extra)
     cryoopt report DIR [--out OUT]          plots (PNG) and report.md
     cryoopt feedback DIR TRIAL --rating 1-5 [--note TEXT]
     cryoopt inject DIR NAME=VALUE ...       queue a trial with your own params
@@ -61,16 +62,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("config", type=Path)
     r.add_argument("--dir", type=Path, default=None, help="campaign directory (default runs/<name>)")
     r.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set budget.experiments=4 --set seed=3 (VALUE read as YAML)")
 
     r = sub.add_parser("resume", help="continue a campaign with the config stored in its journal")
     r.add_argument("dir", type=Path)
     r.add_argument("--budget", type=int, default=None, help="new experiment budget (extend a finished campaign)")
     r.add_argument("-q", "--quiet", action="store_true")
 
-    r = sub.add_parser("status", help="table of trials, best so far, in flight")
+    r = sub.add_parser("status", help="recommended protocol, trials, in flight")
     r.add_argument("dir", type=Path)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--all", action="store_true", help="list every trial (default: the last 20)")
+    r.add_argument("--watch", nargs="?", type=float, const=5.0, default=None, metavar="SECONDS",
+                   help="redraw every SECONDS (default 5) until Ctrl-C")
+
+    r = sub.add_parser("serve", help="live campaign page: trials, plots, section images, rate/inject/pause")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    r.add_argument("--port", type=int, default=8765)
 
     r = sub.add_parser("report", help="write plots and a Markdown summary")
     r.add_argument("dir", type=Path)
@@ -133,8 +143,26 @@ def _run(args: argparse.Namespace) -> int:
     from cryoopt.campaign import Campaign
     from cryoopt.config import load_config
 
-    campaign = Campaign(load_config(args.config), args.dir, progress=not args.quiet)
+    campaign = Campaign(load_config(args.config, overrides=_overrides(args.overrides)), args.dir, progress=not args.quiet)
     return _finish(campaign.run())
+
+
+def _overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["budget.experiments=4", "seed=3"]`` -> ``{"budget.experiments": 4, "seed": 3}`` (values read as YAML)."""
+    import yaml
+
+    from cryoopt.exceptions import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. budget.experiments=4), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: cannot read the value as YAML ({err})") from None
+    return out
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -165,28 +193,65 @@ def _fmt(v: Any) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cryoopt.campaign import Campaign
+    if args.watch is None:
+        return _status_once(args)
+    import time
 
-    st = Campaign.open(args.dir, progress=False).status()
+    if args.watch <= 0:
+        from cryoopt.exceptions import TrialError
+
+        raise TrialError(f"--watch takes a positive number of seconds, got {args.watch}")
+    while True:  # Ctrl-C ends it (exit code 130, nothing to resume)
+        text = _capture(lambda: _status_once(args))
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S") + f"  (every {args.watch:g} s, Ctrl-C to stop)\n" + text,
+              end="", flush=True)
+        time.sleep(args.watch)
+
+
+def _capture(fn: Any) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        fn()
+    return buf.getvalue()
+
+
+def _status_once(args: argparse.Namespace) -> int:
+    from cryoopt.campaign import Campaign
+    from cryoopt.campaign.recommendation import recommend
+
+    campaign = Campaign.open(args.dir, progress=False)
+    st = campaign.status()
     names = list(st.objectives)
+    rec = recommend(campaign.config, st.trials)
     if args.json:
         print(json.dumps({
             "name": st.name, "state": st.state, "stop_reason": st.stop_reason, "counts": st.counts,
             "started": st.started, "budget": st.budget, "elapsed_s": st.elapsed_s, "queued_requests": st.queued_requests,
+            "recommendation": None if rec is None else rec.to_dict(),
+            "paused": bool(campaign.journal.meta("operator_paused", False)),
             "best": None if st.best is None else {"trial": st.best.id, "values": st.best.values, "params": st.best.params},
             "in_flight": [r.id for r in st.in_flight],
         }))
         return EXIT_OK
     c = st.counts
-    print(f"campaign {st.name}  ({st.directory})  state: {st.state}" + (f", stopped: {st.stop_reason}" if st.stop_reason else ""))
+    paused = bool(campaign.journal.meta("operator_paused", False))
+    print(f"campaign {st.name}  ({st.directory})  state: {st.state}" + (f", stopped: {st.stop_reason}" if st.stop_reason else "")
+          + (", PAUSED (no new trial starts until unpaused)" if paused else ""))
     print(f"experiments {st.started}/{st.budget}   completed {c['completed']}  failed {c['failed']}  "
           f"abandoned {c['abandoned']}  in flight {c['running']}  queued {c['proposed'] + st.queued_requests}   "
           f"active time {st.elapsed_s:.1f} s")
-    if st.best is not None:
-        print("best so far: trial " + str(st.best.id) + "  " + "  ".join(f"{n}={_fmt(st.best.values[n])}" for n in names)
-              + "   " + ", ".join(f"{k}={_fmt(v)}" for k, v in st.best.params.items()))
+    if rec is not None:
+        print("recommended: " + rec.summary(names))
+        print("             " + ", ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
     else:
-        print("best so far: -")
+        print("recommended: - (no feasible completed trial yet)")
+    label = "best observed" if len(names) == 1 else "Pareto compromise"
+    if st.best is not None:
+        print(f"{label}: trial {st.best.id}  " + "  ".join(f"{n}={_fmt(st.best.values[n])}" for n in names)
+              + "  (one run)")
     if st.in_flight:
         print("in flight: " + ", ".join(f"trial {r.id}" for r in st.in_flight))
     rows = st.trials if args.all else st.trials[-20:]
@@ -201,10 +266,26 @@ def _status(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print()
     for k, row in enumerate(table):
-        mark = "*" if k and st.best is not None and row[0] == str(st.best.id) else " "
+        mark = "*" if k and rec is not None and row[0] in {str(i) for i in rec.trial_ids} else " "
         print(mark + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     if len(rows) < len(st.trials):
         print(f"  ... {len(st.trials) - len(rows)} earlier trials (--all lists them)")
+    if rec is not None:
+        print("(* runs of the recommended protocol)")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cryoopt.campaign.journal import Journal
+    from cryoopt.exceptions import JournalError
+
+    if not Journal.exists(args.dir):
+        Journal.open(args.dir, readonly=True)  # raises the journal's own error (no directory / no journal)
+    try:
+        from cryoopt.ui import serve
+    except ImportError as err:
+        raise JournalError(f"cryoopt serve needs the web extra: pip install 'cryoopt[ui]' ({err})") from None
+    serve(args.dir, host=args.host, port=args.port)
     return EXIT_OK
 
 
@@ -301,7 +382,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "run": _run, "resume": _resume, "status": _status, "report": _report, "feedback": _feedback,
-    "inject": _inject, "suggest": _suggest, "tell": _tell, "validate": _validate,
+    "inject": _inject, "suggest": _suggest, "tell": _tell, "validate": _validate, "serve": _serve,
 }
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "SpaceConfig",
     "StoppingConfig",
     "TrackingConfig",
+    "apply_overrides",
     "load_config",
     "parse_duration_s",
 ]
@@ -401,8 +402,11 @@ def _validate(data: Any, *, source: str, lines: dict[tuple[Any, ...], int]) -> C
     return config
 
 
-def load_config(path: str | Path) -> CampaignConfig:
+def load_config(path: str | Path, *, overrides: Mapping[str, Any] | None = None) -> CampaignConfig:
     """Read and validate a campaign config from YAML.
+
+    ``overrides`` set fields by dotted path before validation, e.g.
+    ``{"budget.experiments": 4, "executor.options.pretrain_steps": 0}`` (``cryoopt run --set``).
 
     Raises:
         ConfigError: the file is missing, is not YAML, or a field is invalid; the
@@ -421,4 +425,28 @@ def load_config(path: str | Path) -> CampaignConfig:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
     lines = _line_map(node) if node is not None else {}
-    return _validate(data if data is not None else {}, source=str(path), lines=lines)
+    data = data if data is not None else {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return _validate(data, source=str(path), lines=lines)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a config dict with ``{"dotted.path": value}`` set (intermediate mappings created)."""
+    import copy
+
+    out = copy.deepcopy(dict(data))
+    for dotted, value in overrides.items():
+        keys = [k for k in str(dotted).split(".")]
+        if not all(keys):
+            raise ConfigError(f"override {dotted!r}: write a dotted field path such as budget.experiments")
+        node: Any = out
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted!r}: {'.'.join(keys[:i + 1])} is not a mapping of fields")
+            node = child
+        node[keys[-1]] = value
+    return out

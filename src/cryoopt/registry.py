@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from cryoopt.exceptions import ConfigError, RegistryError
@@ -150,6 +151,14 @@ class Executor(ABC):
     @abstractmethod
     def run(self, trial: TrialRequest) -> Any:
         """Run ``trial`` (``trial.params``, ``trial.id``) and return its result."""
+
+    def prepare(self, directory: Path) -> None:
+        """Called once by a campaign, before any trial runs or is recovered, with its directory.
+
+        Do here what is slow or belongs to the campaign (pre-train an agent and keep it in
+        ``directory`` for the next session, connect instruments, keep section images
+        there), so that no trial's duration includes it. Default: nothing.
+        """
 
     def recover(self, trial: TrialRequest) -> Any | None:
         """Re-check a trial that was running when the process died; ``None`` if unknown."""

@@ -125,4 +125,5 @@ def test_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     for p in paths.values():
         assert p.exists() and p.stat().st_size > 1000
     md = paths["summary"].read_text()
-    assert "## Incumbent" in md and "good contrast" in md and "![pareto](pareto.png)" in md
+    assert "## Recommended protocol" in md and "## Best single observation (balanced Pareto compromise)" in md
+    assert "good contrast" in md and "![pareto](pareto.png)" in md

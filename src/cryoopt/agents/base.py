@@ -218,12 +218,14 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     cuts at least that many sections from a block, whatever the agent prefers).
 
     Returns the env's final ``quality_summary`` plus ``return`` (sum of rewards),
-    ``steps``, ``stopped`` (the agent stopped the block), ``options`` (HRL option counts,
-    if any) and ``quality`` (= ``fused_score``; failed blocks get 0).
+    ``steps``, ``stopped`` (the agent stopped the block), ``options`` (how often each HRL
+    option was chosen in *this* block, if the agent has options) and ``quality``
+    (= ``fused_score``; failed blocks get 0).
     """
     start = start if start is not None else getattr(agent, "start_protocol", None)
     obs, info = env.reset(seed=seed, options={**dict(options or {}), "setpoints": start_setpoints(start)})
     agent.reset()
+    counts_before = dict(getattr(agent, "option_counts", {}))  # the agent's counts run over all its blocks
     total, steps, stopped = 0.0, 0, False
     limit = max_sections if max_sections is not None else math.inf
     while True:
@@ -244,5 +246,6 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     summary.update(quality=float(q) if q is not None else 0.0, steps=steps, stopped=bool(info.get("stopped", False)),
                    block_return=total)
     if hasattr(agent, "option_counts"):
-        summary["options"] = dict(agent.option_counts)
+        summary["options"] = {k: n - counts_before.get(k, 0) for k, n in agent.option_counts.items()
+                              if n > counts_before.get(k, 0)}
     return summary

@@ -42,7 +42,7 @@ from gymnasium import spaces
 
 from cryoopt.agents.base import ACTION_DIM, STOP_INDEX, BaseAgent, register_agent
 from cryoopt.agents.drift import DRIFT_FEATURES, TEMPERATURE_KNOBS, DriftTracker
-from cryoopt.agents.sb3 import algo_class, build_model, configure_mlflow_logger
+from cryoopt.agents.sb3 import algo_class, build_model, configure_mlflow_logger, learn_with_progress
 
 __all__ = ["GROUP_ACTIONS", "GROUP_OBS", "OPTIONS", "ControllerView", "GroupControlEnv", "HRLAgent", "InstrumentView",
            "OptionEnv", "OptionTermination"]
@@ -421,12 +421,12 @@ class HRLAgent(BaseAgent):
             configure_mlflow_logger(model, prefix=f"{group}/")
         return model
 
-    def _train_controller(self, group: str, env: gym.Env, timesteps: int) -> None:
+    def _train_controller(self, group: str, env: gym.Env, timesteps: int, where: str) -> None:
         if group not in self.controllers:
             self.controllers[group] = self._new_controller(group, env)
         else:
             self.controllers[group].set_env(env)
-        self.controllers[group].learn(int(timesteps), reset_num_timesteps=False)
+        learn_with_progress(self.controllers[group], int(timesteps), f"training hrl: {group} controller {where}")
 
     def pretrain(self, timesteps: int = 256, **env_kwargs: Any) -> HRLAgent:
         """Pre-train the sectioning and staining controllers on ``Sectioning-v0`` and
@@ -438,7 +438,7 @@ class HRLAgent(BaseAgent):
         for group, env_id in PRETRAIN_ENVS.items():
             env = InstrumentView(gym.make(env_id, **env_kwargs), self.views[group])
             env.reset(seed=self.seed)
-            self._train_controller(group, env, timesteps)
+            self._train_controller(group, env, timesteps, f"on {env_id}")
         return self
 
     def learn(self, env: gym.Env, total_timesteps: int, controller_timesteps: int | None = None, callback: Any = None) -> HRLAgent:
@@ -448,7 +448,7 @@ class HRLAgent(BaseAgent):
         ct = total_timesteps // 4 if controller_timesteps is None else int(controller_timesteps)
         if ct > 0:
             for group in GROUP_ACTIONS:
-                self._train_controller(group, GroupControlEnv(env, group, self.views[group]), ct)
+                self._train_controller(group, GroupControlEnv(env, group, self.views[group]), ct, "in the composite env")
         oenv = OptionEnv(env, self)
         if self.option_model is None:
             self.option_model = build_model("ppo", oenv, seed=self.seed, net_arch=self.net_arch,
@@ -458,7 +458,8 @@ class HRLAgent(BaseAgent):
         else:
             self.option_model.set_env(oenv)
         decisions = max(int(total_timesteps) // self.k, int(self.option_kwargs.get("n_steps", 32)))
-        self.option_model.learn(decisions, callback=callback, reset_num_timesteps=False)
+        learn_with_progress(self.option_model, decisions, "training hrl: option policy in the composite env",
+                            unit="option decisions", callback=callback)
         return self
 
     # -- persistence -------------------------------------------------------------------------

@@ -19,11 +19,42 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger
 
 from cryoopt.agents.base import BaseAgent, register_agent
+from cryoopt.progress import Progress
 
-__all__ = ["FlatPPOAgent", "FlatSACAgent", "MLflowOutputFormat", "SB3Agent", "algo_class", "configure_mlflow_logger"]
+__all__ = ["FlatPPOAgent", "FlatSACAgent", "MLflowOutputFormat", "ProgressCallback", "SB3Agent", "algo_class",
+           "configure_mlflow_logger", "learn_with_progress"]
+
+
+class ProgressCallback(BaseCallback):
+    """SB3 callback that reports the timesteps of one ``learn`` call to a :class:`~cryoopt.progress.Progress`."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+        self._start = 0
+
+    def _on_training_start(self) -> None:
+        self._start = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.progress.set(self.model.num_timesteps - self._start)
+        return True
+
+
+def learn_with_progress(model: Any, timesteps: int, label: str, *, unit: str = "steps", callback: Any = None) -> Any:
+    """``model.learn(timesteps)`` (continuing its step count) with progress lines and an ETA."""
+    total = int(timesteps)
+    rollout = int(getattr(model, "n_steps", 0) or 0) * int(getattr(model, "n_envs", 1) or 1)
+    if rollout:  # on-policy algorithms collect whole rollouts: SB3 runs up to the next multiple
+        total = -(-total // rollout) * rollout
+    with Progress(label, total=total, unit=unit) as progress:
+        cb = ProgressCallback(progress)
+        model.learn(int(timesteps), callback=[callback, cb] if callback is not None else cb, reset_num_timesteps=False)
+    return model
 
 
 class MLflowOutputFormat(KVWriter):
@@ -118,7 +149,7 @@ class SB3Agent(BaseAgent):
                 configure_mlflow_logger(self.model, prefix=f"{self.algo}/")
         else:
             self.model.set_env(env)
-        self.model.learn(int(total_timesteps), callback=callback, reset_num_timesteps=False)
+        learn_with_progress(self.model, int(total_timesteps), f"training {self.algo}", callback=callback)
         return self
 
     def act(self, obs: Any, info: Mapping[str, Any] | None = None) -> np.ndarray:

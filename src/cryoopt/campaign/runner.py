@@ -45,6 +45,7 @@ from cryoopt.config import CampaignConfig, load_config
 from cryoopt.exceptions import ConfigError, JournalError, ParameterError, TrialError, TrialInterruptedError
 
 if TYPE_CHECKING:
+    from cryoopt.campaign.recommendation import Recommendation
     from cryoopt.campaign.tracking import Tracker
     from cryoopt.optim import Optimizer
     from cryoopt.optim.trial import Trial
@@ -67,6 +68,7 @@ class RunSummary:
     best: TrialRecord | None
     directory: Path
     report: dict[str, Path] = field(default_factory=dict)
+    recommendation: Recommendation | None = None  # the protocol to adopt (see cryoopt.campaign.recommendation)
 
     @property
     def interrupted(self) -> bool:
@@ -481,6 +483,12 @@ class Campaign:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunSummary:
         """Run (or continue) the campaign until a stop condition; see the module doc."""
+        from cryoopt.progress import report_to
+
+        with report_to(self._output if self.progress else None):  # long steps report to the same output
+            return self._run()
+
+    def _run(self) -> RunSummary:
         cfg = self.config
         lock = CampaignLock(self.directory)
         try:
@@ -504,6 +512,7 @@ class Campaign:
             executor = self._executor or make_executor(cfg)
             # real-world effects need power-loss durability; idempotent executors only a killed process
             j.set_durable(not executor.idempotent)
+            executor.prepare(self.directory)
             self._recover(executor)
             self._opt = self._optimizer()
             self._queue_start_protocols()
@@ -547,13 +556,44 @@ class Campaign:
                     report = self._write_report(tracker)
             finally:
                 if tracker is not None:
+                    if stop_reason is not None:
+                        tracker.log_recommendation(self._recommendation_or_none())
                     tracker.finish("KILLED" if stop_reason in (None, "operator") else "FINISHED")
                 lock.release()
         return self._summary(stop_reason, report)
 
     def _summary(self, stop_reason: str, report: dict[str, Path]) -> RunSummary:
         j = self.journal
-        return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report)
+        return RunSummary(stop_reason, j.count(), j.status_counts(), self.best(), self.directory, report,
+                          self.recommendation())
+
+    def _progress_recommendation(self) -> Recommendation | None:
+        """The recommendation for a progress line, refreshed once per batch of finished trials: the
+        next proposal fits the GP on the same trials, so BO pays for no extra fit (other strategies
+        get observed means, which cost nothing)."""
+        finished = sum(n for s, n in self.journal.status_counts().items() if s in FINAL)
+        if getattr(self, "_rec_cache", None) is None or finished % self.config.batch_size == 0:
+            self._rec_cache = self.recommendation(fit=False)
+        return self._rec_cache
+
+    def _recommendation_or_none(self) -> Recommendation | None:
+        try:
+            return self.recommendation()
+        except Exception as err:  # noqa: BLE001 - a failed GP fit must not lose the run's outcome
+            log.warning("no recommendation: %s: %s", type(err).__name__, err)
+            return None
+
+    def recommendation(self, *, fit: bool = True) -> Recommendation | None:
+        """The protocol to adopt now (:func:`cryoopt.campaign.recommendation.recommend`), from the journal.
+
+        ``fit=False``: observed means only, unless the campaign's own optimizer has a GP
+        (its fitted model is reused, so that costs nothing extra).
+        """
+        from cryoopt.campaign.recommendation import fit_model, recommend
+
+        trials = self.journal.trials()
+        model = fit_model(self.config, trials, optimizer=self._opt) if fit or hasattr(self._opt, "predict") else None
+        return recommend(self.config, trials, model=model, fit=False)
 
     def _new_progress(self) -> _Progress:
         progress = _Progress(self)
@@ -573,7 +613,7 @@ class Campaign:
         from cryoopt.campaign.report import write_report
 
         try:
-            paths = write_report(self.directory, config=self.config)
+            paths = write_report(self.directory, config=self.config, optimizer=self._opt)
         except Exception as err:  # a report failure must not lose the run's outcome
             warnings.warn(f"could not write the report: {type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
             return {}
@@ -599,6 +639,30 @@ class Campaign:
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, on_signal)
         return old
+
+    # ------------------------------------------------------------------ pause (journal flag)
+    def pause(self, reason: str = "") -> None:
+        """Ask the campaign to start no new trial (trials in flight finish); it waits, resumable at any time.
+
+        A journal flag, so any process may set it (``cryoopt serve``, a script) while
+        another runs the campaign; :meth:`unpause` lets it go on.
+        """
+        self.journal.set_meta(operator_paused=True)
+        self.journal.event("pause", "paused by the operator" + (f": {reason}" if reason else ""))
+
+    def unpause(self) -> None:
+        """Let a paused campaign start trials again."""
+        self.journal.set_meta(operator_paused=False)
+        self.journal.event("pause", "unpaused by the operator")
+
+    def _paused(self) -> bool:
+        """Whether the journal says paused (says so once when the pause begins)."""
+        paused = bool(self.journal.meta("operator_paused", False))
+        if paused != getattr(self, "_paused_said", False):
+            self._paused_said = paused
+            self._say("paused by the operator: no new trial starts until unpaused (the trials in flight finish)"
+                      if paused else "unpaused: the campaign goes on")
+        return paused
 
     def request_stop(self) -> None:
         """Ask a running campaign (from another thread) to stop after the trials in flight."""
@@ -664,7 +728,11 @@ class Campaign:
             return None
         n = min(cfg.batch_size, remaining)
         trials = self._replicate(n)
-        trials += opt.ask(n - len(trials)) if n > len(trials) else []
+        if n > len(trials):
+            from cryoopt.progress import Heartbeat
+
+            with Heartbeat(f"proposing {n - len(trials)} trial(s) ({cfg.optimizer.strategy})", key="ask"):
+                trials += opt.ask(n - len(trials))
         with j.transaction():
             j.add_trials([{"id": t.id, "params": t.params, "source": t.source} for t in trials])
             j.save_optimizer_state(_state_without_trials(opt))
@@ -679,7 +747,8 @@ class Campaign:
             return []
         replicated = sum(r.source == "replicate" for r in j.trials())
         due = replicate_due(j.count(started=True), batch, self.config.replicate_every, replicated)
-        incumbent = opt.best() if due else None
+        recommended = self.recommendation() if due else None  # the protocol the campaign would adopt now
+        incumbent = opt.best() if due and recommended is None else recommended
         return [opt.add_trial(incumbent.params, source="replicate")] if incumbent is not None else []
 
     def _start_next(self) -> TrialRecord | None:
@@ -716,7 +785,8 @@ class Campaign:
                 self._apply_feedback()
                 reason = self._check_stop()
                 launched = False
-                if reason is None:
+                paused = reason is None and self._paused()
+                if reason is None and not paused:
                     while len(in_flight) < cfg.max_in_flight and j.count(started=True) < cfg.budget.experiments:
                         rec = self._start_next()
                         if rec is None:
@@ -736,6 +806,9 @@ class Campaign:
                     for fut in sorted(done, key=lambda f: in_flight[f][0]):
                         trial_id, t0 = in_flight.pop(fut)
                         self._settle(executor, trial_id, fut.result(), time.monotonic() - t0, tracker)
+                    continue
+                if paused:
+                    time.sleep(0.5)
                     continue
                 if reason is not None:
                     return reason
@@ -763,6 +836,9 @@ class Campaign:
         tracker.log_progress(self.journal.count(started=True), best)
         if self.progress:
             self._say(self._line(rec, best))
+            recommended = self._progress_recommendation()
+            if recommended is not None:
+                self._say("       recommended: " + recommended.summary(self.config.objective_names))
 
     def _record(self, trial_id: int, raw: Any, duration: float) -> TrialRecord:
         """Evaluate a result, tell the optimizer and commit the trial's final state."""
@@ -806,7 +882,8 @@ class Campaign:
             what = "  ".join(f"{n}={rec.values[n]:.4g}" for n in names)  # type: ignore[index]
         else:
             what = f"({rec.error})"
-        best_txt = "best -" if best is None else "best " + "  ".join(f"{n}={best.values[n]:.4g}" for n in names) + f" (trial {best.id})"  # type: ignore[index]
+        label = "best observed" if len(names) == 1 else "Pareto compromise"  # one run each: not the recommendation
+        best_txt = f"{label} -" if best is None else f"{label} " + "  ".join(f"{n}={best.values[n]:.4g}" for n in names) + f" (trial {best.id})"  # type: ignore[index]
         return (f"[{started:>3}/{self.config.budget.experiments}] trial {rec.id:4d} {rec.status:<9} {what}  "
                 f"({rec.duration_s or 0:.2f} s)  {best_txt}")
 

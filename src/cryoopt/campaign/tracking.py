@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from cryoopt.campaign.journal import Journal, TrialRecord
+    from cryoopt.campaign.recommendation import Recommendation
     from cryoopt.config import CampaignConfig
 
 __all__ = ["MlflowTracker", "NullTracker", "Tracker", "default_uri", "make_tracker"]
@@ -60,6 +61,9 @@ class Tracker:
 
     def log_artifacts(self, paths: Iterable[Path]) -> None:
         """Upload files (report plots) to the parent run."""
+
+    def log_recommendation(self, recommendation: Recommendation | None) -> None:
+        """The protocol to adopt (``recommended.*`` metrics, params as tags, ``recommendation.json``)."""
 
     def finish(self, status: str = "FINISHED") -> None:
         """End the parent run (``FINISHED`` or ``KILLED`` when stopped early)."""
@@ -245,6 +249,29 @@ class MlflowTracker(Tracker):
         metrics = [Metric(f"best.{k}", float(v), now, step) for k, v in (best.values or {}).items()
                    if k in self.config.objectives]
         self._submit(lambda: self.client.log_batch(self.parent_id, metrics=metrics))
+
+    def log_recommendation(self, recommendation: Recommendation | None) -> None:
+        if recommendation is None or not self.enabled:
+            return
+        from mlflow.entities import Metric, RunTag
+
+        rec, now = recommendation, int(time.time() * 1000)
+        metrics = [Metric("recommended.trial", float(rec.trial_id), now, 0),
+                   Metric("recommended.n_replicates", float(rec.n_replicates), now, 0)]
+        for name, value in rec.expected.items():
+            metrics.append(Metric(f"recommended.{name}", float(value), now, 0))
+            interval = rec.interval.get(name)
+            if interval:
+                metrics += [Metric(f"recommended.{name}.ci95_low", float(interval[0]), now, 0),
+                            Metric(f"recommended.{name}.ci95_high", float(interval[1]), now, 0)]
+        tags = [RunTag(f"cryoopt.recommended.{k}", str(v)[:500]) for k, v in rec.params.items()]
+        tags.append(RunTag("cryoopt.recommended.basis", rec.basis))
+
+        def _log() -> None:
+            self.client.log_batch(self.parent_id, metrics=metrics, tags=tags)
+            self.client.log_dict(self.parent_id, rec.to_dict(), "recommendation.json")
+
+        self._submit(_log)
 
     def log_artifacts(self, paths: Iterable[Path]) -> None:
         for p in paths:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,13 +70,15 @@ class BlockRunner:
         pretrain_space: composite-env pre-training starts each episode from a random
             protocol of this space (the blocks the outer loop will hand the agent) instead
             of the scenario's start ranges; :class:`OuterLoop` passes its space.
+        section_images: make the env able to render each section's LM and EM images, so
+            that :meth:`run` can save them (``image_dir``); costs nothing until used.
     """
 
     def __init__(self, agent: Any = "hrl", *, agent_kwargs: Mapping[str, Any] | None = None, agent_path: str | None = None,
                  env_id: str = "cryoopt/CLEMProtocol-v0", env_kwargs: Mapping[str, Any] | None = None,
                  max_sections: int | None = 8, learn_steps_per_block: int = 0, pretrain_steps: int = 0,
                  instrument_pretrain_steps: int | None = None, min_sections: int = 0,
-                 pretrain_space: SearchSpace | Mapping[str, Any] | None = None) -> None:
+                 pretrain_space: SearchSpace | Mapping[str, Any] | None = None, section_images: bool = False) -> None:
         import gymnasium as gym
 
         import cryoopt.envs  # noqa: F401 - registers the envs
@@ -83,7 +86,10 @@ class BlockRunner:
         from cryoopt.agents import make_agent
 
         self.env_kwargs = {"image_size": 64, **dict(env_kwargs or {})}
-        self.env = gym.make(env_id, **self.env_kwargs)
+        render = {"render_mode": "rgb_array", "render_size": min(int(self.env_kwargs["image_size"]), 128)} \
+            if section_images else {}
+        self.env = gym.make(env_id, **{**render, **self.env_kwargs})
+        self.section_images = bool(section_images)
         if agent_path is not None:
             cls = agent_registry.get(agent) if isinstance(agent, str) else agent
             self.agent = cls.load(agent_path)
@@ -99,7 +105,22 @@ class BlockRunner:
 
     def pretrain(self, steps: int, instrument_steps: int | None = None) -> None:
         """Pre-train the agent: HRL on the per-instrument envs (``instrument_steps``, default
-        ``steps``), then any agent ``steps`` sections in the composite env."""
+        ``steps``), then any agent ``steps`` sections in the composite env.
+
+        Bit-reproducible for a given agent seed: the composite env is seeded before
+        training, and torch runs on one thread meanwhile (its float sums depend on the
+        thread count; the agents' small networks lose nothing by it).
+        """
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._pretrain(steps, instrument_steps)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _pretrain(self, steps: int, instrument_steps: int | None) -> None:
         n_inst = steps if instrument_steps is None else int(instrument_steps)
         if hasattr(self.agent, "pretrain") and n_inst:
             self.agent.pretrain(n_inst, **{k: v for k, v in self.env_kwargs.items() if k == "scenario"})
@@ -108,20 +129,37 @@ class BlockRunner:
 
             from cryoopt.agents.starts import RandomStarts
 
+            # seed the env's RNG first: SB3 resets it without a seed, and an env never seeded draws
+            # its RNG from the OS, so pre-training would differ from run to run
+            self.env.reset(seed=int(getattr(self.agent, "seed", None) or 0))
             env = self.env if self.pretrain_space is None else RandomStarts(self.env, self.pretrain_space)
             if self.max_sections:  # episodes as long as the blocks it will run: a series cut past
                 env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
             self.agent.learn(env, steps)
 
-    def run(self, params: Mapping[str, Any], seed: int, *, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def run(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None,
+            options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run one block from the starting protocol ``params``; returns the result dict
         (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...).
-        ``options``: more ``env.reset`` options (e.g. ``specimen_seed`` to pair blocks by specimen)."""
+        ``options``: more ``env.reset`` options (e.g. ``specimen_seed`` to pair blocks by specimen).
+
+        With ``image_dir`` (and ``section_images=True``) each section's LM and EM images
+        are saved there as 8-bit PNGs (``s01_lm.png``, ``s01_em.png``, ...; a section whose
+        ribbon failed has none) and the result carries ``section_images``: one record per
+        section with ``section``, ``lm``/``em`` (file names in ``image_dir``, or ``None``),
+        ``reward``, ``failed`` and the section's headline ``scores``.
+        """
         from cryoopt.agents import EXPERT_PROTOCOL, run_block
 
         start = {**EXPERT_PROTOCOL, **dict(params)}
+        sections: list[dict[str, Any]] = []
+        on_step = None
+        if image_dir is not None:
+            if not self.section_images:
+                raise ValueError("image_dir needs a BlockRunner made with section_images=True")
+            on_step = _SectionImageSaver(self.env, Path(image_dir), sections)
         out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
-                        min_sections=self.min_sections, options=options)
+                        min_sections=self.min_sections, on_step=on_step, options=options)
         self.blocks_run += 1
         if self.learn_steps_per_block > 0:
             self.agent.learn(self.env, self.learn_steps_per_block)
@@ -136,10 +174,53 @@ class BlockRunner:
         result["good_sections"] = float(good)
         result["quality"] = float(out["quality"]) * max(good, 0) / budget
         result["prep_time_h"] = float(out["prep_time_h"])
+        if image_dir is not None:
+            result["section_images"] = sections
         return result
 
     def close(self) -> None:
         self.env.close()
+
+
+#: the per-section scores a section's image record keeps (``Scores`` names)
+SECTION_SCORES = ("em_cnr", "lm_cnr", "em_frc_resolution_nm", "em_artifact_fraction", "registration_tre_nm")
+
+
+class _SectionImageSaver:
+    """``run_block``'s ``on_step``: saves each cut section's rendered LM and EM images as PNG."""
+
+    def __init__(self, env: Any, directory: Path, records: list[dict[str, Any]]) -> None:
+        self.env, self.directory, self.records = env, directory, records
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, obs: Any, reward: float, info: Mapping[str, Any]) -> None:
+        if info.get("stopped"):
+            return  # the stop action cuts nothing
+        from PIL import Image
+
+        k = len(self.records) + 1
+        rec: dict[str, Any] = {"section": k, "lm": None, "em": None, "reward": float(reward),
+                               "failed": bool(info.get("section_failed") or info.get("evaluation_failed"))}
+        if not info.get("section_failed"):  # a failed ribbon leaves nothing to image
+            frame = self.env.render()
+            if frame is not None:
+                s = frame.shape[1] // 2
+                for name, half in (("lm", frame[:, :s, 0]), ("em", frame[:, s:, 0])):
+                    file = f"s{k:02d}_{name}.png"
+                    Image.fromarray(np.ascontiguousarray(half)).save(self.directory / file, optimize=True)
+                    rec[name] = file
+        scores = (info.get("scores") or {}).get("scores") or {}  # Scores.to_dict()
+        rec["scores"] = {n: _score_value(scores.get(n)) for n in SECTION_SCORES if n in scores}
+        self.records.append(rec)
+
+
+def _score_value(entry: Any) -> float | None:
+    v = entry.get("value") if isinstance(entry, Mapping) else entry
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
 
 
 class SimulatedCLEMBlock(BlockRunner):

@@ -33,6 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryoopt.exceptions import EvaluationError, ParameterError, StateError
+from cryoopt.progress import Progress
 from cryoopt.restore._image import Normalization, as_image
 from cryoopt.restore.losses import RestorationLoss, ssim
 from cryoopt.restore.unet import UNet, UNetConfig, count_parameters
@@ -250,7 +251,9 @@ def train(
     running: list[float] = []
     step = 0
     every = cfg.val_every or cfg.steps
+    progress = Progress(f"training {type(model).__name__}", total=cfg.steps, unit="steps")
     for step in range(1, cfg.steps + 1):
+        progress.set(step - 1)
         model.train()
         bx, by = _batch(xs, ys, cfg, train_pairs.scale, rng)
         loss = loss_fn(model(bx), by)
@@ -269,6 +272,8 @@ def train(
             running = []
             if (callback is not None and callback(entry) is False) or out_of_time:
                 break
+    progress.set(step)
+    progress.close()
     model.eval()
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - t0, steps=step)
 
