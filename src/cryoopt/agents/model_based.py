@@ -9,14 +9,17 @@ setpoint at the block's starting protocol:
    by its recent rate), with an uncertainty (the spread of the recent increments).
 2. **Model**: a BoTorch ``SingleTaskGP`` of what a section adds to its block's quality
    (its fused score; 0 when the ribbon or the evaluation fails; sections without anything
-   to measure are left out) *relative to the block's mean*, as a function of the cut's
-   state :data:`MODEL_INPUTS`: the measured specimen temperature, the feed (the best
-   temperature depends on it) and how far into the block it is (edge debris and depth
-   grow with it). Subtracting each block's mean cancels the specimen effect, which is as
-   large as any protocol effect and would otherwise be learned as a function of the
-   block's fixed settings. It is learned across blocks in :meth:`ModelBasedAgent.learn`:
-   random temperature moves around the drift feedforward, from the starting protocols
-   the outer loop hands out.
+   to measure are left out) as a function of the cut's state :data:`MODEL_INPUTS`: the
+   measured specimen temperature, the feed (the best temperature depends on it) and how
+   far into the block it is (edge debris and depth grow with it), *plus a random effect
+   per block*: the kernel is a Matern kernel over those inputs plus a scaled "same block"
+   kernel (:func:`_same_block_kernel`). The specimen effect, as large as any protocol
+   effect, is thus the block's shared offset rather than something the model attributes
+   to the block's settings; marginal likelihood weighs the within-block evidence (moves
+   inside a block, the specimen fixed) against the between-block one. A new block's
+   offset is unknown and does not change which move is best. The model is learned
+   across blocks in :meth:`ModelBasedAgent.learn`: random temperature moves around the
+   drift feedforward, from the starting protocols the outer loop hands out.
 3. **Decision**: one-step lookahead (model-predictive control with horizon 1): among
    ``n_candidates`` temperature moves in ``[-1, 1]`` (one full move = the knob's step, 3 C)
    the one with the best expected score, the expectation taken over the uncertainty of
@@ -74,12 +77,31 @@ def section_target(reward: float, info: Mapping[str, Any]) -> float | None:
     return float(reward)
 
 
-class SectionScoreModel:
-    """A BoTorch GP of the section target over :data:`MODEL_INPUTS` (standardized outcome).
+def _same_block_kernel(active_dim: int) -> Any:
+    """A kernel that is 1 for two sections of the same block and 0 otherwise (the block's
+    random effect), on the block id in column ``active_dim``."""
+    import gpytorch
 
-    ``fit(X, y)`` learns hyperparameters by marginal likelihood (``fit_gpytorch_mll``), or
-    takes them from ``state`` (a saved model); ``predict(X)`` gives the posterior mean and
-    sd in the target's units.
+    class _SameBlock(gpytorch.kernels.Kernel):
+        has_lengthscale = False
+
+        def forward(self, x1: Any, x2: Any, diag: bool = False, **params: Any) -> Any:
+            b1, b2 = x1[..., 0], x2[..., 0]
+            if diag:
+                return (b1 == b2).to(x1.dtype)
+            return (b1.unsqueeze(-1) == b2.unsqueeze(-2)).to(x1.dtype)
+
+    return _SameBlock(active_dims=(active_dim,))
+
+
+class SectionScoreModel:
+    """A BoTorch GP of the section target over :data:`MODEL_INPUTS` with a random effect per block.
+
+    ``fit(X, y, blocks)`` learns the hyperparameters (Matern lengthscales with BoTorch's
+    dimension-scaled prior, the two kernel scales and the noise) by marginal likelihood
+    (``fit_gpytorch_mll``), or takes them from ``state`` (a saved model); ``predict(X)``
+    gives the posterior mean and sd of a section of a *new* block (its offset unknown) in
+    the target's units.
     """
 
     def __init__(self, max_points: int = 1500, seed: int = 0) -> None:
@@ -87,26 +109,40 @@ class SectionScoreModel:
         self.model: Any = None
         self.X = np.zeros((0, len(MODEL_INPUTS)))
         self.y = np.zeros(0)
+        self.blocks = np.zeros(0)
         self.mean, self.std = 0.0, 1.0
 
-    def fit(self, X: np.ndarray, y: np.ndarray, state: Mapping[str, Any] | None = None) -> SectionScoreModel:
+    def _build(self, X: np.ndarray, y: np.ndarray, blocks: np.ndarray) -> Any:
+        import torch
+        from botorch.models import SingleTaskGP
+        from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+        from gpytorch.kernels import ScaleKernel
+
+        d = len(MODEL_INPUTS)
+        covar = ScaleKernel(get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False,
+                                                                   active_dims=list(range(d))))
+        covar = covar + ScaleKernel(_same_block_kernel(d))
+        tx = torch.as_tensor(np.column_stack([X, blocks]), dtype=torch.float64)
+        ty = torch.as_tensor((y - self.mean) / self.std, dtype=torch.float64).unsqueeze(-1)
+        return SingleTaskGP(tx, ty, covar_module=covar)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, blocks: np.ndarray, state: Mapping[str, Any] | None = None) -> SectionScoreModel:
         import torch
         from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(X) > self.max_points:  # the most recent sections, an exact GP's cost grows as n^3
-            X, y = X[-self.max_points:], y[-self.max_points:]
+        X, y, blocks = np.asarray(X, float), np.asarray(y, float), np.asarray(blocks, float)
+        if not len(X) == len(y) == len(blocks):
+            raise ValueError(f"X, y and blocks must have one row per section, got {len(X)}, {len(y)}, {len(blocks)}")
+        if len(X) > self.max_points:  # the most recent sections: an exact GP's cost grows as n^3
+            X, y, blocks = X[-self.max_points:], y[-self.max_points:], blocks[-self.max_points:]
         if len(X) < 4:
             raise ValueError(f"the section-score model needs at least 4 scored sections, got {len(X)}")
-        self.X, self.y = X, y
+        self.X, self.y, self.blocks = X, y, blocks
         self.mean, self.std = float(y.mean()), float(y.std() or 1.0)
-        tx = torch.as_tensor(X, dtype=torch.float64)
-        ty = torch.as_tensor((y - self.mean) / self.std, dtype=torch.float64).unsqueeze(-1)
-        self.model = SingleTaskGP(tx, ty)
+        self.model = self._build(X, y, blocks)
         if state is not None:
-            self.model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+            self.model.load_state_dict({k: torch.as_tensor(v, dtype=torch.float64) for k, v in state.items()})
         else:
             torch.manual_seed(self.seed)
             fit_gpytorch_mll(ExactMarginalLogLikelihood(self.model.likelihood, self.model))
@@ -114,10 +150,13 @@ class SectionScoreModel:
         return self
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd at ``X`` for a section of a block the model has not seen."""
         import torch
 
+        X = np.asarray(X, float)
+        new_block = np.full((len(X), 1), -1.0)  # no training block has id -1: its offset is the prior's
         with torch.no_grad():
-            post = self.model.posterior(torch.as_tensor(np.asarray(X, float), dtype=torch.float64))
+            post = self.model.posterior(torch.as_tensor(np.column_stack([X, new_block]), dtype=torch.float64))
             mu = post.mean.squeeze(-1).numpy() * self.std + self.mean
             sd = post.variance.clamp_min(0).sqrt().squeeze(-1).numpy() * self.std
         return mu, sd
@@ -152,7 +191,7 @@ class ModelBasedAgent(BaseAgent):
         self.n_candidates, self.beta = int(n_candidates), float(beta)
         self.explore, self.max_points = float(explore), int(max_points)
         self.prior_rate_c = prior_rate_c
-        self.learned_rate_c, self.rate_blocks = 0.0, 0
+        self.learned_rate_c, self.rate_blocks, self.blocks_seen = 0.0, 0, 0
         self.model = SectionScoreModel(max_points=max_points, seed=seed or 0)
         self.tracker = DriftTracker()
         self._setpoints: dict[str, float] = {}
@@ -186,7 +225,7 @@ class ModelBasedAgent(BaseAgent):
         self._setpoints, self._pending = {}, None
 
     def expected_scores(self, moves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Expected section score (relative to the block's mean) and its posterior sd for each move,
+        """Expected section score (of a new block) and its posterior sd for each move,
         averaged over the uncertainty of the temperature the next cut will measure."""
         sd_t = self.tracker.next_offset_sd()
         centres = np.array([self._next_measured(m) for m in moves])
@@ -227,21 +266,19 @@ class ModelBasedAgent(BaseAgent):
             self._pending = x  # the cut as it happened (what learn() records)
 
     # -- learning -------------------------------------------------------------------------------
-    def collect(self, env: Any, sections: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    def collect(self, env: Any, sections: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
         """Run ``sections`` sections on ``env`` with random temperature moves around the feedforward
-        (other setpoints held). Returns the model inputs of the scored sections, their targets
-        relative to their block's mean (blocks with fewer than 2 scored sections are dropped),
-        and each block's drift rate."""
+        (other setpoints held). Returns the model inputs of the scored sections, their targets,
+        their block ids (numbered on from the blocks learned before) and each block's drift rate."""
         rng = np.random.default_rng(self.rng.integers(2**31))
         X: list[np.ndarray] = []
         y: list[float] = []
+        ids: list[int] = []
         rates: list[float] = []
         done = 0
         while done < sections:
             obs, info = env.reset(seed=int(rng.integers(2**31)))
             self._start_block(info)
-            bx: list[np.ndarray] = []
-            by: list[float] = []
             while True:
                 ff = self.tracker.feedforward().get("specimen_temperature_c", 0.0)
                 move = float(np.clip(ff + self.explore * rng.uniform(-1.0, 1.0), -1.0, 1.0))
@@ -249,30 +286,31 @@ class ModelBasedAgent(BaseAgent):
                 self.observe(obs, float(r), te, tr, info)
                 target = section_target(float(r), info)
                 if target is not None and self._pending is not None:
-                    bx.append(self._pending)
-                    by.append(target)
+                    X.append(self._pending)
+                    y.append(target)
+                    ids.append(self.blocks_seen)
                 done += 1
                 if te or tr or done >= sections:
                     break
-            if len(by) >= 2:
-                X.extend(bx)
-                y.extend(np.asarray(by) - np.mean(by))
+            self.blocks_seen += 1
             if len(self.tracker.offsets["specimen_temperature_c"]) >= 2:
                 rates.append(self.tracker.rate())
-        return np.array(X, float).reshape(-1, len(MODEL_INPUTS)), np.array(y, float), rates
+        return np.array(X, float).reshape(-1, len(MODEL_INPUTS)), np.array(y, float), np.array(ids, float), rates
 
     def learn(self, env: Any, total_timesteps: int) -> ModelBasedAgent:
         """Explore ``total_timesteps`` sections on ``env`` and fit the section-score model on them
         (and on every section learned from before)."""
-        X, y, rates = self.collect(env, int(total_timesteps))
+        X, y, ids, rates = self.collect(env, int(total_timesteps))
         if rates:
             n = self.rate_blocks + len(rates)
             self.learned_rate_c = (self.learned_rate_c * self.rate_blocks + float(np.sum(rates))) / n
             self.rate_blocks = n
-        allX = np.vstack([self.model.X, X]) if len(self.model.X) else X
-        ally = np.concatenate([self.model.y, y]) if len(self.model.y) else y
+        m = self.model
+        allX = np.vstack([m.X, X]) if len(m.X) else X
+        ally = np.concatenate([m.y, y]) if len(m.y) else y
+        allb = np.concatenate([m.blocks, ids]) if len(m.blocks) else ids
         if len(allX) >= 4:
-            self.model.fit(allX, ally)
+            m.fit(allX, ally, allb)
         self.reset()
         return self
 
@@ -282,10 +320,10 @@ class ModelBasedAgent(BaseAgent):
         ``model_state.json`` (its hyperparameters)."""
         path = super().save(path)
         cfg = json.loads((path / "agent.json").read_text())
-        cfg.update(learned_rate_c=self.learned_rate_c, rate_blocks=self.rate_blocks)
+        cfg.update(learned_rate_c=self.learned_rate_c, rate_blocks=self.rate_blocks, blocks_seen=self.blocks_seen)
         (path / "agent.json").write_text(json.dumps(cfg, indent=2, default=float))
         if self.model.model is not None:
-            np.savez(path / "model.npz", X=self.model.X, y=self.model.y)
+            np.savez(path / "model.npz", X=self.model.X, y=self.model.y, blocks=self.model.blocks)
             (path / "model_state.json").write_text(json.dumps(self.model.state()))
         return path
 
@@ -296,9 +334,10 @@ class ModelBasedAgent(BaseAgent):
         agent = cls(seed=cfg.get("seed"), **cfg.get("kwargs", {}))
         agent.learned_rate_c = float(cfg.get("learned_rate_c", 0.0))
         agent.rate_blocks = int(cfg.get("rate_blocks", 0))
+        agent.blocks_seen = int(cfg.get("blocks_seen", 0))
         if (path / "model.npz").exists():
             data = np.load(path / "model.npz")
             state = json.loads((path / "model_state.json").read_text())
-            agent.model.fit(data["X"], data["y"], state=state)
+            agent.model.fit(data["X"], data["y"], data["blocks"], state=state)
         agent.reset()
         return agent
