@@ -106,6 +106,8 @@ def one_block(a: dict, j: int) -> dict[str, float]:
     for t in a["grid"]:
         p = {**EXPERT_PROTOCOL, "specimen_temperature_c": t, "knife_temperature_c": t}
         out[f"static@{t:g}"] = runners["hold"].run(p, j, options=opts)["quality"]
+    hold = f"static@{EXPERT_PROTOCOL['specimen_temperature_c']:g}"
+    out["hold"] = out[hold] if hold in out else runners["hold"].run(EXPERT_PROTOCOL, j, options=opts)["quality"]
     for name in ("oracle", *[r for r in AGENTS if r in a["rows"]]):
         out[name] = runners[name].run(EXPERT_PROTOCOL, j, options=opts)["quality"]
     return out

@@ -103,8 +103,10 @@ def bootstrap_ci(d: np.ndarray, *, n: int = 10_000, seed: int = 0, stat: Any = n
     d = np.asarray(d, float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(d), size=(n, len(d)))
-    vals = np.array([stat(d[i]) for i in idx]) if stat is not np.mean else d[idx].mean(axis=1)
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vals = np.array([stat(d[i]) for i in idx]) if stat is not np.mean else d[idx].mean(axis=1)
+    vals = vals[np.isfinite(vals)]  # a resample of identical seeds has no spread: no ratio of spreads
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if vals.size else (math.nan, math.nan)
 
 
 def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
@@ -176,7 +178,7 @@ def _finite_mean(blocks: list[dict], key: str) -> float:
 def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int) -> dict:
     """One (strategy, seed) campaign and its recommendation's held-out evaluation."""
     strategy, seed = tasks[index]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loop = make_loop(strategy, seed, a)
     loop.run(a["blocks"])
     rec = loop.recommend(a["target"] if a["recommend"] == "target" else None)
@@ -187,7 +189,7 @@ def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int) -> dict:
            "recommended": {k: rec[k] for k in ("params", "expected_quality", "expected_prep_time_h", "n_runs", "basis")},
            "heldout": [{k: h.get(k) for k in keep} for h in held],
            "heldout_mean": {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")},
-           "seconds": time.perf_counter() - t0}
+           "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
     loop.runner.close()
     return out
 
@@ -361,7 +363,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     agents_dir = Path(args.agents) if args.agents else out / "agents"
-    load0, t0 = load_average(), time.perf_counter()
+    load0, t0, c0 = load_average(), time.perf_counter(), time.process_time()
     names = [LEARNERS[s] for s in strategies if s in LEARNERS]
     missing = [n for n in names if not (agents_dir / n / "agent.json").exists()]
     with report_to(print):
@@ -379,7 +381,9 @@ def main() -> None:
     t_runs = time.perf_counter() - t1
     summary = summarize(runs, strategies)
     text = table(summary, a, expert)
+    cpu = time.process_time() - c0 + sum(r["cpu_s"] for r in runs)
     meta = {"wall_s_total": time.perf_counter() - t0, "wall_s_pretrain": t_pre, "wall_s_campaigns": t_runs,
+            "cpu_s_total": cpu, "cpu_s_campaigns": sum(r["cpu_s"] for r in runs),
             "load_average_start": load0, "load_average_end": load_average(), "workers": args.workers,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}
     settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}, "agent_kwargs": AGENT_KWARGS}
@@ -390,7 +394,7 @@ def main() -> None:
     plot(runs, summary, out / "headline.png")
     print(text)
     print(f"wall {meta['wall_s_total']:.0f} s (pre-training {t_pre:.0f} s, campaigns {t_runs:.0f} s on {args.workers} workers); "
-          f"load average {load0} -> {meta['load_average_end']}")
+          f"CPU {cpu:.0f} s (= {cpu / 2 / 60:.1f} min on 2 cores); load average {load0} -> {meta['load_average_end']}")
 
 
 if __name__ == "__main__":
