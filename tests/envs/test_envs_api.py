@@ -112,8 +112,10 @@ def test_clem_scores_sections_against_the_simulators_structures():
     """On the simulator, the label is scored against the specimen's labelled sites and
     the EM contrast over its target structures (neurites here): sections are scored,
     not failed, and a bad choice of structures option is refused."""
+    from cryoopt.agents import EXPERT_PROTOCOL, start_setpoints
+
     env = make("cryoopt/CLEMProtocol-v0", image_size=128, scenario="neurons")
-    env.reset(seed=0)
+    env.reset(seed=0, options={"setpoints": start_setpoints(EXPERT_PROTOCOL)})  # a protocol known to label and image
     assert env.unwrapped.structures == "known" and env.unwrapped._target_structures() == ("cells",)
     scored, failed = [], 0
     for _ in range(8):

@@ -127,9 +127,9 @@ def test_end_to_end_hrl_bo_campaign(tmp_path):
 
 
 class NoisyBlocks:
-    """Stands in for a BlockRunner: quality peaks at 130 nm sections, plus a specimen
-    effect the protocol cannot control: +-0.03, and +0.35 on the second block (a lucky
-    specimen under a Sobol protocol)."""
+    """Stands in for a BlockRunner: quality peaks at 95 nm sections (inside the block space's
+    50-120 nm), plus a specimen effect the protocol cannot control: +-0.03, and +0.35 on the
+    second block (a lucky specimen under a Sobol protocol)."""
 
     agent = None
 
@@ -138,7 +138,7 @@ class NoisyBlocks:
 
     @staticmethod
     def true_quality(params):
-        return 0.6 - ((params["section_thickness_nm"] - 130.0) / 70.0) ** 2 * 0.6
+        return 0.6 - ((params["section_thickness_nm"] - 95.0) / 45.0) ** 2 * 0.6
 
     def run(self, params, seed):
         self.n += 1

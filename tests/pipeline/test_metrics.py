@@ -16,6 +16,7 @@ from cryoopt.pipeline.metrics import (
     fourier_ring_correlation,
     frc_resolution,
     halfbit_threshold,
+    local_contrast_to_noise_ratio,
     section_defects,
     sharpness,
     signal_to_noise_ratio,
@@ -206,3 +207,44 @@ def test_section_defects_detects_streaks_chatter_and_cracks():
     cracked[100:104, 20:200] = 250
     assert section_defects(cracked).crack_mask[101, 100]
     assert section_defects(cracked).crack_fraction == pytest.approx(4 * 180 / n**2, rel=0.3)
+
+
+def test_local_cnr_measures_a_structure_against_its_surroundings():
+    rng = np.random.default_rng(1)
+    n = 128
+    img = 100.0 + 2.0 * rng.normal(size=(n, n))
+    cell = np.zeros((n, n), bool)
+    cell[:, :100] = True  # the structure fills most of the field; a 28-px margin surrounds it
+    img[cell] -= 10.0
+    band_only = contrast_to_noise_ratio(img, cell, ~cell)
+    local = local_contrast_to_noise_ratio(img, cell, width_px=20)
+    assert local == pytest.approx(band_only, rel=0.1) and local == pytest.approx(5.0, rel=0.15)  # 10 / 2
+    # a gap skips the blurred edge, exclusion keeps other structures out of the background
+    other = np.zeros((n, n), bool)
+    other[:, 110:] = True
+    img2 = img.copy()
+    img2[other] -= 30.0
+    assert local_contrast_to_noise_ratio(img2, cell, exclude_mask=other, width_px=20) == pytest.approx(local, rel=0.2)
+    assert local_contrast_to_noise_ratio(img2, cell, width_px=20) < 0.5 * local  # without exclusion it is not a background
+
+
+def test_local_cnr_refuses_a_field_with_nothing_to_contrast_with():
+    img = np.random.default_rng(0).normal(size=(64, 64))
+    with pytest.raises(EvaluationError, match="no background"):
+        local_contrast_to_noise_ratio(img, np.ones((64, 64), bool))
+    with pytest.raises(EvaluationError):
+        local_contrast_to_noise_ratio(img, np.zeros((64, 64), bool))
+
+
+def test_cracks_are_found_above_the_brightest_material_not_above_the_median():
+    rng = np.random.default_rng(2)
+    n = 256
+    img = np.full((n, n), 80.0)
+    img[:, n // 2:] = 93.0  # a bright embedding over half the field, brighter than the median by 6 noise sigma
+    img += 2.0 * rng.normal(size=(n, n))
+    clean = section_defects(img)
+    assert clean.crack_fraction == 0.0
+    cracked = img.copy()
+    cracked[100:107, 150:230] = 100.0 + 2.0 * rng.normal(size=(7, 80))  # a gap: no material, transmits fully
+    d = section_defects(cracked)
+    assert d.crack_mask[103, 190] and d.crack_fraction == pytest.approx(7 * 80 / n**2, rel=0.3)

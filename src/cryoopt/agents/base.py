@@ -50,14 +50,17 @@ ACTION_DIM = 13
 STOP_INDEX = 12
 
 #: The documented expert manual protocol (the reference study's "established manual
-#: protocol", in this simulator's knobs): 100 nm sections at 1 mm/s with the cryo
-#: chamber at about -150 C; primary antibody 1:200 for 60 min at room temperature
-#: (22 C), 3 washes; LM/EM at 100 ms exposure, gain 2, nominal focus.
+#: protocol", in this simulator's knobs), Tokuyasu practice: 70 nm sections cut at
+#: 1 mm/s with specimen, knife and chamber at -120 C (ultrathin sections at about
+#: -120 C: Tokuyasu, J. Microsc. 143, 139 (1986); Slot & Geuze, Nat. Protoc. 2, 2480
+#: (2007)); primary antibody 1:100 for 30 min at room temperature (22 C) with 3 washes
+#: (primaries at 1:50-1:100 for 20-60 min; Slot & Geuze 2007; Peters & Pierson, Methods
+#: Cell Biol. 88, 131 (2008)); LM/EM at 100 ms exposure, detector gain 4, nominal focus.
 EXPERT_PROTOCOL: dict[str, float] = {
-    "section_thickness_nm": 100.0, "cutting_speed_mm_s": 1.0, "specimen_temperature_c": -150.0,
-    "knife_temperature_c": -150.0, "chamber_temperature_c": -155.0,
-    "dilution": 200.0, "time_min": 60.0, "temperature_c": 22.0, "wash_cycles": 3.0,
-    "exposure_ms": 100.0, "gain": 2.0, "focus_um": 0.0,
+    "section_thickness_nm": 70.0, "cutting_speed_mm_s": 1.0, "specimen_temperature_c": -120.0,
+    "knife_temperature_c": -120.0, "chamber_temperature_c": -120.0,
+    "dilution": 100.0, "time_min": 30.0, "temperature_c": 22.0, "wash_cycles": 3.0,
+    "exposure_ms": 100.0, "gain": 4.0, "focus_um": 0.0,
 }
 
 #: Alternative parameter names accepted for a block's starting protocol.

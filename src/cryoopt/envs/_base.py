@@ -10,6 +10,8 @@ import numpy as np
 
 from cryoopt.envs._core import Chain, Knob, draw_start
 from cryoopt.envs.scenarios import Scenario, load_scenario
+from cryoopt.exceptions import ParameterError
+from cryoopt.instruments.simulated.sim_physics import BlockConditions
 
 __all__ = ["InstrumentEnv", "term", "to_uint8"]
 
@@ -51,17 +53,43 @@ class InstrumentEnv(gym.Env):
         self._images: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
 
     # -- helpers -------------------------------------------------------------------------
-    def _new_block(self) -> None:
-        """Reset the chain (fresh bench/physics) from ``self.np_random``."""
+    def _new_block(self, options: Mapping[str, Any] | None = None) -> None:
+        """Reset the chain (fresh bench/physics) from ``self.np_random``.
+
+        The specimen seed (``options["specimen_seed"]``, the scenario's, or a draw) fixes
+        the phantom and the block's conditions (knife wear, edge debris rate, temperature
+        drift: :meth:`block_conditions`), so blocks on the same specimen seed are paired;
+        ``options["noise_seed"]`` and ``options["image_seed"]`` fix the process noise
+        (sectioning, staining) and the image noise streams (default: drawn)."""
         rng = self.np_random
-        lo, hi = self.scenario.initial_knife_wear
-        wear = float(rng.uniform(lo, hi))
-        spec_seed = self.scenario.specimen_seed
+        opts = dict(options or {})
+        spec_seed = opts.get("specimen_seed", self.scenario.specimen_seed)
         if spec_seed is None:
             spec_seed = int(rng.integers(0, 2**31 - 1))
-        self.chain.reset(int(rng.integers(0, 2**31 - 1)), initial_wear=wear, specimen_seed=int(spec_seed))
-        self._initial_wear = wear
+        noise_seed = opts.get("noise_seed")
+        if noise_seed is None:
+            noise_seed = int(rng.integers(0, 2**31 - 1))
+        image_seed = opts.get("image_seed")
+        for name, v in (("specimen_seed", spec_seed), ("noise_seed", noise_seed), ("image_seed", image_seed)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+                raise ParameterError(f"reset options {name!r} must be a non-negative integer, got {v!r}")
+        self.conditions = self.block_conditions(int(spec_seed))
+        self.chain.reset(int(noise_seed), conditions=self.conditions, specimen_seed=int(spec_seed),
+                         image_seed=None if image_seed is None else int(image_seed))
+        self.specimen_seed = int(spec_seed)
+        self._initial_wear = self.conditions.knife_wear
         self._images = (None, None)
+
+    def block_conditions(self, specimen_seed: int) -> BlockConditions:
+        """The block's conditions on specimen ``specimen_seed``: uniform draws from the
+        scenario's ``initial_knife_wear`` and ``block`` ranges, seeded by the specimen."""
+        g = np.random.default_rng([int(specimen_seed), 0xB10C])
+        sc = self.scenario
+        return BlockConditions(
+            knife_wear=float(g.uniform(*sc.initial_knife_wear)),
+            debris_per_cut=float(g.uniform(*sc.block.debris_per_cut)),
+            temperature_drift_c_per_cut=float(g.uniform(*sc.block.temperature_drift_c_per_cut)),
+        )
 
     def _start(self, knobs: tuple[Knob, ...]) -> dict[str, float]:
         return draw_start(knobs, self.scenario, self.np_random, self.profiles)
@@ -85,8 +113,9 @@ class InstrumentEnv(gym.Env):
         if phys is None or not sample:
             return None, None
         rng = np.random.default_rng(len(self.chain.sections))
-        lm = phys.acquire({"modality": "LM", "image_size_px": self.render_size, "exposure_ms": 50.0, "gain": 1.0}, rng, sample=sample)
-        em = phys.acquire({"modality": "EM", "image_size_px": self.render_size, "exposure_ms": 50.0, "gain": 1.0}, rng, sample=sample)
+        preview = {"image_size_px": self.render_size, "exposure_ms": 50.0, "gain": 4.0, "preview": True}
+        lm = phys.acquire({"modality": "LM", **preview}, rng, sample=sample)
+        em = phys.acquire({"modality": "EM", **preview}, rng, sample=sample)
         return lm, em
 
     def render(self) -> np.ndarray | None:

@@ -162,6 +162,7 @@ class Chain:
         self.wash_min = float(self.profiles["stainer"].sim.get("wash_time_s", 60.0)) / 60.0
         self.sections: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(0)
+        self.image_rng = np.random.default_rng(1)
         self.physics: dict[str, Any] = {}
         self.applied: dict[str, float] = {}
         self.knife_cuts = 0
@@ -179,12 +180,19 @@ class Chain:
         return lim
 
     # -- lifecycle ------------------------------------------------------------------
-    def reset(self, seed: int, *, initial_wear: float, specimen_seed: int) -> None:
-        """New block: fresh physics (and a fresh owned bench) seeded from ``seed``."""
+    def reset(self, seed: int, *, conditions: sim_physics.BlockConditions, specimen_seed: int,
+              image_seed: int | None = None) -> None:
+        """New block: fresh physics (and a fresh owned bench) seeded from ``seed``.
+
+        ``conditions`` are the block's knife and drift state (drawn by the env from the
+        specimen seed); in the direct backend image noise comes from its own stream
+        ``image_seed`` (default: derived from ``seed``), so a block can be re-imaged with
+        other noise and nothing else changed."""
         self.rng = np.random.default_rng(seed)
+        self.image_rng = np.random.default_rng([seed, 1] if image_seed is None else [int(image_seed), 2])
         im = self.scenario.imaging
         self.physics = {
-            "ultramicrotome": sim_physics.SimSectioning(initial_wear=initial_wear),
+            "ultramicrotome": sim_physics.SimSectioning.for_block(conditions),
             "stainer": sim_physics.SimStaining(tissue=self._tissue(), wash_min=self.wash_min),
             "microscope": sim_physics.SimImaging(preset=self.scenario.specimen, specimen_seed=specimen_seed,
                                                 lm_pixel_size_nm=im.lm_pixel_size_nm, em_pixel_size_nm=im.em_pixel_size_nm,
@@ -282,7 +290,7 @@ class Chain:
         checked = {k: in_range(v, self._limit("microscope", k)) for k, v in settings.items()}
         if self.backend == "direct":
             full = dict(checked, modality=modality, image_size_px=size, best_focus_um=float(prof.sim.get("best_focus_um", 0.0)))
-            return self.physics["microscope"].acquire(full, self.rng, sample=self.latest())
+            return self.physics["microscope"].acquire(full, self.image_rng, sample=self.latest())
         m = self.bench.microscope
         if m.modality != modality:
             m.modality = modality

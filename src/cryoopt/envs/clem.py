@@ -29,23 +29,36 @@ from cryoopt.pipeline.evaluators import (
 )
 from cryoopt.pipeline.pipeline import DEFAULT_STAGES, SectionState
 
-__all__ = ["CLEM_FEATURES", "DEFAULT_WEIGHTS", "IMAGING_FEATURES", "CLEMProtocolEnv"]
+__all__ = ["CLEM_FEATURES", "DEFAULT_WEIGHTS", "IMAGING_FEATURES", "READBACK_FEATURES", "REWARD_JUDGMENTS", "CLEMProtocolEnv"]
 
 #: Imaging and progress features appended after the sectioning and staining ones.
 IMAGING_FEATURES = (
     *(f"{k.name}_norm" for k in IMAGING_KNOBS), "lm_cnr", "em_cnr", "em_frc_resolution", "em_artifact_fraction",
     "fused_reward",
 )
-CLEM_FEATURES = (*SECTIONING_FEATURES, *STAINING_FEATURES, *IMAGING_FEATURES, "block_progress", "prep_time")
+#: What the bench reports about its own drift, appended last (see the env's Observation Space):
+#: instrument readbacks and the previous section's defect metrics.
+READBACK_FEATURES = (
+    "specimen_temperature_offset", "knife_temperature_offset", "edge_cuts", "depth",
+    "em_knife_mark_index", "em_chatter_index", "em_crack_fraction", "em_charging_fraction",
+    "em_grid_dose", "lm_grid_exposure", "lm_saturated_fraction", "em_saturated_fraction",
+)
+CLEM_FEATURES = (*SECTIONING_FEATURES, *STAINING_FEATURES, *IMAGING_FEATURES, "block_progress", "prep_time", *READBACK_FEATURES)
 
 #: Pairwise judgments behind :data:`DEFAULT_WEIGHTS` (Saaty's scale: ``a_ij`` = how much more
-#: term i matters than term j): label placement (logic) and image quality (impact) matter
-#: equally and most, execution against the simulator (meta) next, novelty and
-#: reproducibility least.
+#: term i matters than term j). Image quality (``impact``: EM/LM CNR, FRC resolution,
+#: artifacts) is what a CLEM preparation is for and what the campaign reports, so it leads:
+#: moderately more important than the label sitting on its targets (``logic``, 3), strongly
+#: more than the protocol's robustness to pipetting errors (``d_repro``, 5), very strongly
+#: more than agreement with the staining model's incubation time (``meta``, 7), and
+#: extremely more than novelty within a block (9), which rewards sections for differing
+#: from each other, not for being good. Label placement matters more than robustness (2),
+#: more than meta (3) and novelty (4); robustness counts twice meta and novelty; meta and
+#: novelty are equal.
 REWARD_JUDGMENTS: dict[tuple[str, str], float] = {
-    ("logic", "impact"): 1.0, ("logic", "meta"): 2.0, ("logic", "novelty"): 3.0, ("logic", "d_repro"): 3.0,
-    ("impact", "meta"): 2.0, ("impact", "novelty"): 3.0, ("impact", "d_repro"): 3.0,
-    ("meta", "novelty"): 2.0, ("meta", "d_repro"): 2.0, ("novelty", "d_repro"): 1.0,
+    ("impact", "logic"): 3.0, ("impact", "d_repro"): 5.0, ("impact", "meta"): 7.0, ("impact", "novelty"): 9.0,
+    ("logic", "d_repro"): 2.0, ("logic", "meta"): 3.0, ("logic", "novelty"): 4.0,
+    ("d_repro", "meta"): 2.0, ("d_repro", "novelty"): 2.0, ("meta", "novelty"): 1.0,
 }
 
 
@@ -59,8 +72,8 @@ def _ahp_weights(judgments: Mapping[tuple[str, str], float]) -> dict[str, float]
     return {k: round(w, 4) for k, w in ahp_weights(a, names=names).as_dict().items()}
 
 
-#: Default fusion weights: AHP priorities of :data:`REWARD_JUDGMENTS` (consistency ratio 0.003):
-#: logic 0.31, impact 0.31, meta 0.18, novelty 0.10, d_repro 0.10.
+#: Default fusion weights: AHP priorities of :data:`REWARD_JUDGMENTS` (principal eigenvector,
+#: consistency ratio 0.005): impact 0.55, logic 0.21, d_repro 0.12, meta 0.07, novelty 0.06.
 DEFAULT_WEIGHTS = _ahp_weights(REWARD_JUDGMENTS)
 
 _REG_KEYS = ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction")
@@ -113,6 +126,16 @@ def known_registration_stage(matrix: np.ndarray) -> Any:
     return stage
 
 
+def _shifted(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``mask`` moved by whole pixels (content at ``(r, c)`` goes to ``(r + rows, c + cols)``), empty where nothing moves in."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    if abs(rows) >= h or abs(cols) >= w:
+        return out
+    out[max(rows, 0):h + min(rows, 0), max(cols, 0):w + min(cols, 0)] = mask[max(-rows, 0):h + min(-rows, 0), max(-cols, 0):w + min(-cols, 0)]
+    return out
+
+
 class CLEMProtocolEnv(InstrumentEnv):
     """The whole CLEM preparation chain, one serial section per step.
 
@@ -136,34 +159,62 @@ class CLEMProtocolEnv(InstrumentEnv):
     reward 0; terminated). All setpoints are clipped to the profile limits.
 
     ## Observation Space
-    ``observation="scalar"`` (default): ``Box(-1, 1, (29,), float32)``
-    (:data:`CLEM_FEATURES`): the 11 ``Sectioning-v0`` features, the 8 ``Staining-v0``
-    features (label metrics of the stained section), the 3 imaging setpoints
-    normalized, ``cnr/(1+cnr)`` for LM and EM, ``exp(-FRC resolution / 100 nm)``, EM
-    artifact fraction, the last fused reward (clipped), block progress
-    (sections / block size) and ``1 - exp(-prep hours / 24)``. Failed metrics read 0.
-    ``observation="images"``: ``Dict(features=<that Box>, lm=Box(0, 255, (P, P, 1), uint8),
-    em=...)`` with ``P = obs_image_px`` (64 by default).
+    ``observation="scalar"`` (default): ``Box(-1, 1, (41,), float32)``
+    (:data:`CLEM_FEATURES`, in this order):
+
+    ======  ====================================================================
+    0-10    the 11 ``Sectioning-v0`` features (:data:`SECTIONING_FEATURES`): measured
+            thickness error, compression, chatter, cracks, ribbon failed, the 5
+            sectioning setpoints normalized, knife wear
+    11-18   the 8 ``Staining-v0`` features (:data:`STAINING_FEATURES`): label
+            intensity, uniformity, non-specific background of the stained section,
+            the 4 staining setpoints normalized, section thickness normalized
+    19-26   the 3 imaging setpoints normalized, ``cnr/(1+cnr)`` for LM and EM,
+            ``exp(-FRC resolution / 100 nm)``, EM artifact fraction, the last
+            fused reward (clipped to [-1, 1])
+    27-28   block progress (sections / block size), ``1 - exp(-prep hours / 24)``
+    29-40   what the bench reports about its drift (:data:`READBACK_FEATURES`):
+            measured minus set specimen and knife temperature of the last cut
+            (/10 C, clipped), sections cut on this knife edge region (/100), depth
+            cut into the block (``1 - exp(-depth / 2 um)``), the last section's EM
+            knife-mark, chatter and crack indices and charging fraction, the
+            electron dose left on the grid by this block's acquisitions
+            (``1 - exp(-dose / 4 charge thresholds)``), the LM light it received
+            (``1 - exp(-ms / 1 s)``), and the saturated fractions of the last LM
+            and EM images
+    ======  ====================================================================
+
+    Failed or unknown metrics read 0. The first 29 entries are unchanged from earlier
+    versions of this env. ``observation="images"``: ``Dict(features=<that Box>,
+    lm=Box(0, 255, (P, P, 1), uint8), em=...)`` with ``P = obs_image_px`` (64 by default).
 
     ## Rewards
-    The fused reward ``R = sum_k w_k term_k`` over ``logic`` (label on target
-    structures, across sections), ``novelty`` (vs this block's sections), ``d_repro``
-    (reproducibility under +-10 % dilution/time), ``meta`` (execution vs the
-    simulator's optimal time) and ``impact`` (image quality:
+    The fused reward ``R = sum_k w_k term_k`` over ``impact`` (image quality:
     :class:`~cryoopt.pipeline.ImageQualityIndex` of EM/LM CNR, EM FRC resolution and
-    artifact fraction, or your fitted forecaster among ``evaluators=``), weights
-    :data:`DEFAULT_WEIGHTS` (AHP) or ``weights=``; its breakdown is
+    artifact fraction, or your fitted forecaster among ``evaluators=``), ``logic``
+    (label on target structures, across registered serial sections), ``d_repro``
+    (reproducibility under +-10 % dilution/time), ``meta`` (execution vs the
+    simulator's optimal time) and ``novelty`` (vs this block's sections), weights
+    :data:`DEFAULT_WEIGHTS` (AHP priorities of :data:`REWARD_JUDGMENTS`: impact 0.55,
+    logic 0.21, d_repro 0.12, meta 0.07, novelty 0.06) or ``weights=``; its breakdown is
     ``info["reward_terms"]``, the pipeline's scores ``info["scores"]``
     (``Scores.to_dict()``). A failed evaluation (a NaN metric a term needs, or images
-    the pipeline refuses) gives ``failure_reward`` (-1 by default) and
+    the pipeline refuses, e.g. saturated) gives ``failure_reward`` (-1 by default) and
     ``info["evaluation_failed"] = True``; a failed ribbon gives ``failure_reward`` and
-    ``info["section_failed"] = True``. Never NaN.
+    ``info["section_failed"] = True``. A section whose EM field has nothing to measure
+    (no target structure, or one filling the field) is "no measurement": reward 0,
+    ``info["no_measurement"] = True``, left out of the block's mean fused score and not
+    counted as a failure. Never NaN.
 
     ## Starting State
     All setpoints from the scenario's start ranges (or, for the knobs named in
     ``reset(options={"setpoints": {name: value}})``, those values clipped to the
-    instrument profile's limits: the outer loop's starting protocol), knife wear from
-    ``initial_knife_wear``, a specimen phantom seeded from ``np_random``.
+    instrument profile's limits: the outer loop's starting protocol). The specimen seed
+    (``options["specimen_seed"]``, the scenario's, or drawn from ``np_random``) fixes the
+    phantom and the block's conditions (knife wear, edge debris rate, temperature
+    drift; :meth:`block_conditions`), so blocks on one specimen seed are paired;
+    ``options["noise_seed"]`` and ``options["image_seed"]`` fix the process and image
+    noise (default: drawn).
 
     ## Episode End
     Terminated on stop (action ``stop`` > 0.5), when the block is used up
@@ -174,7 +225,8 @@ class CLEMProtocolEnv(InstrumentEnv):
     episode is the block's summary for the outer loop.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version; the Tokuyasu bench (drift readbacks appended to the
+      observation, "no measurement" sections, image-quality-led weights) keeps the id.
     """
 
     action_groups: dict[str, slice] = {
@@ -183,7 +235,7 @@ class CLEMProtocolEnv(InstrumentEnv):
 
     def __init__(self, *, observation: str = "scalar", image_size: int = 256, obs_image_px: int = 64,
                  registration: str | None = None, structures: str | None = None, weights: Any = None,
-                 failure_reward: float = -1.0, failure_limit: int = 2, evaluators: Sequence[Evaluator] | None = None,
+                 failure_reward: float = -1.0, failure_limit: int = 3, evaluators: Sequence[Evaluator] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if observation not in ("scalar", "images"):
@@ -240,7 +292,7 @@ class CLEMProtocolEnv(InstrumentEnv):
         return [
             LogicConsistencyEvaluator(),
             _Safe(ImageQualityIndex(), ("impact",)),
-            _Safe(ExecutionEvaluator(self._predictor), ("meta", "execution_time_ratio", "execution_uniformity")),
+            _Safe(ExecutionEvaluator(self._predictor, log_tolerance=1.0), ("meta", "execution_time_ratio", "execution_uniformity")),
             _Safe(NoveltyEvaluator(self.database), ("novelty", "novelty_distance")),
             _Safe(ReproducibilityEvaluator(self._label_score, {"antibody_dilution": 0.0, "incubation_min": 0.0}, n_samples=8,
                                            seed=len(self.previous)), ("repro", "repro_std", "d_repro")),
@@ -254,8 +306,9 @@ class CLEMProtocolEnv(InstrumentEnv):
             if isinstance(inner, ReproducibilityEvaluator):
                 inner.variation = {"antibody_dilution": 0.1 * protocol["antibody_dilution"],
                                    "incubation_min": 0.1 * protocol["incubation_min"]}
+        centre = self._field_centre()
         ctx = EvaluationContext(lm_pixel_size_nm=lm_px, em_pixel_size_nm=em_px, protocol=protocol,
-                                previous_sections=tuple(self.previous[-3:]), evaluators=tuple(evs),
+                                previous_sections=self._registered_previous(centre, em_px, em.shape), evaluators=tuple(evs),
                                 target_structures=self._target_structures(),
                                 **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
@@ -270,8 +323,44 @@ class CLEMProtocolEnv(InstrumentEnv):
         except EvaluationError as exc:
             return None, str(exc)
         if st.label_mask is not None and st.target_mask is not None:
-            self.previous.append((st.label_mask, st.target_mask))
+            self.previous.append((st.label_mask, st.target_mask, centre))
         return Scores(st.scores), ""
+
+    def _unmeasurable(self, scores: Scores | None) -> bool:
+        """Whether this section's EM field has nothing to measure: no target structure, or one that
+        fills the field (no surroundings to contrast with). On a simulated bench with known
+        structures the ground truth decides (a saturated or noisy image of a measurable field is
+        a failed evaluation, not "no measurement"); elsewhere an undefined ``em_cnr`` does."""
+        truth = getattr(self.chain.physics.get("microscope"), "last_truth", None)
+        if self.structures == "known" and truth is not None and self.chain.simulated:
+            mask = np.zeros(truth.cells.shape, bool)
+            for kind in self._target_structures():
+                mask |= truth.masks.get(kind, np.zeros_like(mask))
+            frac = float(mask.mean())
+            return frac < 1e-3 or frac > 0.995
+        return scores is not None and "em_cnr" in scores and not math.isfinite(float(scores["em_cnr"].value))
+
+    def _field_centre(self) -> tuple[float, float] | None:
+        """Specimen ``(x, y)`` nm of the latest section's field on a simulated bench, else None."""
+        scope = self.chain.physics.get("microscope")
+        if scope is None or not hasattr(scope, "field_centre") or not self.chain.simulated:
+            return None
+        return scope.field_centre(self.chain.latest())
+
+    def _registered_previous(self, centre: tuple[float, float] | None, em_px: float,
+                             shape: tuple[int, ...]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """The last 3 sections' ``(label, target)`` masks in this section's field: serial sections are
+        compared registered, so a field re-centred on the next labelled structure shifts the older masks
+        by the known offset (simulated benches; elsewhere the masks are used as they are)."""
+        out = []
+        px = em_px * max(1, math.ceil(max(shape) / 512))  # the pipeline's working grid
+        for lab, tgt, old in self.previous[-3:]:
+            if centre is None or old is None or old == centre:
+                out.append((lab, tgt))
+                continue
+            dr, dc = round((old[1] - centre[1]) / px), round((old[0] - centre[0]) / px)
+            out.append((_shifted(lab, dr, dc), _shifted(tgt, dr, dc)))
+        return tuple(out)
 
     def _known_structures(self, shape: tuple[int, ...], lm_to_em: float) -> dict[str, Any]:
         """The simulator's EM structure masks and labelled sites (``structures="known"``), else nothing.
@@ -325,7 +414,38 @@ class CLEMProtocolEnv(InstrumentEnv):
             min(1.0, self.n_cut / self.scenario.block_sections),
             1.0 - math.exp(-self.prep_time_h / 24.0),
         ]
-        return np.asarray(f, np.float32)
+        return np.asarray(f + self._readbacks(), np.float32)
+
+    def _readbacks(self) -> list[float]:
+        """:data:`READBACK_FEATURES`: instrument readbacks and the previous section's defect metrics (0 if unknown)."""
+        sec, sp = self.last_section, self.setpoints["sectioning"]
+
+        def offset(key: str, setpoint: str) -> float:
+            if not sec or key not in sec:
+                return 0.0
+            return float(np.clip((float(sec[key]) - float(sp[setpoint])) / 10.0, -1.0, 1.0))
+
+        sc = self.last_scores
+
+        def metric(name: str, scale: float) -> float:
+            v = float(sc.get(name, math.nan))
+            return float(np.clip(v / scale, 0.0, 1.0)) if math.isfinite(v) else 0.0
+
+        scope = self.chain.physics.get("microscope")
+        dose = sum(getattr(scope, "_em_dose", {}).values()) if scope is not None else 0.0
+        threshold = float(getattr(scope, "charge_threshold_e", 1.0) or 1.0)
+        lm_ms = sum(getattr(scope, "_lm_exposure", {}).values()) if scope is not None else 0.0
+        depth = float(sec.get("depth_nm", 0.0)) + float(sec.get("nominal_thickness_nm", 0.0)) if sec else 0.0
+        return [
+            offset("measured_specimen_temperature_c", "specimen_temperature_c"),
+            offset("measured_knife_temperature_c", "knife_temperature_c"),
+            min(1.0, self.chain.knife_cuts / 100.0),
+            1.0 - math.exp(-depth / 2000.0),
+            metric("em_knife_mark_index", 0.2), metric("em_chatter_index", 0.2), metric("em_crack_fraction", 0.2),
+            metric("em_charging_fraction", 1.0),
+            1.0 - math.exp(-dose / (4.0 * threshold)), 1.0 - math.exp(-lm_ms / 1000.0),
+            self._saturated[0], self._saturated[1],
+        ]
 
     def _obs(self) -> Any:
         feats = self._features()
@@ -344,26 +464,31 @@ class CLEMProtocolEnv(InstrumentEnv):
             "fused_score": mean(self.history["fused"]), "cnr": mean(self.history["em_cnr"]),
             "lm_cnr": mean(self.history["lm_cnr"]), "frc_resolution_nm": mean(self.history["frc"]),
             "prep_time_h": self.prep_time_h, "sections": self.n_cut, "failed_sections": self.n_failed,
-            "failed_evaluations": self.n_eval_failed,
+            "failed_evaluations": self.n_eval_failed, "no_measurement_sections": self.n_no_measurement,
         }
 
     # -- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
-        self._new_block()
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - {"setpoints", "specimen_seed", "noise_seed", "image_seed"})
+        if unknown:
+            raise ParameterError(f"unknown reset options {unknown}; known: setpoints, specimen_seed, noise_seed, image_seed")
+        self._new_block(opts)
         self._tissue = self.chain._tissue()
         self.setpoints = {
             "sectioning": self._start(SECTIONING_KNOBS), "staining": self._start(STAINING_KNOBS), "imaging": self._start(IMAGING_KNOBS),
         }
-        self._override_setpoints((options or {}).get("setpoints"))
-        self.n_cut = self.fails = self.n_failed = self.n_eval_failed = 0
+        self._override_setpoints(opts.get("setpoints"))
+        self.n_cut = self.fails = self.n_failed = self.n_eval_failed = self.n_no_measurement = 0
+        self._saturated = (0.0, 0.0)
         self.prep_time_h = 0.0
         self.last_section: dict[str, Any] = {}
         self.last_staining: dict[str, Any] = {}
         self.last_scores: dict[str, float] = {}
         self.last_measured: float | None = None
         self.last_reward = 0.0
-        self.previous: list[tuple[np.ndarray, np.ndarray]] = []
+        self.previous: list[tuple[np.ndarray, np.ndarray, tuple[float, float] | None]] = []
         self.database = SampleDatabase()
         self.history: dict[str, list[float]] = {"fused": [], "em_cnr": [], "lm_cnr": [], "frc": []}
         info = {"setpoints": {g: dict(v) for g, v in self.setpoints.items()}, "prep_time_h": 0.0, "quality_summary": self._summary()}
@@ -403,13 +528,15 @@ class CLEMProtocolEnv(InstrumentEnv):
         window_mm = 1.0  # cutting window of the reference profile's start state
         cut_h = (window_mm / sp_sec["cutting_speed_mm_s"] + 0.1) / 3600.0
         self.prep_time_h += cut_h
-        info: dict[str, Any] = {"section": dict(section), "evaluation_failed": False, "section_failed": False}
+        info: dict[str, Any] = {"section": dict(section), "evaluation_failed": False, "section_failed": False,
+                                "no_measurement": False}
         terminated = False
         if not bool(section.get("ribbon_ok", True)):
             self.fails += 1
             self.n_failed += 1
             self._images = (None, None)
             self.last_staining, self.last_scores = {}, {}
+            self._saturated = (0.0, 0.0)
             reward = self.failure_reward
             info.update(section_failed=True, reward_terms={"section_failed": term(self.failure_reward)}, scores={})
             terminated = self.fails >= self.failure_limit
@@ -421,6 +548,7 @@ class CLEMProtocolEnv(InstrumentEnv):
             lm = self.chain.image("LM", sp_im, self.image_size)
             em = self.chain.image("EM", sp_im, self.image_size)
             self._images = (lm, em)
+            self._saturated = (float(np.mean(lm >= 65535)), float(np.mean(em >= 65535)))
             self.prep_time_h += stain_h + 2.0 * sp_im["exposure_ms"] / 3.6e6
             protocol = {
                 "section_thickness_nm": sp_sec["section_thickness_nm"], "cutting_speed_mm_s": sp_sec["cutting_speed_mm_s"],
@@ -430,7 +558,12 @@ class CLEMProtocolEnv(InstrumentEnv):
             }
             scores, why = self._evaluate(lm, em, protocol)
             result = fused_reward(scores, self.weights) if scores is not None else None
-            if scores is None or result is None or result.failed or result.value is None:
+            if (result is None or result.failed) and self._unmeasurable(scores):
+                # no target structure with surroundings in the EM field: nothing to measure, not a failure
+                self.n_no_measurement += 1
+                reward = 0.0
+                info.update(no_measurement=True, reward_terms={"no_measurement": term(0.0)})
+            elif scores is None or result is None or result.failed or result.value is None:
                 self.n_eval_failed += 1
                 reward = self.failure_reward
                 reason = why or (result.reason if result is not None else "")

@@ -14,11 +14,14 @@ Scenario YAML (every key optional; ``extra`` keys are refused)::
     block_sections: 50               # sections per block (Sectioning-v0 episode length)
     target_thickness_nm: 100
     initial_knife_wear: [0.0, 0.2]   # uniform range at reset
+    block:                           # per-block conditions, uniform ranges drawn from the specimen seed
+      debris_per_cut: [0.0, 0.0]     # debris/frost the knife edge picks up per 100 nm cut
+      temperature_drift_c_per_cut: [0.0, 0.0]   # measured-minus-set specimen/knife temperature growth per cut
     noise: {label: 0.02, thickness_nm: 2.0}       # readout noise (std) on observed features
     operator:                        # operator variability of the starting protocol
       spread: 1.0                    # scales the start ranges around their centres
       start: {section_thickness_nm: [60, 200], ...}   # start ranges (native units)
-    imaging: {lm_pixel_size_nm: 100, em_pixel_size_nm: 25}   # also ice_coverage, drift_nm_per_line, scan_noise
+    imaging: {lm_pixel_size_nm: 100, em_pixel_size_nm: 10}   # also ice_coverage, drift_nm_per_line, scan_noise
 
 Used as ``gymnasium.make("cryoopt/Sectioning-v0", scenario="tissue_block")``.
 """
@@ -36,19 +39,21 @@ from cryoopt.exceptions import ConfigError
 
 __all__ = ["Scenario", "available_scenarios", "load_scenario"]
 
+#: Start ranges of an operator's protocol: around Tokuyasu practice (see :mod:`cryoopt.sim.sectioning`,
+#: :data:`cryoopt.agents.EXPERT_PROTOCOL`), as a careful operator varies it.
 DEFAULT_START: dict[str, tuple[float, float]] = {
-    "section_thickness_nm": (50.0, 220.0),
-    "cutting_speed_mm_s": (0.3, 2.5),
-    "specimen_temperature_c": (-158.0, -136.0),
-    "knife_temperature_c": (-158.0, -136.0),
-    "chamber_temperature_c": (-162.0, -132.0),
-    "dilution": (50.0, 2000.0),
-    "time_min": (2.0, 120.0),
-    "temperature_c": (15.0, 37.0),
-    "wash_cycles": (0.0, 5.0),
-    "exposure_ms": (10.0, 200.0),
-    "gain": (1.0, 8.0),
-    "focus_um": (-2.0, 2.0),
+    "section_thickness_nm": (55.0, 100.0),
+    "cutting_speed_mm_s": (0.4, 1.5),
+    "specimen_temperature_c": (-124.0, -112.0),
+    "knife_temperature_c": (-124.0, -112.0),
+    "chamber_temperature_c": (-126.0, -114.0),
+    "dilution": (30.0, 500.0),
+    "time_min": (10.0, 90.0),
+    "temperature_c": (18.0, 37.0),
+    "wash_cycles": (1.0, 5.0),
+    "exposure_ms": (20.0, 200.0),
+    "gain": (2.0, 32.0),
+    "focus_um": (-1.5, 1.5),
 }
 
 
@@ -66,9 +71,15 @@ class Operator(_Model):
     start: dict[str, tuple[float, float]] = Field(default_factory=dict, description="start range per setpoint")
 
 
+class BlockRanges(_Model):
+    debris_per_cut: tuple[float, float] = Field((0.0, 0.0), description="debris/frost picked up by the knife edge per 100 nm cut")
+    temperature_drift_c_per_cut: tuple[float, float] = Field(
+        (0.0, 0.0), description="growth per cut of the measured-minus-set specimen and knife temperature, C")
+
+
 class Imaging(_Model):
     lm_pixel_size_nm: float = Field(100.0, gt=0)
-    em_pixel_size_nm: float = Field(25.0, gt=0)
+    em_pixel_size_nm: float = Field(10.0, gt=0)
     ice_coverage: float = Field(0.0, ge=0, le=0.5, description="EM field fraction covered by ice crystals (simulated benches)")
     drift_nm_per_line: float = Field(0.0, description="EM stage drift per scan line, nm (simulated benches)")
     scan_noise: float = Field(0.0, ge=0, le=50, description="EM scan line jitter, px (simulated benches)")
@@ -85,6 +96,7 @@ class Scenario(_Model):
     block_sections: int = Field(50, ge=1)
     target_thickness_nm: float = Field(100.0, gt=0)
     initial_knife_wear: tuple[float, float] = (0.0, 0.2)
+    block: BlockRanges = BlockRanges()
     noise: Noise = Noise()
     operator: Operator = Operator()
     imaging: Imaging = Imaging()

@@ -103,7 +103,7 @@ class SectioningEnv(InstrumentEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._new_block()
+        self._new_block(options)
         self.setpoints = self._start(self.knobs)
         self.n_cut, self.fails = 0, 0
         return self._obs(None), {"setpoints": dict(self.setpoints), "knife_wear": self._initial_wear}

@@ -50,7 +50,7 @@ class _StainingBase(InstrumentEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._new_block()
+        self._new_block(options)
         self.setpoints = self._start(self.knobs)
         self.thickness_nm = float(self.scenario.target_thickness_nm * self.np_random.uniform(0.6, 1.5))
         self.n_steps = 0

@@ -25,15 +25,19 @@ from cryoopt.space import SearchSpace
 
 __all__ = ["DEFAULT_BLOCK_SPACE", "OBJECTIVES", "BlockRunner", "SimulatedCLEMBlock", "block_space"]
 
-#: The starting-protocol knobs the GP searches by default (names as the env's setpoints).
+#: The starting-protocol knobs the GP searches by default (names as the env's setpoints), over
+#: the ranges of Tokuyasu practice: ultrathin sections of 50-120 nm cut at -125 to -110 C
+#: (the knife and chamber stay at the expert protocol's -120 C), primaries from 1:20 to
+#: 1:1000 for 5-120 min, and the detectors' full gain range.
 DEFAULT_BLOCK_SPACE: dict[str, dict[str, Any]] = {
-    "section_thickness_nm": {"type": "float", "low": 60.0, "high": 200.0, "unit": "nm"},
-    "cutting_speed_mm_s": {"type": "float", "low": 0.3, "high": 3.0, "log": True, "unit": "mm/s"},
-    "dilution": {"type": "float", "low": 50.0, "high": 2000.0, "log": True, "description": "antibody 1:N"},
+    "section_thickness_nm": {"type": "float", "low": 50.0, "high": 120.0, "unit": "nm"},
+    "cutting_speed_mm_s": {"type": "float", "low": 0.2, "high": 2.0, "log": True, "unit": "mm/s"},
+    "specimen_temperature_c": {"type": "float", "low": -125.0, "high": -110.0, "unit": "C"},
+    "dilution": {"type": "float", "low": 20.0, "high": 1000.0, "log": True, "description": "antibody 1:N"},
     "time_min": {"type": "float", "low": 5.0, "high": 120.0, "log": True, "unit": "min"},
     "temperature_c": {"type": "float", "low": 15.0, "high": 37.0, "unit": "C"},
     "exposure_ms": {"type": "float", "low": 10.0, "high": 200.0, "log": True, "unit": "ms"},
-    "gain": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+    "gain": {"type": "float", "low": 1.0, "high": 64.0, "log": True},
     "focus_um": {"type": "float", "low": -2.0, "high": 2.0, "unit": "um"},
 }
 

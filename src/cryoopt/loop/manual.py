@@ -22,8 +22,9 @@ class ManualOFAT(Optimizer):
 
     * **start**: :data:`~cryoopt.agents.EXPERT_PROTOCOL` as this operator habitually
       runs it: log-scale knobs (dilution, time, cutting speed, exposure, gain) times
-      ``exp(N(0, sigma))``, thickness + ``N(0, 40 sigma)`` nm, staining temperature
-      + ``N(0, 8 sigma)`` C, focus + ``N(0, 2 sigma)`` um; one draw per operator (``seed``).
+      ``exp(N(0, sigma))``, thickness + ``N(0, 20 sigma)`` nm, cutting temperature
+      + ``N(0, 6 sigma)`` C, staining temperature + ``N(0, 8 sigma)`` C, focus
+      + ``N(0, 2 sigma)`` um (:attr:`LINEAR_SPREAD`); one draw per operator (``seed``).
     * **judgement**: the operator scores a block as ``quality - time_weight * prep_time_h``
       plus ``N(0, judgement_noise)`` (reading images by eye), per block.
     * **OFAT**: factors in :attr:`FACTORS` order; step one factor (x/÷ ``log_step``, or
@@ -34,9 +35,13 @@ class ManualOFAT(Optimizer):
     Its state is a function of the told trials (replayed), so ``state_dict`` resumes it.
     """
 
-    FACTORS = ("time_min", "dilution", "section_thickness_nm", "exposure_ms", "focus_um", "gain",
+    FACTORS = ("time_min", "dilution", "section_thickness_nm", "specimen_temperature_c", "exposure_ms", "focus_um", "gain",
                "cutting_speed_mm_s", "temperature_c")
-    LINEAR_STEP = {"section_thickness_nm": 20.0, "focus_um": 0.5, "temperature_c": 4.0}
+    #: steps of the linear factors: thickness 10 nm, cutting temperature 3 C (the steps an operator
+    #: uses to correct a ribbon), focus 0.5 um, staining temperature 4 C
+    LINEAR_STEP = {"section_thickness_nm": 10.0, "specimen_temperature_c": 3.0, "focus_um": 0.5, "temperature_c": 4.0}
+    #: operator spread of the linear factors at ``sigma = 1`` (the habit around the expert protocol)
+    LINEAR_SPREAD = {"section_thickness_nm": 20.0, "specimen_temperature_c": 6.0, "focus_um": 2.0, "temperature_c": 8.0}
 
     def __init__(self, space: SearchSpace, *, seed: int = 0, objectives: Any = None, outcome_constraints: Any = None,
                  sigma: float = 0.25, time_weight: float = 0.01, judgement_noise: float = 0.01, log_step: float = 1.6) -> None:
@@ -57,7 +62,7 @@ class ManualOFAT(Optimizer):
         for par in self.space:
             base = float(EXPERT_PROTOCOL.get(par.name, 0.5 * (par.low + par.high)))
             if par.name in self.LINEAR_STEP:
-                scale = {"section_thickness_nm": 40.0, "focus_um": 2.0, "temperature_c": 8.0}[par.name]
+                scale = self.LINEAR_SPREAD[par.name]
                 v = base + rng.normal(0.0, scale * s)
             else:
                 v = base * math.exp(rng.normal(0.0, s))

@@ -305,21 +305,32 @@ class ImageQualityIndex(Evaluator):
 
     For campaigns with no rated history to fit :class:`ImpactForecaster` on (every
     simulated one, and a real one's first blocks):
-    ``impact = s(em_cnr) * s(lm_cnr) * r * (1 - em_artifact_fraction)`` with the
-    saturating ``s(c) = c / (c + cnr_half)`` (half credit at ``cnr_half``, default 3,
-    below the Rose criterion of 5 for reliably seeing a structure) and
-    ``r = res_half / (res_half + em_frc_resolution_nm)`` (half credit at ``res_half``,
-    default 200 nm). In [0, 1): both modalities must show their structure, resolved
-    and free of artifacts. An infinite resolution (FRC below threshold at every
-    frequency: nothing resolved) gives 0; a missing or NaN metric raises (a failed term).
+    ``impact = scale * s(em_cnr) * sqrt(s(lm_cnr)) * r * a`` with the saturating
+    ``s(c) = c / (c + cnr_half)`` (half credit at ``cnr_half``, default 3, below the Rose
+    criterion of 5 for reliably seeing a structure; the LM factor enters as a square root:
+    the LM's job in CLEM is to find the label, which the ``logic`` term scores, and the
+    index forecasts the EM's value), ``r = res_half / (res_half +
+    em_frc_resolution_nm)`` (half credit at ``res_half``, default 100 nm, the size of a
+    synaptic vesicle cluster or a mitochondrial crista spacing a CLEM study resolves) and
+    ``a = 1 / (1 + em_artifact_fraction / artifact_half)`` (half credit when
+    ``artifact_half`` of the field, default 10 %, is lost to charging, ice or cracks:
+    artifacts tend to sit on the structures one came to see). The product is in [0, 1):
+    both modalities must show their structure, resolved and free of artifacts. ``scale``
+    (default ``e - 1``) puts the reward's ``log(1 + impact)`` on [0, 1), the range of the
+    other terms, so that the fusion weights compare like with like. An infinite
+    resolution (FRC below threshold at every frequency: nothing resolved) gives 0; a
+    missing or NaN metric raises (a failed term).
     """
 
     features: tuple[str, ...] = ("em_cnr", "lm_cnr", "em_frc_resolution_nm", "em_artifact_fraction")
 
-    def __init__(self, *, cnr_half: float = 3.0, res_half_nm: float = 200.0) -> None:
-        if not (cnr_half > 0 and res_half_nm > 0):
-            raise EvaluationError(f"cnr_half and res_half_nm must be positive, got {cnr_half}, {res_half_nm}")
-        self.cnr_half, self.res_half_nm = float(cnr_half), float(res_half_nm)
+    def __init__(self, *, cnr_half: float = 3.0, res_half_nm: float = 100.0, artifact_half: float = 0.1,
+                 scale: float = math.e - 1.0) -> None:
+        if not (cnr_half > 0 and res_half_nm > 0 and artifact_half > 0 and scale > 0):
+            raise EvaluationError("cnr_half, res_half_nm, artifact_half and scale must be positive, "
+                                  f"got {cnr_half}, {res_half_nm}, {artifact_half}, {scale}")
+        self.cnr_half, self.res_half_nm, self.artifact_half = float(cnr_half), float(res_half_nm), float(artifact_half)
+        self.scale = float(scale)
 
     def evaluate(self, evidence: Evidence) -> Scores:
         missing = [n for n in self.features if n not in evidence.metrics]
@@ -329,9 +340,9 @@ class ImageQualityIndex(Evaluator):
         if any(math.isnan(v) for v in (em_cnr, lm_cnr, res, art)) or math.isinf(em_cnr) or math.isinf(lm_cnr):
             raise EvaluationError(f"image quality needs finite {self.features}, got {(em_cnr, lm_cnr, res, art)}")
         em_cnr, lm_cnr, res, art = max(em_cnr, 0.0), max(lm_cnr, 0.0), max(res, 0.0), min(max(art, 0.0), 1.0)
-        impact = (em_cnr / (em_cnr + self.cnr_half)) * (lm_cnr / (lm_cnr + self.cnr_half))
-        impact *= self.res_half_nm / (self.res_half_nm + res) * (1.0 - art)
-        return Scores({"impact": score("impact", impact)})
+        impact = (em_cnr / (em_cnr + self.cnr_half)) * math.sqrt(lm_cnr / (lm_cnr + self.cnr_half))
+        impact *= self.res_half_nm / (self.res_half_nm + res) / (1.0 + art / self.artifact_half)
+        return Scores({"impact": score("impact", self.scale * impact)})
 
 
 @evaluators.register("reproducibility")

@@ -175,7 +175,10 @@ def stage_metrics(st: SectionState) -> None:
         structures |= p.mask(k)
     artifacts = st.charging | st.ice
     bg = ~(structures | p.mask("nuclei") | p.mask("mitochondria") | p.mask("membranes") | artifacts)
-    s["em_cnr"] = _safe("em_cnr", lambda: M.contrast_to_noise_ratio(st.em_w, structures, bg))
+    # against the band 50-300 nm around the structures, so a field mostly inside a cell still has a contrast
+    w_px = ctx.em_pixel_size_nm * st.f_em
+    s["em_cnr"] = _safe("em_cnr", lambda: M.local_contrast_to_noise_ratio(st.em_w, structures, exclude_mask=~bg & ~structures,
+                                                                          gap_px=50.0 / w_px, width_px=max(2.0, 250.0 / w_px)))
     # SNR on the raw grid: mean section signal over background noise (physical zero needed)
     s["em_snr"] = _safe("em_snr", lambda: M.signal_to_noise_ratio(st.em_raw_w, bg, structures))
     targets = p.mask("targets")

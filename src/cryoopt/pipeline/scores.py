@@ -35,7 +35,7 @@ PIPELINE_VERSION = "0.1.0"
 METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         # -- image quality (metrics.py) -------------------------------------
-        "em_cnr": ("1", "EM contrast-to-noise ratio |mu_target - mu_background| / sigma_background"),
+        "em_cnr": ("1", "EM contrast-to-noise ratio |mu_target - mu_background| / sigma_background, background 50-300 nm from the target structures"),
         "em_snr": ("1", "EM signal-to-noise ratio mu_target / sigma_background"),
         "lm_cnr": ("1", "LM label contrast-to-noise ratio |mu_label - mu_background| / sigma_background"),
         "lm_snr": ("1", "LM label signal-to-noise ratio mu_label / sigma_background"),

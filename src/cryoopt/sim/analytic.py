@@ -8,6 +8,9 @@ Sources:
 - Steady state of diffusion with a first-order sink in a slab with a no-flux
   back face: ``c/c0 = cosh(m (L - x)) / cosh(m L)``, ``m = sqrt(k / D)`` (the
   Thiele-modulus profile, e.g. Crank 1975, section 14.2).
+- Crank 1975, eq. 4.17: a plane sheet ``-l < X < l`` whose faces are held at ``c0``,
+  ``c/c0 = 1 - (4/pi) sum_n (-1)^n / (2n+1) exp(-(2n+1)^2 pi^2 D t / (4 l^2)) cos((2n+1) pi X / (2 l))``
+  (the two-face staining geometry without binding; ``x = 1 - X/l`` from a face).
 - Well-mixed Langmuir binding (the thin-section limit):
   ``b/S = theta (1 - exp(-(k_on c0 + k_off) t))``, ``theta = c0 / (c0 + k_off/k_on)``.
 """
@@ -55,3 +58,13 @@ def langmuir_bound_fraction(t_s: ArrayLike, c0_m: float, k_on_per_m_s: float, k_
     k_obs = k_on_per_m_s * c0_m + k_off_per_s
     theta = k_on_per_m_s * c0_m / k_obs
     return theta * (1.0 - np.exp(-k_obs * np.asarray(t_s, dtype=float)))
+
+
+def slab_profile(x: ArrayLike, tau: float, *, terms: int = 200) -> np.ndarray:
+    """Crank 1975 eq. 4.17 on the scaled slab: ``c/c0`` at depth ``x`` (0 = face, 1 = mid-plane)
+    after dimensionless time ``tau = D t / l^2``, faces at ``c0`` from ``tau = 0``."""
+    mid = 1.0 - np.asarray(x, dtype=float)  # distance from the mid-plane
+    k = 2 * np.arange(terms)[:, None] + 1
+    sign = np.where(np.arange(terms) % 2 == 0, 1.0, -1.0)[:, None]
+    series = np.sum(sign / k * np.exp(-(k**2) * np.pi**2 * tau / 4.0) * np.cos(k * np.pi * mid[None, :] / 2.0), axis=0)
+    return 1.0 - 4.0 / np.pi * series

@@ -406,7 +406,12 @@ def solve_staining(
         tissue: Tissue properties (defaults: :class:`TissueProperties`).
         backend: ``"auto"`` (dolfinx when importable, else skfem), ``"skfem"`` or ``"dolfinx"``.
         n_elements: P1 elements from the exposed face to the centre (or back face).
-        n_steps: Backward-Euler steps per phase (incubation, washing).
+        n_steps: Backward-Euler steps per phase (incubation, washing). Time stepping is
+            first order: at the defaults (64 elements, 120 steps) the free-antibody
+            profile of a slab filling from its faces is within 2.1e-3 (L2, measured from
+            tau = 0.02 to 1) of Crank's series solution (1975, eq. 4.17), within 1.1e-3 at
+            240 steps and 5.4e-4 at 480; bound label is within 1 % of Langmuir kinetics
+            on thin sections. Raise ``n_steps`` for tighter answers.
         geometry: ``"interval"`` (1-D through thickness) or ``"rectangle"`` (2-D
             cross-section; same answer, for large-mesh and MPI runs).
 

@@ -15,15 +15,21 @@ incubation depends only on
 - ``theta = c0 / (c0 + K_d)`` (equilibrium occupancy),
 - ``T = (k_on c0 + k_off) t`` (binding time),
 
-tabulated at ``(c0 + K_d) / S = 0.01``. For ``Da`` beyond the table the
-sharp-front similarity (the front moves as ``sqrt(2 T / Da)``) maps the query
-back inside. Washes are applied in closed form: bound label decays as
-``exp(-k_off t_wash)`` (rebinding negligible once the bath is clear) and free
-antibody as the slowest slab mode ``exp(-(pi^2/4) t_wash D / l^2)`` plus what
-dissociation releases. Error against the full solver (400 steps, 64 elements),
-measured over random protocols and checked in ``tests/sim/test_sim_fast.py``:
+tabulated at ``(c0 + K_d) / S = 0.01``. The table holds the mean label relative to
+backward-Euler Langmuir kinetics solved on the same time steps (``dv/dT = 1 - v`` in
+units of ``theta``); the answer is that ratio times the exact Langmuir curve
+``theta (1 - exp(-T))``, so the first-order time-stepping error of the tabulation
+cancels (it is the same in both) and the table reproduces the binding kinetics to the
+accuracy of its interpolation. For ``Da`` beyond the table the sharp-front similarity
+(the front moves as ``sqrt(2 T / Da)``) maps the query back inside. Washes are applied
+in closed form: bound label decays as ``exp(-k_off t_wash)`` (rebinding negligible once
+the bath is clear) and free antibody as the slowest slab mode
+``exp(-(pi^2/4) t_wash D / l^2)`` plus what dissociation releases. Error against the
+full solver at 1600 time steps (where its own time error is below 0.1 %), measured over
+random protocols and checked in ``tests/sim/test_sim_fast.py``:
 
-- cryosections (50-300 nm, any washes): mean label within 2.5 %, uniformity within 0.01;
+- cryosections (50-300 nm, any washes, incubations from a tenth to ten binding times):
+  mean label within 1 % (measured 0.3 % at most), uniformity within 0.01;
 - thick sections (3-100 um), no washes: mean label within 8 %, uniformity within 0.2;
 - thick sections with washes: not reproduced (``reliable=False``), because free
   antibody inside keeps binding deeper during the wash.
@@ -36,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryoopt.sim._backend import DimensionlessProblem, Phase
+from cryoopt.sim._backend import DimensionlessProblem, Phase, binding_update
 from cryoopt.sim._skfem_backend import SkfemBackend
 from cryoopt.sim.diffusion import SUMMARY_KEYS, StainingProtocol, TissueProperties, scales_for
 
@@ -46,7 +52,7 @@ _LOG_DA = np.linspace(-3.0, 4.0, 15)
 _LOGIT_THETA = np.linspace(-4.5, 5.5, 11)
 _LOG_T = np.linspace(-3.0, 4.5, 46)
 _RATIO = 0.01  # (c0 + K_d) / S used to build the table
-_OUTPUTS = ("mean_v", "uniformity", "penetration", "mean_u")
+_OUTPUTS = ("mean_v_over_langmuir", "uniformity", "penetration", "mean_u")
 _TABLE: np.ndarray | None = None
 
 
@@ -88,7 +94,8 @@ def _tabulate_one(da: float, theta: float, *, n_elements: int, n_steps: int) -> 
         first_step=min(0.05 / n_elements**2, 1e-3 / k_obs), picard=2, record=True,
     )
     sol = SkfemBackend().solve(problem)
-    assert sol.v_history is not None and sol.u_history is not None
+    if sol.v_history is None or sol.u_history is None:  # pragma: no cover - record=True above
+        raise RuntimeError("the tabulation solve did not record its history")
     w = sol.weights / sol.weights.sum()
     x, vh = sol.x, sol.v_history  # interval mesh: nodes already sorted by depth
     top = np.maximum(vh.max(axis=1), 1e-300)
@@ -100,13 +107,21 @@ def _tabulate_one(da: float, theta: float, *, n_elements: int, n_steps: int) -> 
     p0, p1 = vh[np.arange(len(vh)), i1 - 1], vh[np.arange(len(vh)), i1]
     frac = (half[:, 0] - p0) / np.where(p1 != p0, p1 - p0, 1.0)
     pen = np.where(below.any(axis=1), x[i1 - 1] + frac * (x[i1] - x[i1 - 1]), 1.0)
-    rec = np.stack([vh @ w / theta, uni, pen, sol.u_history @ w], axis=1)
+    # backward-Euler Langmuir kinetics on the same steps (u = 1): its time error is the FEM's
+    ode = np.empty(len(sol.times))
+    b, prev_t = 0.0, 0.0
+    for i, t in enumerate(sol.times):
+        b = float(binding_update(np.ones(1), np.ones(1), np.array([b]), t - prev_t, beta, kappa)[0])
+        prev_t = t
+        ode[i] = b
+    rec = np.stack([(vh @ w) / np.maximum(ode, 1e-300), uni, pen, sol.u_history @ w], axis=1)
     log_t = np.log10(sol.times * k_obs)
     return np.stack([np.interp(_LOG_T, log_t, rec[:, j]) for j in range(rec.shape[1])], axis=1)
 
 
 def staining_table(*, n_elements: int = 32, n_steps: int = 100, rebuild: bool = False) -> np.ndarray:
-    """The cached table, shape ``(n_Da, n_theta, n_T, 4)`` of (mean v/theta, uniformity, penetration, mean u)."""
+    """The cached table, shape ``(n_Da, n_theta, n_T, 4)`` of (mean v over the same-step
+    backward-Euler Langmuir solution, uniformity, penetration, mean u)."""
     global _TABLE
     if _TABLE is None or rebuild:
         table = np.empty((_LOG_DA.size, _LOGIT_THETA.size, _LOG_T.size, len(_OUTPUTS)))
@@ -162,13 +177,10 @@ def fast_staining(protocol: StainingProtocol, *, tissue: TissueProperties | None
     if da > 10.0 ** _LOG_DA[-1]:  # sharp-front similarity: depends on T / Da only
         t_bind *= 10.0 ** _LOG_DA[-1] / da
         da = 10.0 ** _LOG_DA[-1]
-    lt = math.log10(t_bind)
-    scale = 1.0
-    if lt < _LOG_T[0]:  # initial linear rise of the label
-        scale, lt = t_bind / 10.0 ** _LOG_T[0], _LOG_T[0]
+    lt = max(math.log10(t_bind), _LOG_T[0])  # below the table: the ratio to Langmuir is that of its first row
     th = min(max(theta, 1e-12), 1.0 - 1e-12)
-    mean_v_rel, uniformity, pen, mean_u = _interpolate(table, math.log10(max(da, 1e-300)), math.log(th / (1.0 - th)), lt)
-    before = max(0.0, mean_v_rel * theta * scale)
+    ratio, uniformity, pen, mean_u = _interpolate(table, math.log10(max(da, 1e-300)), math.log(th / (1.0 - th)), lt)
+    before = max(0.0, ratio * theta * -math.expm1(-t_bind))
     t_wash = protocol.wash_total_min * 60.0
     after = before * math.exp(-s.k_off_per_s * t_wash)
     tau_wash = t_wash / s.time_s

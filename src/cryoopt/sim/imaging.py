@@ -16,7 +16,25 @@ so thicker sections give more contrast and more overlap), then artifacts:
   insulating (unstained) regions charge more;
 - ice-crystal contamination: fractal crystals from Laplacian growth
   (:mod:`cryoopt.sim.ice`) with requested fractal dimension and mean radius;
-- stage drift (per-line shift) and scan noise (line jitter + shot noise).
+- stage drift (per-line shift) and scan noise (line jitter + shot noise);
+- overlap: structures at different depths of the section project on top of each other,
+  so a membrane inclined by ``theta`` images as a band ``t tan(theta)`` wide and the
+  resolution a section allows coarsens with its thickness (the working rule that a
+  section resolves about a tenth to a third of its thickness; Frank, *Electron
+  Tomography*, 2nd ed. (2006), ch. 1); modelled as a Gaussian blur of the projected
+  density with ``overlap_blur_nm`` (the bench passes ``0.25 t``).
+
+Detectors (both modalities, optional): electrons (Poisson, plus read noise before the
+gain) times an analog ``gain`` in ADU per electron, plus the converter's own noise
+``adc_noise_adu`` after the gain, an offset, rounded and clipped at ``full_scale_adu``
+(16 bit). Low gain buries weak signals in the converter noise (input-referred
+``adc_noise_adu / gain`` electrons); high gain saturates bright pixels, whose signal
+is then lost (Janesick, *Photon Transfer*, SPIE (2007), ch. 2-3). Photobleaching:
+under constant illumination fluorophores bleach exponentially, so the photons one
+exposure collects saturate as ``bleach_ms (1 - exp(-t / bleach_ms))`` and earlier
+illumination of the same dyes leaves ``exp(-prior_ms / bleach_ms)`` of them
+(Song, Hennink, Young & Tanke, Biophys. J. 68, 2588 (1995));
+:func:`bleached_exposure_ms` gives the effective exposure.
 
 Every image comes with :class:`ImageTruth`: clean image, masks, resolution in nm,
 pixel->specimen affine (so LM->EM is ``inv(em.affine) @ lm.affine``) and artifact masks.
@@ -34,7 +52,16 @@ from cryoopt.sim._validation import as_generator, check_choice, check_range
 from cryoopt.sim.ice import crystal_library
 from cryoopt.sim.specimen import SectionTruth
 
-__all__ = ["ImageTruth", "MicroscopeImage", "IceContamination", "image_lm", "image_em", "lm_resolution_nm"]
+__all__ = [
+    "IceContamination",
+    "ImageTruth",
+    "MicroscopeImage",
+    "bleached_exposure_ms",
+    "detector_readout",
+    "image_em",
+    "image_lm",
+    "lm_resolution_nm",
+]
 
 
 @dataclass
@@ -85,11 +112,48 @@ def lm_resolution_nm(microscope: str, *, wavelength_nm: float = 520.0, na: float
     return (0.51 if microscope == "widefield" else 0.37) * wavelength_nm / na
 
 
-def _label_density(label: Any) -> tuple[float, float]:
-    """``(bound label density uM, free antibody fraction)`` from a staining result or a number."""
+def _label_density(label: Any) -> tuple[float, float, float]:
+    """``(bound label density uM, free antibody fraction, non-specific label density uM)``
+    from a staining result or a number."""
     if hasattr(label, "label_density_um"):
-        return float(label.label_density_um), float(getattr(label, "free_antibody", 0.0))
-    return check_range("label", float(label), 0.0, 1e4), 0.0
+        return (float(label.label_density_um), float(getattr(label, "free_antibody", 0.0)),
+                float(getattr(label, "background_um", 0.0)))
+    return check_range("label", float(label), 0.0, 1e4), 0.0, 0.0
+
+
+def bleached_exposure_ms(exposure_ms: float, *, bleach_ms: float, prior_ms: float = 0.0) -> float:
+    """Exposure (ms) a non-bleaching dye would need for the photons a bleaching one gives.
+
+    ``bleach_ms (1 - exp(-t / bleach_ms)) exp(-prior_ms / bleach_ms)``: linear for short
+    exposures, saturating at the dye's photon budget, reduced by earlier illumination
+    ``prior_ms`` at the same intensity (see the module docstring).
+    """
+    t = check_range("exposure_ms", exposure_ms, 0.0)
+    b = check_range("bleach_ms", bleach_ms, 0.0, low_inclusive=False)
+    prior = check_range("prior_ms", prior_ms, 0.0)
+    return float(b * -np.expm1(-t / b) * np.exp(-prior / b))
+
+
+def detector_readout(
+    electrons: np.ndarray,
+    *,
+    gain: float,
+    rng: np.random.Generator,
+    read_noise_e: float = 0.0,
+    adc_noise_adu: float = 0.0,
+    offset_adu: float = 0.0,
+    full_scale_adu: float | None = 65535.0,
+) -> np.ndarray:
+    """ADU of a detector from (already Poisson-drawn) ``electrons``: ``gain (e + read) + adc + offset``,
+    rounded and clipped to ``[0, full_scale_adu]`` (see the module docstring)."""
+    check_range("gain", gain, 0.0, low_inclusive=False)
+    e = np.asarray(electrons, np.float32)
+    adu = gain * e + offset_adu
+    sigma = float(np.hypot(gain * read_noise_e, adc_noise_adu))  # independent Gaussians: one draw
+    if sigma > 0:
+        adu = adu + sigma * rng.standard_normal(e.shape, dtype=np.float32)
+    adu = np.rint(adu)
+    return np.clip(adu, 0.0, full_scale_adu if full_scale_adu is not None else np.inf).astype(np.float32)
 
 
 #: above this sigma (px) a Gaussian blur is done in Fourier space: O(N log N), not O(N sigma)
@@ -127,6 +191,10 @@ def image_lm(
     background_photons: float = 20.0,
     read_noise_e: float = 1.5,
     offset_adu: float = 100.0,
+    gain: float = 1.0,
+    adc_noise_adu: float = 0.0,
+    full_scale_adu: float | None = None,
+    autofluorescence_photons: float = 0.0,
 ) -> MicroscopeImage:
     """Fluorescence image of a section.
 
@@ -139,33 +207,48 @@ def image_lm(
         na: Objective numerical aperture, 0.1-1.7.
         photons_per_um_label: Photons per pixel per uM of bound label in a 100 nm section.
         background_photons: Autofluorescence + stray light per pixel.
-        read_noise_e: Camera read noise (electrons RMS).
+        read_noise_e: Camera read noise before the gain (electrons RMS).
         offset_adu: Camera offset.
+        gain: ADU per electron (see :func:`detector_readout`).
+        adc_noise_adu: Converter noise after the gain, ADU RMS.
+        full_scale_adu: Saturation level, ADU (None: no clipping, no rounding).
+        autofluorescence_photons: Photons per pixel from the cells' own fluorescence in a
+            100 nm section (scales with thickness).
+
+    Non-specific label (a staining result's ``background_um``) lies over the cells;
+    free antibody left in the section (``free_antibody``) adds 0.2 of its bath fraction.
     """
     check_choice("microscope", microscope, ("widefield", "confocal"))
     check_range("na", na, 0.1, 1.7)
     gen = as_generator(rng)
-    dens, free = _label_density(label)
+    dens, free, background_um = _label_density(label)
     fwhm = lm_resolution_nm(microscope, wavelength_nm=wavelength_nm, na=na)
     sigma_px = fwhm / 2.3548 / truth.pixel_size_nm
-    signal_map = truth.target_density * dens * photons_per_um_label * (truth.thickness_nm / 100.0)
-    unspecific = (truth.cells > 0) * free * 0.2 * photons_per_um_label * (truth.thickness_nm / 100.0)
+    t_rel = truth.thickness_nm / 100.0
+    signal_map = truth.target_density * dens * photons_per_um_label * t_rel
+    cells = truth.cells > 0
+    unspecific = cells * ((free * 0.2 + background_um) * photons_per_um_label + autofluorescence_photons) * t_rel
     obj = (signal_map + unspecific).astype(np.float32)
     clean = ndimage.gaussian_filter(obj, sigma_px, mode="constant")
     if microscope == "widefield":  # out-of-focus haze: a broad, weak copy
         clean = 0.85 * clean + 0.15 * _wide_gaussian(obj, 8 * sigma_px + 1, mode="constant")
     clean = clean + background_photons
     counts = gen.poisson(np.maximum(clean, 0)).astype(np.float32)
-    image = counts + offset_adu + gen.normal(0.0, read_noise_e, clean.shape).astype(np.float32)
+    if full_scale_adu is None and adc_noise_adu == 0 and gain == 1.0:
+        image = counts + offset_adu + gen.normal(0.0, read_noise_e, clean.shape).astype(np.float32)
+    else:
+        image = detector_readout(counts, gain=gain, rng=gen, read_noise_e=read_noise_e, adc_noise_adu=adc_noise_adu,
+                                 offset_adu=offset_adu, full_scale_adu=full_scale_adu)
     return MicroscopeImage(
         image=image.astype(np.float32),
         truth=ImageTruth(
-            clean=(clean + offset_adu).astype(np.float32),
+            clean=(gain * clean + offset_adu).astype(np.float32),
             masks=dict(truth.masks),
             resolution_nm=fwhm,
             pixel_size_nm=truth.pixel_size_nm,
             affine=truth.affine.copy(),
-            params={"microscope": microscope, "na": na, "wavelength_nm": wavelength_nm, "label_density_um": dens},
+            params={"microscope": microscope, "na": na, "wavelength_nm": wavelength_nm, "label_density_um": dens,
+                    "background_um": background_um, "gain": gain},
         ),
         modality=f"lm-{microscope}",
     )
@@ -202,6 +285,10 @@ def image_em(
     dose_e_per_px: float = 200.0,
     charge_decay_lines: float = 20.0,
     charge_spread_nm: float = 200.0,
+    overlap_blur_nm: float = 0.0,
+    gain: float | None = None,
+    adc_noise_adu: float = 0.0,
+    full_scale_adu: float | None = 65535.0,
     rng: np.random.Generator | int | None = None,
 ) -> MicroscopeImage:
     """Bright-field / back-scatter style EM image of a section (dark = stained).
@@ -216,6 +303,13 @@ def image_em(
         dose_e_per_px: Electrons per pixel (shot noise).
         charge_decay_lines: Discharge time constant ``lambda`` in line times.
         charge_spread_nm: Lateral spread of deposited charge, nm.
+        overlap_blur_nm: Gaussian sigma of the projection overlap through the section, nm
+            (0: none; see the module docstring).
+        gain: Detector ADU per electron; None returns the image in units of the dose
+            (electrons / ``dose_e_per_px``) as before, a number returns ADU
+            (:func:`detector_readout` with ``adc_noise_adu``, ``full_scale_adu``).
+        adc_noise_adu: Converter noise after the gain, ADU RMS (with ``gain``).
+        full_scale_adu: Saturation level, ADU (with ``gain``).
         rng: Generator or seed.
     """
     check_range("stain_contrast", stain_contrast, 0.0, 5.0)
@@ -224,8 +318,12 @@ def image_em(
     check_range("dose_e_per_px", dose_e_per_px, 1.0, 1e7)
     check_range("charge_decay_lines", charge_decay_lines, 1e-3, 1e6)
     gen = as_generator(rng)
+    check_range("overlap_blur_nm", overlap_blur_nm, 0.0, 1e5)
     H, W = truth.shape
-    mass = truth.density * (truth.thickness_nm / 100.0) * stain_contrast
+    density = truth.density
+    if overlap_blur_nm > 0:
+        density = ndimage.gaussian_filter(density, overlap_blur_nm / truth.pixel_size_nm, mode="reflect")
+    mass = density * (truth.thickness_nm / 100.0) * stain_contrast
     clean = np.exp(-1.2 * mass).astype(np.float32)
     artifacts: dict[str, np.ndarray] = {}
     image = clean.copy()
@@ -251,19 +349,27 @@ def image_em(
     if np.any(row_shift != 0):
         image = _shift_rows(image, row_shift)
         artifacts["row_shift_px"] = row_shift.astype(np.float32)
-    counts = gen.poisson(np.maximum(image, 0) * dose_e_per_px).astype(np.float32) / dose_e_per_px
-    if scan_noise > 0:
-        counts += gen.normal(0, 0.02 * scan_noise, (H, 1)).astype(np.float32)  # line-to-line gain noise
+    electrons = gen.poisson(np.maximum(image, 0) * dose_e_per_px).astype(np.float32)
+    line_noise = gen.normal(0, 0.02 * scan_noise, (H, 1)).astype(np.float32) if scan_noise > 0 else None
+    if gain is None:
+        counts = electrons / dose_e_per_px
+        if line_noise is not None:  # line-to-line gain noise
+            counts += line_noise
+    else:
+        if line_noise is not None:
+            electrons *= 1.0 + line_noise
+        counts = detector_readout(electrons, gain=gain, rng=gen, adc_noise_adu=adc_noise_adu, full_scale_adu=full_scale_adu)
     return MicroscopeImage(
         image=counts.astype(np.float32),
         truth=ImageTruth(
             clean=clean,
             masks=dict(truth.masks),
-            resolution_nm=max(2.0 * truth.pixel_size_nm, 1.0 + 0.05 * truth.thickness_nm),
+            resolution_nm=max(2.0 * truth.pixel_size_nm, 1.0 + 0.05 * truth.thickness_nm, 2.3548 * overlap_blur_nm),
             pixel_size_nm=truth.pixel_size_nm,
             affine=truth.affine.copy(),
             artifact_masks=artifacts,
-            params={"stain_contrast": stain_contrast, "charging": charging, "ice": ice, "drift_nm_per_line": drift_nm_per_line},
+            params={"stain_contrast": stain_contrast, "charging": charging, "ice": ice, "drift_nm_per_line": drift_nm_per_line,
+                    "overlap_blur_nm": overlap_blur_nm, "gain": gain, "dose_e_per_px": dose_e_per_px},
         ),
         modality="em",
     )

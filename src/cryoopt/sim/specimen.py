@@ -2,7 +2,8 @@
 
 A specimen is a set of analytic 3-D shapes (ellipsoid somata and nuclei, capsule
 neurites and mitochondria, spherical labelled targets) drawn once from a seed and
-a preset in ``envs/``. A section is a slab ``[index * t, (index + 1) * t)`` in z,
+a preset in ``envs/``. A section is a slab ``[z_top, z_top + t)`` in z (:meth:`Specimen.section_at`;
+:meth:`Specimen.section` is the constant-thickness series ``z_top = index * t``),
 rasterised on any pixel grid, so adjacent sections are consistent and an LM field
 and an EM field of the same section share coordinates.
 
@@ -201,6 +202,8 @@ class Specimen:
         if self.extent_nm.shape != (3,) or np.any(self.extent_nm <= 0):
             raise ParameterError(f"phantom.extent_um={self.params.get('extent_um')!r} must be three positive numbers")
         self.membrane_nm = check_range("membrane_nm", float(self.params.get("membrane_nm", 8.0)), 1.0, 100.0)
+        # stain-binding density of what surrounds the cells (e.g. the embedding gelatin), 0-0.25
+        self.matrix_density = check_range("matrix_density", float(self.params.get("matrix_density", 0.0)), 0.0, 0.25)
         self.cells, self.nuclei, self.mitochondria, self.targets = _Shapes(), _Shapes(), _Shapes(), _Shapes()
         self._build(rng)
 
@@ -237,7 +240,11 @@ class Specimen:
                 mid = start + np.array([math.cos(phi), math.sin(phi), 0.0]) * length * 0.5
                 phi2 = phi + rng.normal(0, 0.4)
                 end = mid + np.array([math.cos(phi2), math.sin(phi2), 0.0]) * length * 0.5
-                end[2] = mid[2] = max(r, cz * 0.3)
+                heights = p.get("neurite_height_um")
+                # neurites run at a height drawn from ``neurite_height_um`` (a network crossing
+                # over somata and each other), else low on the coverslip
+                h = rng.uniform(*heights) * 1e3 if heights else cz * 0.3
+                end[2] = mid[2] = max(r, h)
                 for s0, s1 in ((start, mid), (mid, end)):
                     caps.append((*s0, *s1, r))
                     c_own.append(k)
@@ -293,10 +300,13 @@ class Specimen:
         rotation_deg: float = 0.0,
         n_planes: int = 3,
     ) -> SectionTruth:
-        """Ground truth of section ``index`` of a series cut at ``thickness_nm``.
+        """Ground truth of section ``index`` of a series cut at a constant ``thickness_nm``.
+
+        Section k spans ``[k t, (k+1) t)`` in z; a series whose thickness changes is cut
+        with :meth:`section_at` at the running depth instead.
 
         Args:
-            index: Section number (section k spans ``[k t, (k+1) t)`` in z).
+            index: Section number.
             thickness_nm: Section thickness, 10-5000 nm.
             shape: Pixel grid ``(H, W)``.
             pixel_size_nm: Pixel size, 0.1-10000 nm.
@@ -306,15 +316,48 @@ class Specimen:
         """
         check_int("index", index, 0, 10_000_000)
         check_range("thickness_nm", thickness_nm, 10.0, 5000.0)
+        return self.section_at(index * float(thickness_nm), thickness_nm=thickness_nm, shape=shape, pixel_size_nm=pixel_size_nm,
+                               origin_nm=origin_nm, rotation_deg=rotation_deg, n_planes=n_planes, index=index)
+
+    def section_at(
+        self,
+        z_top_nm: float,
+        *,
+        thickness_nm: float,
+        shape: tuple[int, int] = (512, 512),
+        pixel_size_nm: float = 100.0,
+        origin_nm: tuple[float, float] = (0.0, 0.0),
+        rotation_deg: float = 0.0,
+        n_planes: int = 3,
+        stretch: float = 1.0,
+        index: int = 0,
+    ) -> SectionTruth:
+        """Ground truth of the slab ``[z_top_nm, z_top_nm + thickness_nm)`` on a pixel grid.
+
+        Args:
+            z_top_nm: Depth of the slab's top, nm (the running sum of the feeds cut so far).
+            thickness_nm: Slab thickness, 10-5000 nm.
+            shape, pixel_size_nm, origin_nm, rotation_deg, n_planes: as :meth:`section`.
+            stretch: Specimen length per pixel row relative to ``pixel_size_nm`` along the
+                grid's rows (axis 0), 0.2-5: a section compressed by ``c`` along the cut
+                (axis 0) is imaged with ``stretch = 1 / (1 - c)`` (more specimen per row).
+            index: Section number recorded in the result.
+        """
+        check_range("z_top_nm", z_top_nm, -1e9, 1e9)
+        check_range("thickness_nm", thickness_nm, 10.0, 5000.0)
         check_range("pixel_size_nm", pixel_size_nm, 0.1, 10_000.0)
+        check_range("stretch", stretch, 0.2, 5.0)
         check_int("n_planes", n_planes, 1, 64)
         H, W = (check_int("shape[0]", shape[0], 1, 16384), check_int("shape[1]", shape[1], 1, 16384))
         aff = pixel_affine(origin_nm, pixel_size_nm, rotation_deg)
+        if stretch != 1.0:  # rows scaled about the grid's middle row, which stays where it was
+            rc = (H - 1) / 2.0
+            aff = aff @ np.array([[1.0, 0.0, 0.0], [0.0, float(stretch), rc * (1.0 - float(stretch))], [0.0, 0.0, 1.0]])
         inv = np.linalg.inv(aff)
         cols, rows = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
         X = (aff[0, 0] * cols + aff[0, 1] * rows + aff[0, 2]).astype(np.float32)
         Y = (aff[1, 0] * cols + aff[1, 1] * rows + aff[1, 2]).astype(np.float32)
-        z_mid = (index + 0.5) * thickness_nm
+        z_mid = float(z_top_nm) + 0.5 * thickness_nm
         zs = [z_mid] if n_planes == 1 else list(z_mid + thickness_nm * (np.arange(n_planes) + 0.5 - n_planes / 2) / n_planes)
         mem_w = max(self.membrane_nm, pixel_size_nm)
         density = np.zeros((H, W), np.float32)
@@ -331,13 +374,15 @@ class Specimen:
             mem = (cell & (dc < mem_w)) | (nuc & (dn < mem_w)) | (mit & (dm < mem_w))
             tgt = self._targets(dt > 0, mit, cell)
             density += _DENSITY[cell.view(np.uint8) | (nuc.view(np.uint8) << 1) | (mit.view(np.uint8) << 2) | (mem.view(np.uint8) << 3)]
+            if self.matrix_density:
+                density += np.where(cell, np.float32(0.0), np.float32(self.matrix_density))
             tdens += tgt
             if mid is None or abs(z - z_mid) < 1e-9 or (n_planes % 2 == 0 and z == zs[n_planes // 2]):
                 mid = (np.where(cell, own, 0).astype(np.int32), nuc, mit, mem, tgt)
         assert mid is not None
         n = float(len(zs))
         return SectionTruth(
-            index=index,
+            index=int(index),
             z_nm=z_mid,
             thickness_nm=float(thickness_nm),
             pixel_size_nm=float(pixel_size_nm),
@@ -350,6 +395,45 @@ class Specimen:
             density=np.minimum(density / n, 1.0),
             target_density=tdens / n,
         )
+
+    def labelled_sites(self) -> np.ndarray:
+        """Centres and z half-extents of the labelled structures, ``(N, 4)``: ``x, y, z, half_height`` nm.
+
+        The preset's ``target_site``: labelled puncta (``neurites``/``free``), mitochondria, or cells.
+        """
+        if self.target_site == "mitochondria":
+            c = self.mitochondria.capsules
+            centre = 0.5 * (c[:, :3] + c[:, 3:6])
+            half = 0.5 * np.abs(c[:, 5] - c[:, 2]) + c[:, 6]
+        elif self.target_site == "cells":
+            e = self.cells.ellipsoids
+            centre, half = e[:, :3], e[:, 5]
+        else:
+            c = self.targets.capsules
+            centre, half = c[:, :3], c[:, 6]
+        return np.column_stack([centre, half]) if len(centre) else np.zeros((0, 4))
+
+    def inside_soma(self, points: np.ndarray, *, margin_nm: float = 0.0) -> np.ndarray:
+        """Whether each specimen point ``(N, 3)`` nm lies inside a soma (a cell's ellipsoid) grown by ``margin_nm``."""
+        pts = np.asarray(points, float).reshape(-1, 3)
+        inside = np.zeros(len(pts), bool)
+        for cx, cy, cz, a, b, c, ang in self.cells.ellipsoids:
+            dx, dy, dz = pts[:, 0] - cx, pts[:, 1] - cy, pts[:, 2] - cz
+            ca, sa = math.cos(ang), math.sin(ang)
+            u, v = (ca * dx + sa * dy) / (a + margin_nm), (-sa * dx + ca * dy) / (b + margin_nm)
+            inside |= u * u + v * v + (dz / (c + margin_nm)) ** 2 < 1.0
+        return inside
+
+    def inside_cells(self, points: np.ndarray) -> np.ndarray:
+        """Whether each specimen point ``(N, 3)`` nm lies inside a cell (soma or neurite)."""
+        pts = np.asarray(points, float).reshape(-1, 3)
+        inside = self.inside_soma(pts)
+        for x0, y0, z0, x1, y1, z1, r in self.cells.capsules:
+            seg = np.array([x1 - x0, y1 - y0, z1 - z0])
+            rel = pts - np.array([x0, y0, z0])
+            t = np.clip(rel @ seg / max(float(seg @ seg), 1e-12), 0.0, 1.0)
+            inside |= np.sum((rel - t[:, None] * seg) ** 2, axis=1) < r * r
+        return inside
 
     def _targets(self, puncta: np.ndarray, mito: np.ndarray, cell: np.ndarray) -> np.ndarray:
         if self.target_site == "mitochondria":
