@@ -2,7 +2,8 @@
 Sectioning-v0/Staining-v0 also over the in-process drivers, and CLEMProtocol-v0 at
 256^2 and 1024^2 images. Prints a table, writes ``benchmarks/results/envs.json``.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/envs.py [--quick]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/envs.py [--quick]``. CLEMProtocol-v0 runs the
+Tokuyasu bench (drift, re-centred fields, the evaluation pipeline) with random actions.
 Targets (issue #7): >= 2,000 steps/s for Sectioning-v0 and Staining-v0,
 >= 20 steps/s for CLEMProtocol-v0 at 256^2.
 """
@@ -80,7 +81,8 @@ def main() -> None:
     out = results_dir() / "envs.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "quick": args.quick}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "quick": args.quick, "load_average": os.getloadavg()}
+    print(f"load average {os.getloadavg()} (timings on a busy machine are lower bounds of the speed)")
     out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     print(f"wrote {out.name}")
 

@@ -96,6 +96,25 @@ def _grid(f: int) -> np.ndarray:
     return np.array([[f, 0, (f - 1) / 2.0], [0, f, (f - 1) / 2.0], [0, 0, 1.0]])
 
 
+def known_label_cnr_stage(sites: np.ndarray) -> Any:
+    """A stage run after ``metrics`` that measures ``lm_cnr`` on the known labelled sites of the
+    LM field (``sites``, boolean, LM grid): the label's mean there against every other pixel
+    of the field (Welvaert & Rosseel 2013), so non-specific background, which lifts the
+    cells, lowers it. The segmentation-based LM CNR of a real bench measures whatever Otsu
+    picks, on a bright background the cells themselves. For simulated benches only."""
+    from cryoopt.pipeline import metrics as M
+
+    def stage(st: SectionState) -> None:
+        if st.lm_w is None or sites.shape != st.lm_w.shape or sites.sum() < 2:
+            return
+        try:
+            st.scores["lm_cnr"] = score("lm_cnr", M.contrast_to_noise_ratio(st.lm_w, sites, ~sites))
+        except EvaluationError:
+            st.scores["lm_cnr"] = score("lm_cnr", math.nan)
+
+    return stage
+
+
 def known_registration_stage(matrix: np.ndarray) -> Any:
     """A ``register`` stage that uses the simulator's known LM->EM pixel transform ``matrix``
     (3x3, ``(x, y, 1)``) instead of estimating it: TRE/FRE are reported as 0 px and
@@ -148,7 +167,10 @@ class CLEMProtocolEnv(InstrumentEnv):
     same ``cryoopt.sim`` physics called directly (``backend="direct"``, fast).
     With ``registration="known"`` (default on simulated benches) the pipeline's
     registration stage is replaced by the simulator's known LM->EM transform (the
-    estimating stage costs ~0.3 s per pair); ``registration="estimate"`` keeps it.
+    estimating stage costs ~0.3 s per pair); ``registration="estimate"`` keeps it. With
+    ``structures="known"`` (default on simulated benches) the EM structures and labelled
+    sites are the simulator's, and ``lm_cnr`` is the label's contrast on the known labelled
+    sites (:func:`known_label_cnr_stage`) rather than on what the LM segmentation picks.
 
     ## Action Space
     ``Box(-1, 1, (13,), float32)``: normalized deltas, grouped as
@@ -318,6 +340,10 @@ class CLEMProtocolEnv(InstrumentEnv):
             off = (n * em_px / 2.0 - n * lm_px / 2.0) / em_px  # LM origin in EM pixels (both fields centred)
             matrix = np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
             stages = [(name, known_registration_stage(matrix) if name == "register" else fn) for name, fn in stages]
+        sites = self._known_label_sites(lm.shape)
+        if sites is not None:
+            at = [name for name, _ in stages].index("metrics") + 1
+            stages.insert(at, ("known_label_cnr", known_label_cnr_stage(sites)))
         try:
             st = Pipeline(stages).run(lm, em, context=ctx)
         except EvaluationError as exc:
@@ -378,6 +404,17 @@ class CLEMProtocolEnv(InstrumentEnv):
         masks = {"cells": truth.cells > 0, "nuclei": truth.nuclei, "mitochondria": truth.mitochondria,
                  "membranes": truth.membranes}
         return {"structure_masks": masks, "label_target_mask": sites}
+
+    def _known_label_sites(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The labelled sites of the latest section on the LM grid (``structures="known"`` on a simulated bench), else None."""
+        scope = self.chain.physics.get("microscope")
+        if self.structures != "known" or scope is None or not self.chain.simulated or not hasattr(scope, "truth"):
+            return None
+        lm_px = self.chain.pixel_size_nm("LM")
+        if lm_px * max(1, math.ceil(max(shape) / 512)) != lm_px:  # the pipeline's working grid must be the LM grid
+            return None
+        truth = scope.truth(self.chain.latest(), size=int(shape[0]), pixel_size_nm=lm_px, organelles=False)
+        return truth.target_density > 0 if truth.cells.shape == tuple(shape) else None
 
     def _target_structures(self) -> tuple[str, ...]:
         """EM structures the label is meant for (and whose contrast ``em_cnr`` measures),

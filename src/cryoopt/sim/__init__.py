@@ -3,7 +3,8 @@
 Modules:
     diffusion: antibody diffusion-reaction staining (FEM, scikit-fem or dolfinx).
     fast: tabulated fast path of the staining model for RL environments.
-    sectioning: cryo-ultramicrotomy section quality and knife wear.
+    labelling: non-specific background of on-section immunolabelling.
+    sectioning: Tokuyasu cryo-ultramicrotomy: section quality, knife and temperature drift, depth.
     specimen: seeded 3-D phantoms and serial-section ground truth.
     imaging: light and electron image formation with artifacts.
     analytic: closed-form solutions the solvers are checked against.
@@ -29,7 +30,8 @@ __all__ = [
 
 from cryoopt.sim.fast import StainingSummary, fast_staining  # noqa: E402
 from cryoopt.sim.imaging import IceContamination, MicroscopeImage, image_em, image_lm  # noqa: E402
-from cryoopt.sim.sectioning import SectionQuality, SectioningModel, SectioningSetpoints  # noqa: E402
+from cryoopt.sim.labelling import NonspecificBinding, nonspecific_label_um  # noqa: E402
+from cryoopt.sim.sectioning import SectionQuality, SectioningModel, SectioningSetpoints, optimal_cutting_temperature_c  # noqa: E402
 from cryoopt.sim.specimen import SectionTruth, Specimen, lm_to_em_transform  # noqa: E402
 
 __all__ += [
@@ -37,6 +39,9 @@ __all__ += [
     "fast_staining",
     "IceContamination",
     "MicroscopeImage",
+    "NonspecificBinding",
+    "nonspecific_label_um",
+    "optimal_cutting_temperature_c",
     "image_em",
     "image_lm",
     "SectionQuality",

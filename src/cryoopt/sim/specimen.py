@@ -331,6 +331,7 @@ class Specimen:
         n_planes: int = 3,
         stretch: float = 1.0,
         index: int = 0,
+        organelles: bool = True,
     ) -> SectionTruth:
         """Ground truth of the slab ``[z_top_nm, z_top_nm + thickness_nm)`` on a pixel grid.
 
@@ -342,6 +343,9 @@ class Specimen:
                 grid's rows (axis 0), 0.2-5: a section compressed by ``c`` along the cut
                 (axis 0) is imaged with ``stretch = 1 / (1 - c)`` (more specimen per row).
             index: Section number recorded in the result.
+            organelles: Render nuclei and mitochondria (False leaves their masks empty, for
+                fields that need only cells and labelled targets, e.g. LM of punctate labels;
+                twice as fast on large fields).
         """
         check_range("z_top_nm", z_top_nm, -1e9, 1e9)
         check_range("thickness_nm", thickness_nm, 10.0, 5000.0)
@@ -365,8 +369,9 @@ class Specimen:
         mid = None
         for z in zs:
             dc, own = _depth_map(self.cells, X, Y, z, inv)
-            dn, _ = _depth_map(self.nuclei, X, Y, z, inv)
-            dm, _ = _depth_map(self.mitochondria, X, Y, z, inv)
+            need_mito = organelles or self.target_site == "mitochondria"
+            dn = _depth_map(self.nuclei, X, Y, z, inv)[0] if organelles else np.zeros_like(dc)
+            dm = _depth_map(self.mitochondria, X, Y, z, inv)[0] if need_mito else np.zeros_like(dc)
             dt, _ = _depth_map(self.targets, X, Y, z, inv)
             cell = dc > 0
             nuc = (dn > 0) & cell

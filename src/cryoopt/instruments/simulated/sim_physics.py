@@ -187,27 +187,36 @@ class SimStaining:
     ``uniformity``, ``background_um`` (non-specifically bound antibody, uM),
     ``background`` (the same relative to the antigen site density, the scale of
     ``label_intensity``), ``free_antibody`` (fraction of the bath left in the section),
-    ``penetration_depth_nm``, ``reliable``, and ``em_stain_contrast``
-    (:func:`em_stain_contrast`) when the protocol has UA/lead steps. No antibody step
-    gives zero label. ``rng`` is unused (the model is deterministic; measurement noise
-    belongs to the readout).
+    ``penetration_depth_nm``, ``reliable``, ``extraction`` (fraction of the section's
+    stainable material lost while it sat thawed in the antibody and the washes:
+    ``1 - exp(-t / extraction_min)`` with ``t`` the incubation plus washing time, faster
+    when warm (Arrhenius, 50 kJ/mol); thawed sections lose material during labelling,
+    which damages their structure (Liou, Geuze & Slot, Histochem. Cell Biol. 106, 41
+    (1996)); ``extraction_min`` is a model choice, 600 min at 20 C: 5 % in 30 min), and
+    ``em_stain_contrast`` (:func:`em_stain_contrast`) when the protocol has UA/lead steps.
+    No antibody step gives zero label. ``rng`` is unused (the model is deterministic;
+    measurement noise belongs to the readout).
 
     Args:
         tissue: :class:`cryoopt.sim.diffusion.TissueProperties` (default: the model's).
         nonspecific: :class:`cryoopt.sim.labelling.NonspecificBinding` (default: the model's).
         wash_min: minutes per wash cycle (match the platform's ``sim.wash_time_s``).
+        extraction_min: time constant of material extraction at 20 C, min.
     """
 
-    def __init__(self, *, tissue: Any = None, nonspecific: Any = None, wash_min: float = 1.0) -> None:
+    def __init__(self, *, tissue: Any = None, nonspecific: Any = None, wash_min: float = 1.0,
+                 extraction_min: float = 600.0) -> None:
         self.tissue = tissue
         self.nonspecific = nonspecific
         self.wash_min = float(wash_min)
+        self.extraction_min = float(extraction_min)
 
     def run(self, protocol: Sequence[Mapping[str, Any]], rng: np.random.Generator, *,
             section: Mapping[str, Any]) -> dict[str, Any]:
         from cryoopt.sim.diffusion import StainingProtocol, TissueProperties
         from cryoopt.sim.fast import fast_staining
         from cryoopt.sim.labelling import nonspecific_label_um
+        from cryoopt.sim.temperature import arrhenius_factor
 
         thickness = float(section.get("actual_thickness_nm", 100.0))
         washes = int(sum(int(s.get("wash_cycles", 0)) for s in protocol))
@@ -228,6 +237,8 @@ class SimStaining:
         tissue = self.tissue or TissueProperties()
         s = fast_staining(p, tissue=tissue)
         bg_um = nonspecific_label_um(p, self.nonspecific)
+        thawed_min = p.incubation_min + p.wash_total_min
+        extraction = -math.expm1(-thawed_min / self.extraction_min * arrhenius_factor(p.temperature_c, 50.0))
         return {
             "label_intensity": float(min(max(s.mean_label, 0.0), 1.0)),
             "uniformity": float(s.uniformity),
@@ -236,6 +247,7 @@ class SimStaining:
             "free_antibody": float(min(max(s.free_antibody, 0.0), 1.0)),
             "penetration_depth_nm": float(s.penetration_depth_nm),
             "reliable": bool(s.reliable),
+            "extraction": float(extraction),
             **extra,
         }
 
@@ -270,7 +282,8 @@ class SimImaging:
       ``sqrt(1 + (dz / dof_um)^2)``.
     - EM (:func:`image_em`, dark = stained): Beer-Lambert contrast of the projected stain
       density over the thickness as cut (drying collapses the section but keeps its mass
-      per area), blurred by the projection overlap ``overlap_fraction x thickness`` plus
+      per area) less what labelling extracted (the sample's ``extraction``), blurred by the
+      projection overlap ``overlap_fraction x thickness`` plus
       the smearing of a too-warm cut; ``stain_contrast`` from the sample's
       ``em_stain_contrast`` (UA/lead steps) or the constructor's. Section defects are
       thickness defects: chatter modulates the thickness along the cut (axis 0, period
@@ -293,7 +306,8 @@ class SimImaging:
         specimen_seed: seed of the phantom.
         n_planes: planes sampled through the section thickness (1 is fastest).
         psf_nm: lateral FWHM of the LM PSF in focus, nm (sets the NA: ``0.51 * 520 / psf_nm``).
-        dof_um: LM depth of field, um.
+        dof_um: LM depth of field, um (``lambda n / NA^2`` = 0.4 um at 520 nm, oil, NA 1.4; Inoue &
+            Spring, *Video Microscopy*, 2nd ed. (1997), ch. 2).
         lm_photons_per_um_ms: photons per pixel per uM of bound label in a 100 nm section per ms.
         lm_autofluorescence_per_ms: photons per pixel per ms from the cells' own fluorescence (100 nm).
         lm_background_per_ms: stray-light photons per pixel per ms.
@@ -314,8 +328,8 @@ class SimImaging:
     """
 
     def __init__(self, *, preset: str = "neurons", specimen_seed: int = 0, n_planes: int = 1,
-                 psf_nm: float = 250.0, dof_um: float = 0.8, lm_photons_per_um_ms: float = 20.0,
-                 lm_autofluorescence_per_ms: float = 0.5, lm_background_per_ms: float = 0.2,
+                 psf_nm: float = 250.0, dof_um: float = 0.4, lm_photons_per_um_ms: float = 20.0,
+                 lm_autofluorescence_per_ms: float = 0.3, lm_background_per_ms: float = 0.2,
                  bleach_ms: float = 500.0, bleach_spill: float = 0.15,
                  em_dose_per_ms: float = 20.0, charge_threshold_e: float = 6000.0, charge_memory_sections: float = 3.0,
                  overlap_fraction: float = 0.25, adc_noise_adu: float = 40.0,
@@ -438,18 +452,20 @@ class SimImaging:
         inside = spec.inside_cells(np.column_stack([probes, zs])).reshape(len(xy), 8).sum(axis=1)
         return (inside >= 2) & (inside <= 6)
 
-    def truth(self, sample: Mapping[str, Any], *, size: int, pixel_size_nm: float) -> Any:
-        """The section's :class:`~cryoopt.sim.specimen.SectionTruth` on this grid (cached)."""
+    def truth(self, sample: Mapping[str, Any], *, size: int, pixel_size_nm: float, organelles: bool = True) -> Any:
+        """The section's :class:`~cryoopt.sim.specimen.SectionTruth` on this grid (cached); LM fields skip
+        the organelles (``organelles=False``), which the fluorescence image does not show."""
         index, z_top, thick = self._slab(sample)
         cx, cy = self.field_centre(sample)
         stretch = 1.0 / (1.0 - min(max(float(sample.get("compression", 0.0)), 0.0), 0.6))
-        key = (index, round(z_top, 3), round(thick, 3), int(size), float(pixel_size_nm), cx, cy, round(stretch, 4))
+        key = (index, round(z_top, 3), round(thick, 3), int(size), float(pixel_size_nm), cx, cy, round(stretch, 4), organelles)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         origin = (float(cx - (size - 1) * pixel_size_nm / 2.0), float(cy - (size - 1) * pixel_size_nm / 2.0))
         out = self.specimen.section_at(z_top, thickness_nm=thick, shape=(size, size), pixel_size_nm=pixel_size_nm,
-                                       origin_nm=origin, n_planes=self.n_planes, stretch=stretch, index=index)
+                                       origin_nm=origin, n_planes=self.n_planes, stretch=stretch, index=index,
+                                       organelles=organelles)
         if len(self._cache) >= 8:  # LM + EM of the last few sections
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = out
@@ -498,7 +514,7 @@ class SimImaging:
         gain = min(max(float(settings.get("gain", 1.0)), 1e-3), 1e4)
         record = not bool(settings.get("preview", False))
         index = int(sample.get("section_index", 0))
-        truth = self.truth(sample, size=n, pixel_size_nm=px)
+        truth = self.truth(sample, size=n, pixel_size_nm=px, organelles=em)
         self.last_truth = truth
         if not em:
             prior = self.prior_lm_exposure_ms(index)
@@ -520,8 +536,9 @@ class SimImaging:
                                      "saturated_fraction": float(np.mean(img.image >= 65535.0))}
         else:
             prof = self._thickness_profile(sample, rng, n, px)
-            if prof is not None:
-                truth = replace(truth, density=truth.density * prof)
+            kept = 1.0 - min(max(float(sample.get("extraction", 0.0)), 0.0), 1.0)  # material extracted while thawed
+            if prof is not None or kept < 1.0:
+                truth = replace(truth, density=truth.density * (kept if prof is None else prof * kept))
             dose = self.em_dose_per_ms * exposure
             q = self.charge_e(index, dose)
             charging = min(max(q / self.charge_threshold_e - 1.0, 0.0) * truth.thickness_nm / 70.0, 5.0)
