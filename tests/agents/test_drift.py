@@ -115,6 +115,26 @@ def test_compensate_holds_the_measured_temperature_a_hold_lets_drift(rate):
     assert isinstance(make_agent("compensate"), DriftCompensationAgent)
 
 
+@pytest.mark.parametrize("option", ["hold", "staining", "imaging"])
+def test_hrl_regulates_the_temperature_under_every_option(option):
+    """The feedforward runs beneath the options: whichever option acts, the measured temperature
+    stays at the start (as under ``compensate``); without regulation it drifts away."""
+    env = DriftingBlock(rate=2.0, best_c=-120.0)
+    start = {"specimen_temperature_c": -120.0, "knife_temperature_c": -120.0}
+
+    class Fixed(HRLAgent):
+        def choose_option(self, obs):
+            return option
+
+    regulated = run_block(Fixed(seed=0), env, seed=0, start=start)
+    measured = env.spec + env.offset - 2.0  # the last cut's measured temperature
+    drifting = run_block(Fixed(seed=0, regulate=False), env, seed=0, start=start)
+    comp = run_block(make_agent("compensate"), env, seed=0, start=start)
+    assert regulated["quality"] == pytest.approx(comp["quality"]) and regulated["quality"] > 0.85
+    assert measured == pytest.approx(-120.0)
+    assert drifting["quality"] < 0.5
+
+
 def test_mpc_learns_where_to_hold_the_temperature_from_a_few_blocks(tmp_path):
     """The model has to find the best temperature (-114 C, 6 C warmer than the start) from
     its own exploration; the feedforward alone would hold the start and lose."""

@@ -35,7 +35,16 @@ from cryoopt.agents.base import (
 )
 from cryoopt.agents.baselines import DriftCompensationAgent, FixedAgent, HoldAgent, RandomAgent
 from cryoopt.agents.drift import DRIFT_FEATURES, DriftTracker
-from cryoopt.agents.hrl import OPTIONS, ControllerView, GroupControlEnv, HRLAgent, InstrumentView, OptionEnv, OptionTermination
+from cryoopt.agents.hrl import (
+    OPTIONS,
+    ControllerView,
+    GroupControlEnv,
+    HRLAgent,
+    InstrumentView,
+    OptionEnv,
+    OptionTermination,
+    regulate_temperatures,
+)
 from cryoopt.agents.model_based import ModelBasedAgent, SectionScoreModel
 from cryoopt.agents.sb3 import FlatPPOAgent, FlatSACAgent, MLflowOutputFormat, SB3Agent, configure_mlflow_logger
 from cryoopt.agents.starts import RandomStarts
@@ -69,6 +78,7 @@ __all__ = [
     "available_agents",
     "configure_mlflow_logger",
     "make_agent",
+    "regulate_temperatures",
     "register_agent",
     "run_block",
 ]

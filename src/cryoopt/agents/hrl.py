@@ -18,7 +18,10 @@ its temperature deltas are added to the moves that hold the measured temperature
 block's starting setpoints (:meth:`~cryoopt.agents.drift.DriftTracker.feedforward`), so it
 learns where the temperature should be rather than re-learning the readback arithmetic
 (residual reinforcement learning: Johannink et al., ICRA 2019; Silver et al., arXiv
-1812.06298). Controllers pre-train cheaply on ``Sectioning-v0`` / ``Staining-v0`` (their
+1812.06298). The same feedforward regulates the temperatures under every other option too
+(``regulate=True``): like the instrument's own temperature loop, it runs beneath the options,
+so ``hold`` holds the *measured* temperatures and a staining or imaging option does not let
+the block warm out of its cutting window while it acts. Controllers pre-train cheaply on ``Sectioning-v0`` / ``Staining-v0`` (their
 proxy rewards, :meth:`HRLAgent.pretrain`), then on the fused objective itself in the
 composite env through :class:`GroupControlEnv` (:meth:`HRLAgent.learn`). ``hold`` keeps
 every setpoint; ``stop`` ends the block.
@@ -45,7 +48,7 @@ from cryoopt.agents.drift import DRIFT_FEATURES, TEMPERATURE_KNOBS, DriftTracker
 from cryoopt.agents.sb3 import algo_class, build_model, configure_mlflow_logger, learn_with_progress
 
 __all__ = ["GROUP_ACTIONS", "GROUP_OBS", "OPTIONS", "ControllerView", "GroupControlEnv", "HRLAgent", "InstrumentView",
-           "OptionEnv", "OptionTermination"]
+           "OptionEnv", "OptionTermination", "regulate_temperatures"]
 
 OPTIONS = ("sectioning", "staining", "imaging", "hold", "stop")
 #: the observation slice each controller sees (= the per-instrument env's observation)
@@ -165,15 +168,29 @@ class OptionTermination:
         return None
 
 
+def regulate_temperatures(action: np.ndarray, tracker: DriftTracker) -> np.ndarray:
+    """Set the temperature deltas of a 13-d env ``action`` (in place) to the drift feedforward
+    (:meth:`~cryoopt.agents.drift.DriftTracker.feedforward`): the regulation beneath the
+    options that holds the measured temperatures at the block's starting setpoints."""
+    from cryoopt.envs._core import SECTIONING_KNOBS
+
+    index = {k.name: i for i, k in enumerate(SECTIONING_KNOBS)}
+    for knob, move in tracker.feedforward().items():
+        action[GROUP_ACTIONS["sectioning"].start + index[knob]] = move
+    return action
+
+
 class GroupControlEnv(gym.Env):
     """One instrument's view of the composite env (:class:`ControllerView`): the other groups
-    hold, no stop, reward = the composite env's fused reward. Trains an option's controller
-    on the objective the block is judged by."""
+    hold (with ``regulate=True`` the temperatures are regulated against the drift while a
+    staining or imaging controller acts, as under :class:`HRLAgent`), no stop, reward = the
+    composite env's fused reward. Trains an option's controller on the objective the block
+    is judged by."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, env: gym.Env, group: str, view: ControllerView | None = None) -> None:
-        self.env, self.group = env, group
+    def __init__(self, env: gym.Env, group: str, view: ControllerView | None = None, regulate: bool = False) -> None:
+        self.env, self.group, self.regulate = env, group, bool(regulate)
         self.view = view if view is not None else ControllerView(group)
         if self.view.group != group:
             raise ValueError(f"view is for {self.view.group!r}, not {group!r}")
@@ -194,6 +211,8 @@ class GroupControlEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         full = np.zeros(ACTION_DIM, np.float32)
         full[STOP_INDEX] = -1.0
+        if self.regulate and self.group != "sectioning":
+            regulate_temperatures(full, self.tracker)
         full[GROUP_ACTIONS[self.group]] = self.view.to_env(action, self.tracker)
         obs, r, te, tr, info = self.env.step(full)
         self.tracker.update(info)
@@ -307,6 +326,10 @@ class HRLAgent(BaseAgent):
             controller the dose and saturation readbacks.
         feedforward: the sectioning controller is a residual on the drift feedforward
             (:class:`ControllerView`); ``residual_scale`` scales its temperature deltas.
+        regulate: the drift feedforward also moves the temperature setpoints under the
+            ``hold``, ``staining`` and ``imaging`` options (:func:`regulate_temperatures`), so
+            no option lets the block drift out of its window; ``False``: those options hold
+            the setpoints and the temperatures drift with the block.
         controller_algo: ``"ppo"`` or ``"sac"`` for the low-level controllers.
         net_arch: hidden layers of every network.
         option_kwargs / controller_kwargs: more SB3 constructor arguments.
@@ -318,12 +341,12 @@ class HRLAgent(BaseAgent):
     def __init__(self, seed: int | None = 0, k: int = 4, target: float | None = None, patience: int | None = 2,
                  min_delta: float = 0.01, time_weight: float = 0.05, option_failure_reward: float | None = 0.0,
                  min_sections: int = 4, drift: bool = True, feedforward: bool = True, residual_scale: float = 0.5,
-                 controller_algo: str = "ppo", net_arch: Any = (32, 32), option_kwargs: Mapping[str, Any] | None = None,
+                 regulate: bool = True, controller_algo: str = "ppo", net_arch: Any = (32, 32), option_kwargs: Mapping[str, Any] | None = None,
                  controller_kwargs: Mapping[str, Any] | None = None, mlflow: bool = False,
                  deterministic: bool = True, verbose: int = 0) -> None:
         super().__init__(seed=seed, k=k, target=target, patience=patience, min_delta=min_delta, time_weight=time_weight,
                          option_failure_reward=option_failure_reward, min_sections=min_sections, drift=drift,
-                         feedforward=feedforward, residual_scale=residual_scale,
+                         feedforward=feedforward, residual_scale=residual_scale, regulate=regulate,
                          controller_algo=controller_algo, net_arch=list(net_arch), option_kwargs=dict(option_kwargs or {}),
                          controller_kwargs=dict(controller_kwargs or {}), mlflow=mlflow, deterministic=deterministic,
                          verbose=verbose)
@@ -332,6 +355,7 @@ class HRLAgent(BaseAgent):
         self.option_failure_reward = None if option_failure_reward is None else float(option_failure_reward)
         self.time_weight, self.controller_algo, self.net_arch = float(time_weight), controller_algo, list(net_arch)
         self.drift, self.feedforward, self.residual_scale = bool(drift), bool(feedforward), float(residual_scale)
+        self.regulate = bool(regulate)
         self.views = {g: ControllerView(g, drift=self.drift, feedforward=self.feedforward, residual_scale=self.residual_scale)
                       for g in GROUP_ACTIONS}
         self.option_kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 4, **dict(option_kwargs or {})}
@@ -373,9 +397,12 @@ class HRLAgent(BaseAgent):
         a[STOP_INDEX] = -1.0
         if option == "stop":
             a[STOP_INDEX] = 1.0
-        elif option in GROUP_ACTIONS and option in self.controllers:
+            return a
+        tr = tracker or self.tracker
+        if self.regulate and (option != "sectioning" or option not in self.controllers):
+            regulate_temperatures(a, tr)
+        if option in GROUP_ACTIONS and option in self.controllers:
             det = self.deterministic if deterministic is None else deterministic
-            tr = tracker or self.tracker
             view, f = self.views[option], _feat(obs)
             sub, _ = self.controllers[option].predict(view.observation(f[GROUP_OBS[option]], tr, f), deterministic=det)
             a[GROUP_ACTIONS[option]] = view.to_env(sub, tr)
@@ -448,7 +475,8 @@ class HRLAgent(BaseAgent):
         ct = total_timesteps // 4 if controller_timesteps is None else int(controller_timesteps)
         if ct > 0:
             for group in GROUP_ACTIONS:
-                self._train_controller(group, GroupControlEnv(env, group, self.views[group]), ct, "in the composite env")
+                self._train_controller(group, GroupControlEnv(env, group, self.views[group], regulate=self.regulate), ct,
+                                       "in the composite env")
         oenv = OptionEnv(env, self)
         if self.option_model is None:
             self.option_model = build_model("ppo", oenv, seed=self.seed, net_arch=self.net_arch,
