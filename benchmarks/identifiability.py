@@ -27,11 +27,12 @@ every protocol held for the whole block):
    (and wash cycles and knife temperature), mean quality over ``--sweep-specimens``
    specimens: the range of each sweep (a flat parameter has a range near 0).
 
-Seeds: ``--seed`` offsets every specimen and noise seed; calibration used seed 0, the
-reported run a fresh seed (see the README). Writes ``benchmarks/results/identifiability.json``
+Seeds: ``--seed`` offsets every specimen and noise seed. The bench's physics was developed
+and checked on seed 0; the reported run (README) uses seed 5077, which no development
+run used. Writes ``benchmarks/results/identifiability.json``
 and ``identifiability.md``.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/identifiability.py --seed 1000 --workers 2``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/identifiability.py --workers 2`` (about 12 min on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -107,12 +108,17 @@ def run_block(protocol: dict[str, float], *, specimen_seed: int, noise_seed: int
     mean = float(np.mean(fused)) if fused else 0.0
 
     def fmean(xs: list[float]) -> float:
-        xs = [x for x in xs if math.isfinite(x)]
-        return float(np.mean(xs)) if xs else math.nan
+        return _finite_mean(xs)
 
     return {"quality": mean * max(good, 0) / sections, "fused": mean if fused else math.nan, "em_cnr": fmean(cnr),
             "frc_nm": fmean(frc), "lm_cnr": fmean(lm), "impact": fmean(impact), "failed": failed,
             "eval_failed": eval_failed, "no_measurement": unmeasured, "scored": len(fused)}
+
+
+def _finite_mean(xs: Any) -> float:
+    """Mean of the finite values, NaN when there are none (a block or sweep point with no scored section)."""
+    xs = [float(x) for x in xs if math.isfinite(float(x))]
+    return float(np.mean(xs)) if xs else math.nan
 
 
 def oracle_sectioning_action(u: Any) -> np.ndarray:
@@ -282,7 +288,7 @@ def sweeps(a: argparse.Namespace, kw: dict[str, Any]) -> dict[str, Any]:
         rows = []
         for v in values:
             blocks = [res[f"{name}|{v}|{j}"] for j in range(len(specimens))]
-            rows.append({"value": v, **{k: float(np.nanmean([b[k] for b in blocks])) for k in ("quality", "em_cnr", "frc_nm", "lm_cnr")}})
+            rows.append({"value": v, **{k: _finite_mean([b[k] for b in blocks]) for k in ("quality", "em_cnr", "frc_nm", "lm_cnr")}})
         qs = [r["quality"] for r in rows]
         out[name] = {"rows": rows, "range": float(max(qs) - min(qs)), "best": rows[int(np.argmax(qs))]["value"]}
     return out
@@ -316,7 +322,8 @@ def report(out: dict[str, Any]) -> str:
         f"{ce['ci95_vs_per_block_best'][1]:+.3f}] | | |",
         "", f"Block quality: expert protocol {d['expert_quality']:.3f}, best of the {len(d['protocols'])} protocols "
         f"{d['best_protocol_quality']:.3f}; oracle {ce['oracle_quality']:.3f} vs best static setpoint "
-        f"{ce['best_static_setpoint_c']:.1f} C {ce['best_static_quality']:.3f}.", "",
+        f"{ce['best_static_setpoint_c']:.1f} C {ce['best_static_quality']:.3f}. Load average (1 min) "
+        f"{out['meta']['load_average_start'][0]:.1f} at the start, {out['meta']['load_average_end'][0]:.1f} at the end.", "",
         "Sweeps from the expert protocol (mean block quality over the sweep specimens; range = max - min):", "",
         "| parameter | values | quality | range | best |", "|---|---|---|---|---|",
     ]
@@ -329,7 +336,7 @@ def report(out: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seed", type=int, default=1000, help="offsets every specimen/noise seed (calibration used 0)")
+    ap.add_argument("--seed", type=int, default=5077, help="offsets every specimen/noise seed (development used 0)")
     ap.add_argument("--protocols", type=int, default=25, help="expert + Sobol protocols")
     ap.add_argument("--specimens", type=int, default=4)
     ap.add_argument("--sections", type=int, default=8)
