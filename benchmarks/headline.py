@@ -194,6 +194,42 @@ def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int) -> dict:
     return out
 
 
+def settings_key(a: dict) -> str:
+    """A short hash of the campaign settings: cached campaigns are reused only under the same ones."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def cached_campaign(tasks: list[tuple[str, int]], a: dict, cache: str | None, index: int) -> dict:
+    """:func:`run_campaign`, its result kept in ``cache`` (one JSON per campaign) as soon as it ends,
+    so an interrupted run resumes where it stopped and ``--available`` can report the seeds done."""
+    if not cache:
+        return run_campaign(tasks, a, index)
+    strategy, seed = tasks[index]
+    path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = run_campaign(tasks, a, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, default=float))
+    tmp.replace(path)
+    return out
+
+
+def available_runs(tasks: list[tuple[str, int]], a: dict, cache: str) -> list[dict]:
+    """The cached campaigns of the seeds every strategy has finished (a seed is paired or left out)."""
+    done = {}
+    for strategy, seed in tasks:
+        path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+        if path.exists():
+            done[(strategy, seed)] = json.loads(path.read_text())
+    strategies = sorted({s for s, _ in tasks})
+    seeds = sorted({seed for _, seed in tasks if all((s, seed) in done for s in strategies)})
+    return [done[(s, seed)] for seed in seeds for s in strategies]
+
+
 def expert_reference(a: dict) -> dict[str, float]:
     """The documented expert protocol on the held-out specimens (``--recommend target``'s target)."""
     from cryoopt.agents import EXPERT_PROTOCOL
@@ -258,11 +294,19 @@ def summarize(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[st
     return {"strategies": out, "paired": paired, "vs_manual": vs_manual}
 
 
+def seeds_text(a: dict) -> str:
+    """'20 (100..119)', or the seeds reported from an interrupted run."""
+    done = a.get("seeds_reported")
+    if done is not None:
+        return f"{len(done)} of the {a['seeds']} planned ({', '.join(map(str, done))})"
+    return f"{a['seeds']} ({a['first_seed']}..{a['first_seed'] + a['seeds'] - 1})"
+
+
 def table(summary: dict, a: dict, expert: dict) -> str:
     st, paired, vm = summary["strategies"], summary["paired"], summary["vs_manual"]
     lines = [
-        f"Simulated CLEM bench (neurons, direct backend, {a['image_size']} px), {a['seeds']} seeds "
-        f"({a['first_seed']}..{a['first_seed'] + a['seeds'] - 1}; = simulated operators for `manual`), {a['blocks']} blocks "
+        f"Simulated CLEM bench (neurons, direct backend, {a['image_size']} px), {seeds_text(a)} seeds "
+        f"(= simulated operators for `manual`), {a['blocks']} blocks "
         f"of <= {a['sections']} sections per campaign; each campaign's recommended protocol (`--recommend {a['recommend']}`) "
         f"rerun on the same {a['heldout']} held-out specimens. Expert protocol there: quality {expert['quality']:.3f}, "
         f"prep {expert['prep_time_h']:.2f} h, EM CNR {expert['cnr']:.2f}, FRC {expert['frc_resolution_nm']:.0f} nm.", "",
@@ -349,6 +393,10 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--agents", default=None, help="pre-trained agents (default <out>/agents); missing ones are trained")
     ap.add_argument("--out", default=str(results_dir()))
+    ap.add_argument("--cache", default=str(Path(__file__).resolve().parent / "results" / "local" / "headline_runs"),
+                    help="keep each finished campaign here and reuse it on a rerun with the same settings ('' : off)")
+    ap.add_argument("--available", action="store_true",
+                    help="run nothing: report the seeds whose campaigns are all in --cache (an interrupted run)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from cryoopt.progress import report_to
@@ -376,8 +424,15 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     tasks = [(s, seed) for seed in seeds for s in strategies]
     t1 = time.perf_counter()
-    runs = map_seeds(functools.partial(run_campaign, tasks, a), range(len(tasks)), backend=args.backend,
-                     workers=args.workers, progress=True, label="campaigns")
+    if args.available:
+        runs = available_runs(tasks, a, args.cache)
+        if not runs:
+            raise SystemExit(f"no seed has all its campaigns in {args.cache} under these settings; run without --available")
+        a["seeds_reported"] = sorted({r["seed"] for r in runs})
+        print(f"reporting the {len(a['seeds_reported'])} seeds finished: {a['seeds_reported']}", flush=True)
+    else:
+        runs = map_seeds(functools.partial(cached_campaign, tasks, a, args.cache or None), range(len(tasks)),
+                         backend=args.backend, workers=args.workers, progress=True, label="campaigns")
     t_runs = time.perf_counter() - t1
     summary = summarize(runs, strategies)
     text = table(summary, a, expert)
