@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from headline import AGENT_KWARGS, bootstrap_ci, env_kwargs, load_average, pretrain_agents, repo_relative  # noqa: E402
 
 AGENTS = ("hrl", "mpc", "compensate", "ppo")
+#: paired differences between rows: what learning adds over the feedforward, and the agents against each other
+AGENT_PAIRS = (("hrl", "compensate"), ("mpc", "compensate"), ("hrl", "mpc"), ("hrl", "ppo"), ("compensate", "hold"))
 _RUNNERS: dict[str, Any] = {}
 
 
@@ -136,6 +138,13 @@ def summarize(rows: dict[str, np.ndarray], grid: list[float], seed: int) -> dict
             key = "captured_fraction" if name == "hrl" else f"{name}_captured_fraction"
             out[key] = frac
             out[key + "_ci95"] = [float(np.percentile(ratio, 2.5)), float(np.percentile(ratio, 97.5))]
+    pairs = {}
+    for a_, b_ in AGENT_PAIRS:
+        if a_ in rows and b_ in rows:
+            d = rows[a_] - rows[b_]
+            pairs[f"{a_}-{b_}"] = {"mean": float(d.mean()), "ci95": list(bootstrap_ci(d, seed=seed)),
+                                   "blocks_better": int((d > 0).sum()), "blocks_worse": int((d < 0).sum())}
+    out["paired"] = pairs
     return out
 
 
@@ -151,8 +160,32 @@ def table(s: dict[str, Any], rows: list[str]) -> str:
         key = "captured_fraction" if name == "hrl" else f"{name}_captured_fraction"
         cap = f"{100 * s[key]:.0f} % [{100 * s[key + '_ci95'][0]:.0f}, {100 * s[key + '_ci95'][1]:.0f}]" if key in s else ""
         lines.append(f"| {name} | {d['quality']:.3f} | {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | {cap} |")
+    if s.get("paired"):
+        lines += ["", "Paired differences between rows (per block; mean [95 % bootstrap interval], blocks better / worse): "
+                  + "; ".join(f"{k} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] ({v['blocks_better']} / "
+                              f"{v['blocks_worse']})" for k, v in s["paired"].items())]
     lines += ["", "Static grid (mean block quality): " + ", ".join(f"{k} {v:.3f}" for k, v in s["static_grid"].items())]
     return "\n".join(lines)
+
+
+def write(out: Path, settings: dict, summary: dict, data: dict[str, np.ndarray], meta: dict, rows: list[str]) -> str:
+    """``ceiling.json`` and ``ceiling.md`` in ``out``; returns the table."""
+    text = table(summary, ["hold", *rows])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ceiling.json").write_text(json.dumps({"settings": settings, **summary, "per_block": {k: v.tolist() for k, v in data.items()},
+                                                  "meta": meta}, indent=1, default=float))
+    (out / "ceiling.md").write_text("# Within-block ceiling: agents vs the oracle and the best static protocol (simulation)\n\n"
+                                    + text + "\n")
+    return text
+
+
+def resummarize(path: Path, out: Path) -> None:
+    """Summary and tables of an earlier run, from its per-block results (no block is rerun)."""
+    old = json.loads(path.read_text())
+    settings, meta = old["settings"], old["meta"]
+    data = {k: np.array(v, float) for k, v in old["per_block"].items()}
+    summary = summarize(data, settings["grid"], settings["seed"])
+    print(write(out, settings, summary, data, meta, settings["rows"]))
 
 
 def main() -> None:
@@ -173,7 +206,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backend", default="processes", choices=("local", "processes", "ray"))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--resummarize", default=None, metavar="CEILING_JSON",
+                    help="run nothing: rebuild the summary and tables of an earlier run from its per-block results")
     args = ap.parse_args()
+    if args.resummarize:
+        resummarize(Path(args.resummarize), Path(args.out))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from cryoopt.progress import report_to
     from cryoopt.scale import map_seeds
@@ -198,18 +236,12 @@ def main() -> None:
     names = list(per_block[0])
     data = {k: np.array([b[k] for b in per_block], float) for k in names}
     summary = summarize(data, grid, args.seed)
-    text = table(summary, ["hold", *rows])
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}, "workers": args.workers,
                 "agent_kwargs": AGENT_KWARGS}
     meta = {"wall_s_blocks": wall, "wall_s_total": time.perf_counter() - t0, "load_average_start": load0,
             "load_average_end": load_average(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    (out / "ceiling.json").write_text(json.dumps({"settings": settings, **summary, "per_block": {k: v.tolist() for k, v in data.items()},
-                                                  "meta": meta}, indent=1, default=float))
-    (out / "ceiling.md").write_text("# Within-block ceiling: agents vs the oracle and the best static protocol (simulation)\n\n"
-                                    + text + "\n")
-    print(text)
+    print(write(out, settings, summary, data, meta, rows))
     print(f"blocks: {wall:.0f} s wall on {args.workers} workers; load average {meta['load_average_start']} -> {meta['load_average_end']}")
 
 
