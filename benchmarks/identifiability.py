@@ -210,9 +210,10 @@ def decomposition(a: argparse.Namespace, kw: dict[str, Any]) -> dict[str, Any]:
     q = np.stack([get("quality", 0), get("quality", 2)], axis=2)  # replicates of the whole process
     image_var = float(np.mean((get("quality", 0) - get("quality", 1)) ** 2) / 2.0)
     comp = variance_components(q, image_var)
-    qp = np.nanmean(np.stack([get("quality", r) for r in range(3)]), axis=(0, 2))
-    cnr_p = np.nanmean(np.stack([get("em_cnr", r) for r in range(3)]), axis=(0, 2))
-    frc_p = np.nanmean(np.stack([get("frc_nm", r) for r in range(3)]), axis=(0, 2))
+    def per_protocol(key: str) -> np.ndarray:  # mean over specimens and replicates; NaN where nothing was scored
+        return np.array([_finite_mean(np.stack([get(key, r) for r in range(3)])[:, i, :].ravel()) for i in range(P)])
+
+    qp, cnr_p, frc_p = per_protocol("quality"), per_protocol("em_cnr"), per_protocol("frc_nm")
     blocks = [v for v in res.values()]
     dead = float(np.mean([b["scored"] == 0 for b in blocks]))
     return {

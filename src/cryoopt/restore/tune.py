@@ -134,6 +134,8 @@ def tuned_vs_default(
     out: dict[str, Any] = {"per_seed": per_seed, "tuned_settings": settings.model_dump(mode="json")}
     for name in ("default", "tuned"):
         out[name] = {m: summarize([r[name][m] for r in per_seed]) for m in metrics}
-    out["tuned_minus_default"] = {m: summarize([(-1 if m.startswith("frc") else 1) * (r["tuned"][m] - r["default"][m]) for r in per_seed])
-                                  for m in metrics}
+    def gain(m: str, tuned: float, default: float) -> float:  # equal values differ by 0, unresolved (inf) FRCs included
+        return 0.0 if tuned == default else (-1 if m.startswith("frc") else 1) * (tuned - default)
+
+    out["tuned_minus_default"] = {m: summarize([gain(m, r["tuned"][m], r["default"][m]) for r in per_seed]) for m in metrics}
     return out
