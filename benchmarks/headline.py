@@ -41,7 +41,10 @@ between strategies, and each strategy's EM CNR, FRC, spread and prep time relati
 
 Run (the reported run: fresh seeds, ``--first-seed 100``)::
 
-    OMP_NUM_THREADS=1 nice python benchmarks/headline.py --seeds 20 --first-seed 100 --workers 2 --out benchmarks/results
+    OMP_NUM_THREADS=1 nice python benchmarks/headline.py --seeds 20 --first-seed 100 --blocks 10 --workers 2 --out benchmarks/results
+
+(about 1600 CPU-s, 14 min on 2 cores, once the agents are pre-trained; an interrupted run
+resumes from ``--cache``, and ``--available`` reports the seeds every strategy finished).
 
 Writes ``headline.json``, ``headline.md`` and ``headline.png`` to ``--out``
 (``benchmarks/results/local/`` by default); pre-trained agents go to ``<out>/agents``.
@@ -375,7 +378,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--first-seed", type=int, default=100, help="seeds are first-seed .. first-seed + seeds - 1 (tuning used 0..)")
-    ap.add_argument("--blocks", type=int, default=16)
+    ap.add_argument("--blocks", type=int, default=10, help="sample blocks per campaign (the expert block included)")
     ap.add_argument("--sections", type=int, default=8)
     ap.add_argument("--min-sections", type=int, default=4, help="sections every block yields before an agent may stop it")
     ap.add_argument("--image-size", type=int, default=128)
