@@ -291,7 +291,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
             row = {"protocol": {k: float(v) if isinstance(v, (int, float)) else v for k, v in params.items()}}
             for m, r in runners.items():
                 t0 = time.perf_counter()
-                res = r.run(params, seed=5000 + i)
+                res = r.measure(params, seed=5000 + i)
                 row[m] = {"quality": res["quality"], "cnr": res.get("cnr"), "failed_evaluations": res.get("failed_evaluations"),
                           "seconds": time.perf_counter() - t0}
             rows.append(row)

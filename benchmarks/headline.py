@@ -1,159 +1,95 @@
-"""Headline benchmark: the closed loop (HRL + BO) against a simulated manual operator.
+"""Headline benchmark: the closed loop against BO alone, flat PPO, random search and a simulated operator.
 
-Every strategy gets the same simulated specimens (block seeds ``seed * 100_003 + i``,
-neurons scenario, direct backend, 128 px LM/EM images) and the same budget of sample
-blocks (``--blocks``, each at most ``--sections`` serial sections), for ``--seeds``
-seeds (each seed is also one simulated operator for the manual baseline). Every
+Every strategy runs ``--seeds`` campaigns of ``--blocks`` sample blocks (each at most
+``--sections`` serial sections) on the simulated CLEM bench (neurons scenario, direct
+backend, ``--image-size`` px LM/EM images). Campaign ``s`` of every strategy sees the
+same specimens in the same order (block seeds ``s * 100_003 + i``: specimen, knife and
+drift), and each seed is also one simulated operator for the manual baseline. Every
 strategy starts where the lab is: block 0 runs the documented expert protocol
-(:data:`~cryoopt.agents.EXPERT_PROTOCOL`; the manual operator as they habitually run it):
+(:data:`~cryoopt.agents.EXPERT_PROTOCOL`; the manual operator as they habitually run it).
 
 =============  ==========================================================================
 strategy       starting protocol per block                 within the block
 =============  ==========================================================================
-``hrl_bo``     BoTorch GP, quality vs prep time (q=1,      HRL agent (controllers pre-trained
-               ``--noise-floor`` 0.3); expert + Sobol up   on the per-instrument envs, then the
-               to ``--n-initial``; every                   composite env, once for all seeds;
-               ``--replicate-every`` th block reruns the   learns after each block)
+``hrl_bo``     BoTorch GP, quality vs prep time (q=1,      HRL agent: option policy over
+               noise floor); expert + Sobol up to          controllers that see the drift
+               ``--n-initial``; replicates of the          (pre-trained once, frozen)
                current recommendation
-``bo_only``    BoTorch GP, same settings                   hold the proposal
-``ppo_bo``     BoTorch GP, same settings                   flat PPO (pre-trained, learns per block)
+``mpc_bo``     the same BO                                 GP model-predictive control of the
+                                                           cutting temperature (pre-trained)
+``bo_only``    the same BO                                 hold the proposal
+``ppo_bo``     the same BO                                 flat PPO (pre-trained, frozen)
 ``random``     expert, then uniform random                 hold
 ``manual``     ManualOFAT: one factor at a time from the   hold (the operator does not adapt
                expert protocol, operator variability       within a block)
 =============  ==========================================================================
 
-Why held-out specimens: the same protocol scores anywhere from 0 to about 0.4 on
-different simulated specimens, so a campaign's best block is mostly its luckiest
-specimen. Each campaign therefore ends with a *recommended* protocol, the one a lab
-would adopt (:meth:`~cryoopt.loop.OuterLoop.recommend`: the fastest block
-expected to reach the target quality, else the best expected one; expected = the GP's
-posterior mean for the BO strategies, the observed block for random and manual), and
-that protocol is rerun, with the agent as the campaign left it and no more
-learning, on ``--heldout`` specimens that no campaign saw (the same for every
-strategy and seed). The target quality is the documented expert protocol's mean on
-those same specimens.
+Each campaign ends with a *recommended* protocol, the one a lab would adopt
+(:meth:`~cryoopt.loop.OuterLoop.recommend`: the optimizer's belief, replicates pooled;
+``--recommend best``: the best expected quality, ``target``: the fastest protocol expected
+to reach the expert protocol's held-out quality), and that protocol is rerun, with the
+campaign's agent frozen, on ``--heldout`` specimens no campaign saw (the same for every
+strategy and seed): a campaign's best block is mostly its luckiest specimen, a held-out
+mean is not.
 
-Reported per strategy (mean +- std over seeds): how many campaigns had a block at or
-above the target and the cumulative prep time to the first one (never: the whole
-budget, and counted); for the recommended protocol, held-out means of prep time per
-sample, EM CNR, EM FRC resolution and quality, how many of them hold the target, and
-the spread (std) of their quality across seeds/operators (the reference study's
-operator-to-operator variability).
+Reported per strategy, over seeds: held-out quality (mean, 95 % bootstrap interval),
+EM CNR, EM FRC resolution, prep time per sample (a block), and the spread (sd over
+seeds/operators) of held-out quality, the reference study's operator-to-operator
+variability. Paired over seeds (same specimens): differences of held-out quality
+between strategies, and each strategy's EM CNR, FRC, spread and prep time relative to
+``manual``, with 95 % bootstrap intervals (10 000 resamples of the seeds).
 
-Run by hand (about 25 min on 2 cores)::
+Run (the reported run: fresh seeds, ``--first-seed 100``)::
 
-    nice -n 10 python benchmarks/headline.py --seeds 10 --workers 2
+    OMP_NUM_THREADS=1 nice python benchmarks/headline.py --seeds 20 --first-seed 100 --blocks 10 --workers 2 --out benchmarks/results
 
-Writes ``benchmarks/results/headline.json``, ``headline.md`` and ``headline.png``.
+(about 1600 CPU-s, 14 min on 2 cores, once the agents are pre-trained; an interrupted run
+resumes from ``--cache``, and ``--available`` reports the seeds every strategy finished).
+
+Writes ``headline.json``, ``headline.md`` and ``headline.png`` to ``--out``
+(``benchmarks/results/local/`` by default); pre-trained agents go to ``<out>/agents``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
 
-STRATEGIES = ("hrl_bo", "bo_only", "ppo_bo", "random", "manual")
+STRATEGIES = ("hrl_bo", "mpc_bo", "bo_only", "ppo_bo", "random", "manual")
+#: the learning agent of each strategy that has one
+LEARNERS = {"hrl_bo": "hrl", "mpc_bo": "mpc", "ppo_bo": "ppo"}
+#: paired differences reported (the first two are the headline's targets)
+PAIRS = ("hrl_bo-bo_only", "hrl_bo-manual", "mpc_bo-bo_only", "mpc_bo-manual", "hrl_bo-mpc_bo", "bo_only-manual",
+         "ppo_bo-bo_only", "random-bo_only", "random-manual")
 #: held-out specimens are seeded from here; campaign blocks use ``seed * 100_003 + i`` (< 9e6 for < 90 seeds)
 HELDOUT_SEED = 9_000_000
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the reference study's claims against the manual protocol (the targets)
+TARGETS = {"em_cnr_change": 0.25, "frc_change": -0.15, "spread_change": -0.60, "prep_speedup": 3.0}
+
+AGENT_KWARGS: dict[str, dict[str, Any]] = {"hrl": {"seed": 0, "k": 3, "time_weight": 0.05}, "ppo": {"seed": 0},
+                                           "mpc": {"seed": 0}}
 
 
-def _env_kwargs(a: dict) -> dict:
+def env_kwargs(a: dict) -> dict:
     """The one simulated bench every strategy and the pre-training run on."""
     return {"scenario": "neurons", "backend": "direct", "image_size": a["image_size"]}
 
 
-AGENT_KWARGS = {"hrl": {"seed": 0, "k": 3, "time_weight": 0.05}, "ppo": {"seed": 0}}
-
-
-def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
-    """Pre-train each learning agent once (same start for every seed), save it under ``out``.
-
-    HRL: controllers on the per-instrument envs (``instrument_pretrain`` steps each), then
-    ``pretrain`` sections in the composite env; PPO: ``pretrain`` composite sections. The
-    composite env draws its own specimens, independent of the benchmark's block seeds, and
-    starts each episode from a random protocol of the block space (what the outer loop hands
-    the agent), not from the scenario's start ranges.
-    """
-    import torch
-
-    from cryoopt.loop import BlockRunner, block_space
-
-    torch.set_num_threads(1)
-    env_kwargs = _env_kwargs(a)
-    paths = {}
-    for name in names:
-        t0 = time.perf_counter()
-        runner = BlockRunner(name, agent_kwargs=AGENT_KWARGS[name], env_kwargs=env_kwargs, max_sections=a["sections"],
-                             pretrain_steps=a["pretrain"], pretrain_space=block_space(),
-                             instrument_pretrain_steps=a["instrument_pretrain"] if name == "hrl" else 0)
-        paths[name] = str(runner.agent.save(out / "agents" / name))
-        runner.close()
-        print(f"pre-trained {name} in {time.perf_counter() - t0:.0f} s -> {paths[name]}", flush=True)
-    return paths
-
-
-def _run(task: tuple[str, int, dict]) -> dict:
-    strategy, seed, a = task
-    import torch
-
-    torch.set_num_threads(1)
-    from cryoopt.agents import EXPERT_PROTOCOL, run_block
-    from cryoopt.loop import BlockRunner, OuterLoop
-
-    env_kwargs = _env_kwargs(a)
-    rk = {"env_kwargs": env_kwargs, "max_sections": a["sections"], "min_sections": a["min_sections"]}
-    # every automated strategy starts where the lab is: block 0 runs the expert protocol
-    # (the manual operator starts there too, as they habitually run it)
-    warm = {"start_protocols": [EXPERT_PROTOCOL]}
-    bo = {**bo_settings(a), "replicate_every": a["replicate_every"], **warm}
-    t0 = time.perf_counter()
-    if strategy == "hrl_bo":
-        runner = BlockRunner("hrl", agent_path=a["agents"]["hrl"], learn_steps_per_block=a["learn"], **rk)
-        loop = OuterLoop(runner=runner, seed=seed, **bo)
-    elif strategy == "ppo_bo":
-        runner = BlockRunner("ppo", agent_path=a["agents"]["ppo"], learn_steps_per_block=a["learn"], **rk)
-        loop = OuterLoop(runner=runner, seed=seed, **bo)
-    elif strategy == "bo_only":
-        loop = OuterLoop("bo_only", seed=seed, runner_kwargs=rk, **bo)
-    elif strategy == "random":
-        loop = OuterLoop("bo_only", optimizer="random", seed=seed, runner_kwargs=rk, **warm)
-    elif strategy == "manual":
-        loop = OuterLoop("fixed", optimizer="manual_ofat", seed=seed, runner_kwargs=rk)
-    else:
-        raise ValueError(strategy)
-    loop.run(a["blocks"])
-    hist = [{k: v for k, v in r.items()} for r in loop.history]
-    rec = loop.recommend(a["target"])
-    heldout = evaluate_protocol(loop.runner, rec["params"], a["heldout"])
-    return {"strategy": strategy, "seed": seed, "history": hist, "recommended": rec, "heldout": heldout,
-            "seconds": time.perf_counter() - t0}
-
-
-def bo_settings(a: dict) -> dict:
-    """OuterLoop arguments for BO's formulation: ``pareto`` (quality vs prep time, the
-    default objectives), ``quality`` (alone) or ``quality_under_time`` (quality subject
-    to ``prep_time_h <= --max-prep-h``), with its initial design and noise floor."""
-    kw: dict[str, Any] = {"n_initial": a["n_initial"], "noise_floor": a["noise_floor"]}
-    if a["bo_objective"] == "quality_under_time":
-        kw["outcome_constraints"] = [f"prep_time_h <= {a['max_prep_h']}"]
-    out: dict[str, Any] = {"optimizer_kwargs": kw}
-    if a["bo_objective"] != "pareto":
-        out["objectives"] = {"quality": "maximize"}
-    return out
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def repo_relative(path: str | Path) -> str:
@@ -165,6 +101,71 @@ def repo_relative(path: str | Path) -> str:
         return str(p)
 
 
+def bootstrap_ci(d: np.ndarray, *, n: int = 10_000, seed: int = 0, stat: Any = np.mean) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of ``stat`` over the rows of ``d``."""
+    d = np.asarray(d, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(n, len(d)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vals = np.array([stat(d[i]) for i in idx]) if stat is not np.mean else d[idx].mean(axis=1)
+    vals = vals[np.isfinite(vals)]  # a resample of identical seeds has no spread: no ratio of spreads
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if vals.size else (math.nan, math.nan)
+
+
+def pretrain_agents(a: dict, names: list[str], out: Path) -> dict[str, str]:
+    """Pre-train each learning agent once (the same start for every seed) and save it under ``out``.
+
+    HRL: controllers on the per-instrument envs (``instrument_pretrain`` steps each), then
+    ``pretrain`` sections in the composite env (controllers on the fused objective, then the
+    option policy); PPO: ``pretrain`` composite sections; MPC: ``mpc_pretrain`` sections of
+    exploration, then its GP. Composite-env episodes start from random protocols of the
+    block space (what the outer loop hands an agent) and draw their own specimens,
+    independent of the benchmark's.
+    """
+    from cryoopt.loop import BlockRunner, block_space
+
+    paths = {}
+    for name in names:
+        t0 = time.perf_counter()
+        steps = a["mpc_pretrain"] if name == "mpc" else a["pretrain"]
+        runner = BlockRunner(name, agent_kwargs=AGENT_KWARGS[name], env_kwargs=env_kwargs(a), max_sections=a["sections"],
+                             pretrain_steps=steps, pretrain_space=block_space(),
+                             instrument_pretrain_steps=a["instrument_pretrain"] if name == "hrl" else 0)
+        paths[name] = str(runner.agent.save(Path(out) / name))
+        runner.close()
+        print(f"pre-trained {name} in {time.perf_counter() - t0:.0f} s (load {load_average()}) -> {repo_relative(paths[name])}",
+              flush=True)
+    return paths
+
+
+def bo_settings(a: dict) -> dict:
+    """OuterLoop arguments of the BO strategies: initial design, noise floor, replicates, expert start."""
+    from cryoopt.agents import EXPERT_PROTOCOL
+
+    rep: int | str = a["replicate_every"]
+    return {"optimizer_kwargs": {"n_initial": a["n_initial"], "noise_floor": a["noise_floor"]},
+            "replicate_every": "auto" if rep == "auto" else int(rep), "start_protocols": [EXPERT_PROTOCOL]}
+
+
+def make_loop(strategy: str, seed: int, a: dict) -> Any:
+    """The campaign of ``strategy`` for ``seed``."""
+    from cryoopt.agents import EXPERT_PROTOCOL
+    from cryoopt.loop import BlockRunner, OuterLoop
+
+    rk = {"env_kwargs": env_kwargs(a), "max_sections": a["sections"], "min_sections": a["min_sections"]}
+    if strategy in LEARNERS:
+        name = LEARNERS[strategy]
+        runner = BlockRunner(name, agent_path=a["agents"][name], **rk)
+        return OuterLoop(runner=runner, seed=seed, **bo_settings(a))
+    if strategy == "bo_only":
+        return OuterLoop("bo_only", seed=seed, runner_kwargs=rk, **bo_settings(a))
+    if strategy == "random":
+        return OuterLoop("bo_only", optimizer="random", seed=seed, runner_kwargs=rk, start_protocols=[EXPERT_PROTOCOL])
+    if strategy == "manual":
+        return OuterLoop("fixed", optimizer="manual_ofat", seed=seed, runner_kwargs=rk)
+    raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+
+
 def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
     """Run ``params`` as the starting protocol on ``n`` held-out specimens (the same for every
     strategy and seed, never seen in a campaign), the agent frozen as the campaign left it."""
@@ -172,200 +173,286 @@ def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
     return [runner.measure(params, HELDOUT_SEED + k) for k in range(n)]  # a failed block counts as what it measured
 
 
-def expert_reference(a: dict) -> list[dict]:
-    """The documented expert protocol on the held-out specimens: the target quality."""
-    from cryoopt.agents import EXPERT_PROTOCOL
-    from cryoopt.loop import BlockRunner
-
-    runner = BlockRunner("fixed", env_kwargs=_env_kwargs(a), max_sections=a["sections"], min_sections=a["min_sections"])
-    try:
-        return evaluate_protocol(runner, dict(EXPERT_PROTOCOL), a["heldout"])
-    finally:
-        runner.close()
-
-
-def _mean(blocks: list[dict], key: str) -> float:
+def _finite_mean(blocks: list[dict], key: str) -> float:
     v = np.array([b[key] for b in blocks if b.get(key) is not None and math.isfinite(b[key])], float)
     return float(v.mean()) if v.size else math.nan
 
 
-def _ms(values: list[float]) -> tuple[float, float]:
-    v = np.array([x for x in values if math.isfinite(x)], float)
-    return (float(v.mean()), float(v.std())) if v.size else (math.nan, math.nan)
-
-
-def summarize(runs: list[dict], target: float) -> dict:
-    """Per strategy: campaign metrics (blocks, time to target) and the recommended protocol's
-    held-out means (prep time per sample, CNR, FRC, quality), mean +- std over seeds."""
-    out: dict[str, dict] = {}
-    for s in STRATEGIES:
-        rows = [r for r in runs if r["strategy"] == s]
-        if not rows:
-            continue
-        ttt, reached = [], 0
-        for r in rows:
-            cum, hit = 0.0, None
-            for b in r["history"]:
-                cum += b["prep_time_h"]
-                if hit is None and b["quality"] >= target:
-                    hit = cum
-            reached += hit is not None
-            ttt.append(hit if hit is not None else cum)
-        held = {key: [_mean(r["heldout"], key) for r in rows] for key in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")}
-        out[s] = {
-            "n_seeds": len(rows), "campaign_reached_target": reached,
-            "time_to_target_h": _ms(ttt),
-            "heldout_holds_target": int(sum(q >= target for q in held["quality"])),
-            "rec_quality": _ms(held["quality"]), "rec_prep_time_h": _ms(held["prep_time_h"]),
-            "rec_cnr": _ms(held["cnr"]), "rec_frc_nm": _ms(held["frc_resolution_nm"]),
-            "quality_spread_std": float(np.std(held["quality"])),
-            "rec_campaign_quality": _ms([r["recommended"]["quality"] for r in rows]),
-            "seconds_per_seed": float(np.mean([r["seconds"] for r in rows])),
-        }
+def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int) -> dict:
+    """One (strategy, seed) campaign and its recommendation's held-out evaluation."""
+    strategy, seed = tasks[index]
+    t0, c0 = time.perf_counter(), time.process_time()
+    loop = make_loop(strategy, seed, a)
+    loop.run(a["blocks"])
+    rec = loop.recommend(a["target"] if a["recommend"] == "target" else None)
+    held = evaluate_protocol(loop.runner, rec["params"], a["heldout"])
+    keep = ("quality", "prep_time_h", "cnr", "frc_resolution_nm", "sections", "failed_sections", "good_sections")
+    hist = [{k: r[k] for k in ("block", "source", "quality", "prep_time_h") if k in r} for r in loop.history]
+    out = {"strategy": strategy, "seed": seed, "history": hist,
+           "recommended": {k: rec[k] for k in ("params", "expected_quality", "expected_prep_time_h", "n_runs", "basis")},
+           "heldout": [{k: h.get(k) for k in keep} for h in held],
+           "heldout_mean": {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")},
+           "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    loop.runner.close()
     return out
 
 
-def table(summary: dict, target: float, expert: dict, a: dict) -> str:
-    m = summary.get("manual")
+def settings_key(a: dict) -> str:
+    """A short hash of the campaign settings: cached campaigns are reused only under the same ones."""
+    import hashlib
 
-    def f(x: tuple[float, float], d: int = 2) -> str:
-        return f"{x[0]:.{d}f} ± {x[1]:.{d}f}"
+    return hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
-    lines = [
-        f"Simulated CLEM, neurons scenario, direct backend, {a['image_size']} px images; {a['seeds']} seeds "
-        f"(= simulated operators for `manual`), {a['blocks']} sample blocks per strategy, <= {a['sections']} sections per block. "
-        f"Each campaign's recommended protocol (`OuterLoop.recommend`: its fastest block expected to reach the target, "
-        f"else its best expected block; expected = GP posterior mean for BO strategies, observed otherwise) is rerun "
-        f"on the same {a['heldout']} held-out specimens; the table gives those held-out means, mean ± std over seeds. "
-        f"Target quality {target:.3f}: the documented expert protocol's held-out mean "
-        f"(its prep time {expert['prep_time_h']:.2f} h, EM CNR {expert['cnr']:.2f}, FRC {expert['frc_resolution_nm']:.0f} nm).",
-        "",
-        "| strategy | campaigns with a block >= target | prep time to that block (h, cumulative) | recommended protocols >= target on held-out | prep time per sample (h) | EM CNR | EM FRC resolution (nm) | quality | spread of quality (std) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s, v in summary.items():
-        lines.append(f"| {s} | {v['campaign_reached_target']}/{v['n_seeds']} | {f(v['time_to_target_h'], 1)} | "
-                     f"{v['heldout_holds_target']}/{v['n_seeds']} | {f(v['rec_prep_time_h'])} | "
-                     f"{f(v['rec_cnr'])} | {f(v['rec_frc_nm'], 0)} | {f(v['rec_quality'], 3)} | {v['quality_spread_std']:.3f} |")
-    if m:
-        lines += ["", "Relative to `manual` (reference study: 3x throughput, +25 % CNR, -15 % resolvable size, -60 % variability):", "",
-                  "| strategy | throughput (manual h / h) | CNR change | FRC resolution change | quality change | variability change |",
-                  "|---|---|---|---|---|---|"]
-        for s, v in summary.items():
+
+def cached_campaign(tasks: list[tuple[str, int]], a: dict, cache: str | None, index: int) -> dict:
+    """:func:`run_campaign`, its result kept in ``cache`` (one JSON per campaign) as soon as it ends,
+    so an interrupted run resumes where it stopped and ``--available`` can report the seeds done."""
+    if not cache:
+        return run_campaign(tasks, a, index)
+    strategy, seed = tasks[index]
+    path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = run_campaign(tasks, a, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, default=float))
+    tmp.replace(path)
+    return out
+
+
+def available_runs(tasks: list[tuple[str, int]], a: dict, cache: str) -> list[dict]:
+    """The cached campaigns of the seeds every strategy has finished (a seed is paired or left out)."""
+    done = {}
+    for strategy, seed in tasks:
+        path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+        if path.exists():
+            done[(strategy, seed)] = json.loads(path.read_text())
+    strategies = sorted({s for s, _ in tasks})
+    seeds = sorted({seed for _, seed in tasks if all((s, seed) in done for s in strategies)})
+    return [done[(s, seed)] for seed in seeds for s in strategies]
+
+
+def expert_reference(a: dict) -> dict[str, float]:
+    """The documented expert protocol on the held-out specimens (``--recommend target``'s target)."""
+    from cryoopt.agents import EXPERT_PROTOCOL
+    from cryoopt.loop import BlockRunner
+
+    runner = BlockRunner("fixed", env_kwargs=env_kwargs(a), max_sections=a["sections"], min_sections=a["min_sections"])
+    try:
+        held = evaluate_protocol(runner, dict(EXPERT_PROTOCOL), a["heldout"])
+    finally:
+        runner.close()
+    return {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")}
+
+
+def per_seed(runs: list[dict], strategy: str, key: str) -> np.ndarray:
+    rows = sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["seed"])
+    return np.array([r["heldout_mean"][key] for r in rows], float)
+
+
+def summarize(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[str, Any]:
+    """Per strategy (over seeds), paired differences, and each strategy relative to ``manual``."""
+    out: dict[str, Any] = {}
+    for s in strategies:
+        q = per_seed(runs, s, "quality")
+        if not q.size:
+            continue
+        lo, hi = bootstrap_ci(q, seed=seed)
+        out[s] = {"n_seeds": int(q.size), "heldout_quality_mean": float(q.mean()), "heldout_quality_ci95": [lo, hi],
+                  "em_cnr_mean": float(np.nanmean(per_seed(runs, s, "cnr"))),
+                  "frc_nm_mean": float(np.nanmean(per_seed(runs, s, "frc_resolution_nm"))),
+                  "spread_sd": float(q.std(ddof=1)) if q.size > 1 else math.nan,
+                  "prep_h_mean": float(np.nanmean(per_seed(runs, s, "prep_time_h"))),
+                  "seconds_per_seed": float(np.mean([r["seconds"] for r in runs if r["strategy"] == s]))}
+    paired = {}
+    for pair in PAIRS:
+        a_, b_ = pair.split("-")
+        if a_ in out and b_ in out:
+            d = per_seed(runs, a_, "quality") - per_seed(runs, b_, "quality")
+            lo, hi = bootstrap_ci(d, seed=seed)
+            paired[pair] = {"mean": float(d.mean()), "ci95": [lo, hi], "seeds_better": int((d > 0).sum()),
+                            "seeds_worse": int((d < 0).sum())}
+    vs_manual = {}
+    if "manual" in out:
+        m = {k: per_seed(runs, "manual", k) for k in ("quality", "cnr", "frc_resolution_nm", "prep_time_h")}
+        for s in out:
             if s == "manual":
                 continue
-            thr = m["rec_prep_time_h"][0] / v["rec_prep_time_h"][0] if v["rec_prep_time_h"][0] > 0 else math.nan
-            cnr = 100 * (v["rec_cnr"][0] / m["rec_cnr"][0] - 1)
-            frc = 100 * (v["rec_frc_nm"][0] / m["rec_frc_nm"][0] - 1)
-            q = 100 * (v["rec_quality"][0] / m["rec_quality"][0] - 1)
-            var = 100 * (v["quality_spread_std"] / m["quality_spread_std"] - 1) if m["quality_spread_std"] > 0 else math.nan
-            lines.append(f"| {s} | {thr:.2f}x | {cnr:+.0f} % | {frc:+.0f} % | {q:+.0f} % | {var:+.0f} % |")
+            v = {k: per_seed(runs, s, k) for k in m}
+            both = np.column_stack([v["cnr"], m["cnr"], v["frc_resolution_nm"], m["frc_resolution_nm"],
+                                    v["prep_time_h"], m["prep_time_h"], v["quality"], m["quality"]])
+            stats = {
+                "em_cnr_change": lambda x: np.nanmean(x[:, 0]) / np.nanmean(x[:, 1]) - 1.0,
+                "frc_change": lambda x: np.nanmean(x[:, 2]) / np.nanmean(x[:, 3]) - 1.0,
+                "prep_speedup": lambda x: np.nanmean(x[:, 5]) / np.nanmean(x[:, 4]),
+                "spread_change": lambda x: np.std(x[:, 6], ddof=1) / np.std(x[:, 7], ddof=1) - 1.0,
+            }
+            vs_manual[s] = {}
+            for k, f in stats.items():
+                lo, hi = bootstrap_ci(both, seed=seed, stat=f, n=4000)
+                est = float(f(both))
+                met = est >= TARGETS[k] if k in ("em_cnr_change", "prep_speedup") else est <= TARGETS[k]
+                vs_manual[s][k] = {"value": est, "ci95": [lo, hi], "target": TARGETS[k], "met": bool(met)}
+    return {"strategies": out, "paired": paired, "vs_manual": vs_manual}
+
+
+def seeds_text(a: dict) -> str:
+    """'20 (100..119)', or the seeds reported from an interrupted run."""
+    done = a.get("seeds_reported")
+    if done is not None:
+        return f"{len(done)} of the {a['seeds']} planned ({', '.join(map(str, done))})"
+    return f"{a['seeds']} ({a['first_seed']}..{a['first_seed'] + a['seeds'] - 1})"
+
+
+def table(summary: dict, a: dict, expert: dict) -> str:
+    st, paired, vm = summary["strategies"], summary["paired"], summary["vs_manual"]
+    lines = [
+        f"Simulated CLEM bench (neurons, direct backend, {a['image_size']} px), {seeds_text(a)} seeds "
+        f"(= simulated operators for `manual`), {a['blocks']} blocks "
+        f"of <= {a['sections']} sections per campaign; each campaign's recommended protocol (`--recommend {a['recommend']}`) "
+        f"rerun on the same {a['heldout']} held-out specimens. Expert protocol there: quality {expert['quality']:.3f}, "
+        f"prep {expert['prep_time_h']:.2f} h, EM CNR {expert['cnr']:.2f}, FRC {expert['frc_resolution_nm']:.0f} nm.", "",
+        "| strategy | held-out quality [95 % CI] | EM CNR | EM FRC (nm) | prep h / sample | spread (sd over seeds) |",
+        "|---|---|---|---|---|---|"]
+    for s, v in st.items():
+        lo, hi = v["heldout_quality_ci95"]
+        lines.append(f"| {s} | {v['heldout_quality_mean']:.3f} [{lo:.3f}, {hi:.3f}] | {v['em_cnr_mean']:.2f} | "
+                     f"{v['frc_nm_mean']:.0f} | {v['prep_h_mean']:.2f} | {v['spread_sd']:.3f} |")
+    lines += ["", "Paired differences of held-out quality (same specimens, per seed; mean [95 % bootstrap CI], seeds better/worse):",
+              "", "| pair | difference | better / worse |", "|---|---|---|"]
+    for p, v in paired.items():
+        lines.append(f"| {p} | {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {v['seeds_better']} / {v['seeds_worse']} |")
+    if vm:
+        lines += ["", "Relative to `manual` (targets: EM CNR >= +25 %, FRC >= 15 % finer, spread <= -60 %, prep >= 3x shorter):",
+                  "", "| strategy | EM CNR | FRC resolution | spread | prep time speed-up |", "|---|---|---|---|---|"]
+
+        def pct(d: dict) -> str:
+            return f"{100 * d['value']:+.0f} % [{100 * d['ci95'][0]:+.0f}, {100 * d['ci95'][1]:+.0f}]{'' if d['met'] else ' (missed)'}"
+
+        for s, v in vm.items():
+            sp = v["prep_speedup"]
+            lines.append(f"| {s} | {pct(v['em_cnr_change'])} | {pct(v['frc_change'])} | {pct(v['spread_change'])} | "
+                         f"{sp['value']:.2f}x [{sp['ci95'][0]:.2f}, {sp['ci95'][1]:.2f}]{'' if sp['met'] else ' (missed)'} |")
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], summary: dict, target: float, path: Path) -> None:
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 4, figsize=(20, 4))
-    for s in summary:
+    st, paired = summary["strategies"], summary["paired"]
+    names = list(st)
+    fig, ax = plt.subplots(1, 3, figsize=(18, 4.5))
+    for s in names:
         rows = [r for r in runs if r["strategy"] == s]
         q = np.array([np.maximum.accumulate([b["quality"] for b in r["history"]]) for r in rows])
-        x = np.arange(1, q.shape[1] + 1)
-        ax[0].plot(x, q.mean(0), label=s)
-        ax[0].fill_between(x, q.mean(0) - q.std(0), q.mean(0) + q.std(0), alpha=0.15)
-    ax[0].axhline(target, color="k", ls="--", lw=1)
-    ax[0].set(xlabel="sample block", ylabel="best observed block quality so far",
-              title="campaign: best block, lucky specimens included (mean ± std)")
-    ax[0].legend()
-    names = list(summary)
-    ax[1].bar(names, [summary[s]["rec_prep_time_h"][0] for s in names], yerr=[summary[s]["rec_prep_time_h"][1] for s in names])
-    ax[1].set(ylabel="h", title="prep time per sample, recommended protocol (held-out)")
-    ax[2].bar(names, [summary[s]["rec_cnr"][0] for s in names], yerr=[summary[s]["rec_cnr"][1] for s in names])
-    ax[2].set(ylabel="EM CNR", title="EM CNR, recommended protocol (held-out)")
-    ax[3].bar(names, [summary[s]["rec_quality"][0] for s in names], yerr=[summary[s]["rec_quality"][1] for s in names])
-    ax[3].axhline(target, color="k", ls="--", lw=1, label="target (expert protocol)")
-    ax[3].set(ylabel="block quality", title="quality, recommended protocol (held-out)")
-    ax[3].legend()
+        ax[0].plot(np.arange(1, q.shape[1] + 1), q.mean(0), label=s)
+    ax[0].set(xlabel="sample block", ylabel="best observed block quality so far (mean over seeds)",
+              title="campaigns (lucky specimens included)")
+    ax[0].legend(fontsize=8)
+    means = [st[s]["heldout_quality_mean"] for s in names]
+    err = np.array([[m - st[s]["heldout_quality_ci95"][0], st[s]["heldout_quality_ci95"][1] - m] for s, m in zip(names, means)]).T
+    ax[1].bar(names, means, yerr=err, capsize=4, color="tab:blue")
+    for i, s in enumerate(names):
+        ax[1].scatter(np.full(st[s]["n_seeds"], i) + np.linspace(-0.2, 0.2, st[s]["n_seeds"]), per_seed(runs, s, "quality"),
+                      s=6, color="k", zorder=3)
+    ax[1].set(ylabel="held-out block quality", title="recommended protocol on held-out specimens (95 % CI, seeds as dots)")
+    ax[1].tick_params(axis="x", rotation=30)
+    pairs = list(paired)
+    y = np.arange(len(pairs))
+    ax[2].errorbar([paired[p]["mean"] for p in pairs], y,
+                   xerr=np.array([[paired[p]["mean"] - paired[p]["ci95"][0], paired[p]["ci95"][1] - paired[p]["mean"]]
+                                  for p in pairs]).T, fmt="o", capsize=4)
+    ax[2].axvline(0, color="k", lw=1)
+    ax[2].set_yticks(y, pairs)
+    ax[2].set(xlabel="difference of held-out quality (paired by seed)", title="paired differences, 95 % bootstrap CI")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
-    ap.add_argument("--blocks", type=int, default=16)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=100, help="seeds are first-seed .. first-seed + seeds - 1 (tuning used 0..)")
+    ap.add_argument("--blocks", type=int, default=10, help="sample blocks per campaign (the expert block included)")
     ap.add_argument("--sections", type=int, default=8)
     ap.add_argument("--min-sections", type=int, default=4, help="sections every block yields before an agent may stop it")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--n-initial", type=int, default=4, help="BO initial design, the expert block included")
-    ap.add_argument("--pretrain", type=int, default=2048,
-                    help="HRL/PPO pre-training sections in the composite env (once, shared by every seed)")
-    ap.add_argument("--instrument-pretrain", type=int, default=4096,
-                    help="HRL controller pre-training steps on each per-instrument env")
-    ap.add_argument("--learn", type=int, default=32, help="HRL/PPO training steps after each block")
-    ap.add_argument("--replicate-every", type=int, default=4,
-                    help="BO strategies rerun their recommended protocol every this many blocks (0: never)")
-    ap.add_argument("--bo-objective", choices=("pareto", "quality", "quality_under_time"), default="pareto",
-                    help="what the BO strategies optimize")
-    ap.add_argument("--max-prep-h", type=float, default=3.0, help="prep time bound for --bo-objective quality_under_time")
+    ap.add_argument("--pretrain", type=int, default=2048, help="HRL/PPO pre-training sections in the composite env")
+    ap.add_argument("--instrument-pretrain", type=int, default=4096, help="HRL controller steps on each per-instrument env")
+    ap.add_argument("--mpc-pretrain", type=int, default=768, help="MPC exploration sections before its GP is fitted")
+    ap.add_argument("--replicate-every", default="4", help="BO replicates: every N blocks, 0 (never) or 'auto' (the optimizer's rule)")
     ap.add_argument("--noise-floor", type=float, default=0.3, help="BayesianOptimizer noise_floor for the BO strategies")
+    ap.add_argument("--recommend", choices=("best", "target"), default="best",
+                    help="best expected quality, or the fastest protocol expected to reach the expert protocol's")
     ap.add_argument("--heldout", type=int, default=16, help="held-out specimens each recommended protocol is rerun on")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--backend", default="processes", choices=("local", "processes", "ray"))
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--agents", default=None, help="pre-trained agents (default <out>/agents); missing ones are trained")
     ap.add_argument("--out", default=str(results_dir()))
+    ap.add_argument("--cache", default=str(Path(__file__).resolve().parent / "results" / "local" / "headline_runs"),
+                    help="keep each finished campaign here and reuse it on a rerun with the same settings ('' : off)")
+    ap.add_argument("--available", action="store_true",
+                    help="run nothing: report the seeds whose campaigns are all in --cache (an interrupted run)")
     args = ap.parse_args()
-    a = {"seeds": args.seeds, "blocks": args.blocks, "sections": args.sections, "min_sections": args.min_sections,
-         "image_size": args.image_size,
-         "pretrain": args.pretrain, "instrument_pretrain": args.instrument_pretrain, "learn": args.learn,
-         "n_initial": args.n_initial, "heldout": args.heldout,
-         "replicate_every": args.replicate_every, "bo_objective": args.bo_objective, "max_prep_h": args.max_prep_h,
-         "noise_floor": args.noise_floor}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    strategies = args.strategies.split(",")
-    learners = [n for n, st in (("hrl", "hrl_bo"), ("ppo", "ppo_bo")) if st in strategies]
-    a["agents"] = pretrain_agents(a, learners, Path(args.out)) if learners else {}
-    expert_runs = expert_reference(a)
-    expert = {key: _mean(expert_runs, key) for key in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")}
-    target = a["target"] = expert["quality"]
-    print(f"target quality {target:.3f} (expert protocol on {a['heldout']} held-out specimens)", flush=True)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    tasks = [(st, s, a) for st in strategies for s in seeds]
-    t0 = time.perf_counter()
+    from cryoopt.progress import report_to
+    from cryoopt.scale import map_seeds
 
-    def progress(runs: Any) -> list[dict]:
-        done = []
-        for r in runs:  # one line per finished (strategy, seed), in completion order
-            done.append(r)
-            best = max((b["quality"] for b in r["history"]), default=math.nan)
-            print(f"[{len(done):>3}/{len(tasks)}] {r['strategy']:<8} seed {r['seed']:<3} best block {best:.3f}, "
-                  f"recommended protocol held-out {_mean(r['heldout'], 'quality'):.3f} "
-                  f"({r['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
-        return done
-
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers) as pool:
-            runs = progress(pool.imap_unordered(_run, tasks, chunksize=1))
-    else:
-        runs = progress(_run(t) for t in tasks)
-    runs.sort(key=lambda r: (r["strategy"], r["seed"]))
-    summary = summarize(runs, target)
-    text = table(summary, target, expert, a)
+    strategies = [s for s in args.strategies.split(",") if s]
+    rep = args.replicate_every if args.replicate_every == "auto" else int(args.replicate_every)
+    a = {"seeds": args.seeds, "first_seed": args.first_seed, "blocks": args.blocks, "sections": args.sections,
+         "min_sections": args.min_sections, "image_size": args.image_size, "n_initial": args.n_initial,
+         "pretrain": args.pretrain, "instrument_pretrain": args.instrument_pretrain, "mpc_pretrain": args.mpc_pretrain,
+         "replicate_every": rep, "noise_floor": args.noise_floor, "recommend": args.recommend, "heldout": args.heldout}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}}
-    (out / "headline.json").write_text(json.dumps({"settings": settings, "target_quality": target, "expert_heldout": expert_runs,
-                                                   "summary": summary, "runs": runs,
-                                                   "wall_s": time.perf_counter() - t0}, indent=1, default=float))
+    agents_dir = Path(args.agents) if args.agents else out / "agents"
+    load0, t0, c0 = load_average(), time.perf_counter(), time.process_time()
+    names = [LEARNERS[s] for s in strategies if s in LEARNERS]
+    missing = [n for n in names if not (agents_dir / n / "agent.json").exists()]
+    with report_to(print):
+        pretrain_agents(a, missing, agents_dir)
+    a["agents"] = {n: str(agents_dir / n) for n in names}
+    t_pre = time.perf_counter() - t0
+    expert = expert_reference(a)
+    a["target"] = expert["quality"]
+    print(f"expert protocol on {a['heldout']} held-out specimens: quality {expert['quality']:.3f}", flush=True)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(s, seed) for seed in seeds for s in strategies]
+    t1 = time.perf_counter()
+    if args.available:
+        runs = available_runs(tasks, a, args.cache)
+        if not runs:
+            raise SystemExit(f"no seed has all its campaigns in {args.cache} under these settings; run without --available")
+        a["seeds_reported"] = sorted({r["seed"] for r in runs})
+        print(f"reporting the {len(a['seeds_reported'])} seeds finished: {a['seeds_reported']}", flush=True)
+    else:
+        runs = map_seeds(functools.partial(cached_campaign, tasks, a, args.cache or None), range(len(tasks)),
+                         backend=args.backend, workers=args.workers, progress=True, label="campaigns")
+    t_runs = time.perf_counter() - t1
+    summary = summarize(runs, strategies)
+    text = table(summary, a, expert)
+    cpu = time.process_time() - c0 + sum(r["cpu_s"] for r in runs)
+    meta = {"wall_s_total": time.perf_counter() - t0, "wall_s_pretrain": t_pre, "wall_s_campaigns": t_runs,
+            "cpu_s_total": cpu, "cpu_s_campaigns": sum(r["cpu_s"] for r in runs),
+            "load_average_start": load0, "load_average_end": load_average(), "workers": args.workers,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}
+    settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}, "agent_kwargs": AGENT_KWARGS}
+    result = {**summary["strategies"], "paired": summary["paired"], "vs_manual": summary["vs_manual"],
+              "expert_heldout": expert, "settings": settings, "meta": meta, "runs": runs}
+    (out / "headline.json").write_text(json.dumps(result, indent=1, default=float))
     (out / "headline.md").write_text("# Headline benchmark (simulation)\n\n" + text + "\n")
-    plot(runs, summary, target, out / "headline.png")
+    plot(runs, summary, out / "headline.png")
     print(text)
-    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    print(f"wall {meta['wall_s_total']:.0f} s (pre-training {t_pre:.0f} s, campaigns {t_runs:.0f} s on {args.workers} workers); "
+          f"CPU {cpu:.0f} s (= {cpu / 2 / 60:.1f} min on 2 cores); load average {load0} -> {meta['load_average_end']}")
 
 
 if __name__ == "__main__":

@@ -64,15 +64,6 @@ def test_option_env_runs_an_option_to_termination(env):
     assert te and info["termination"] == "block_end" and info["option_steps"] == 1
 
 
-def test_group_env_matches_per_instrument_env_spaces(env):
-    sec = gym.make("cryoopt/Sectioning-v0")
-    st = gym.make("cryoopt/Staining-v0")
-    assert GroupControlEnv(env, "sectioning").observation_space == sec.observation_space
-    assert GroupControlEnv(env, "sectioning").action_space == sec.action_space
-    assert GroupControlEnv(env, "staining").observation_space == st.observation_space
-    assert GroupControlEnv(env, "staining").action_space == st.action_space
-
-
 def test_train_save_load_evaluate_round_trip(env, tmp_path):
     small = {"n_steps": 16, "batch_size": 8, "n_epochs": 1}
     agent = HRLAgent(seed=0, k=2, net_arch=(8,), option_kwargs={"n_steps": 8, "batch_size": 8, "n_epochs": 1},

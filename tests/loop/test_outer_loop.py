@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cryoopt.loop import BlockRunner, ManualOFAT, OuterLoop, block_space
+from cryoopt.optim.base import Optimizer
 
 RK = {"max_sections": 3, "env_kwargs": {"image_size": 64}}
 BO = {"n_initial": 2, "num_restarts": 1, "raw_samples": 16, "mc_samples": 16}
@@ -184,3 +185,124 @@ def test_replicates_show_the_gp_a_lucky_specimen_for_what_it_is():
 def test_replicate_every_is_checked():
     with pytest.raises(ValueError, match="replicate_every"):
         OuterLoop(runner=NoisyBlocks(), optimizer="random", replicate_every=1)
+
+
+class Contextual(Optimizer):
+    """Random search standing in for an optimizer that models contexts: ``ask`` and ``add_trial``
+    take each trial's context and keep it on the trial, as context-aware optimizers do."""
+
+    strategy_name = "test_contextual"
+
+    def __init__(self, space, **kw):
+        super().__init__(space, **kw)
+        self.contexts = {"screening": (0.0, 1.0)}
+        self.asked = []
+
+    def _propose(self, n):
+        return [(p, "random") for p in self._random_points(n)]
+
+    def ask(self, n=1, *, context=None):
+        self.asked.append(list(context))
+        trials = super().ask(n)
+        for t, c in zip(trials, context):
+            t.context = dict(c)
+        return trials
+
+    def add_trial(self, params, *, source="manual", context=None):
+        t = super().add_trial(params, source=source)
+        t.context = dict(context)
+        return t
+
+
+def test_context_is_measured_per_block_before_it_is_committed():
+    from cryoopt.agents import EXPERT_PROTOCOL
+    from cryoopt.loop.blocks import OBJECTIVES
+
+    calls = []
+
+    def screen(block_seed):
+        calls.append(block_seed)
+        return {"screening": (block_seed % 7) / 7}
+
+    opt = Contextual(block_space(), seed=0, objectives=OBJECTIVES)
+    loop = OuterLoop(runner=NoisyBlocks(), optimizer=opt, seed=2, batch_size=2, context=screen,
+                     start_protocols=[EXPERT_PROTOCOL])
+    loop.run(6)
+    for r in loop.history:
+        assert r["context"] == {"screening": (loop.block_seed(r["block"]) % 7) / 7}
+    assert loop.history[0]["source"] == "start"  # the start protocol ran on block 0's measured specimen
+    # after the start block, each batch of proposals was asked for its own blocks' specimens
+    assert opt.asked == [[{"screening": (loop.block_seed(i) % 7) / 7} for i in (j, j + 1)] for j in (1, 3, 5)]
+    assert sorted(calls) == [loop.block_seed(i) for i in range(len(loop.history))]  # each specimen measured once
+
+
+def test_a_context_needs_an_optimizer_that_models_it():
+    with pytest.raises(ValueError, match="contexts"):
+        OuterLoop(runner=NoisyBlocks(), optimizer="random", context=lambda s: {"screening": 0.5})
+    with pytest.raises(ValueError, match="context"):
+        OuterLoop(runner=NoisyBlocks(), optimizer="random", context=0.5)
+
+
+class Decision:
+    def __init__(self, replicate, reason):
+        self.replicate, self.reason = replicate, reason
+
+
+class Judging(Optimizer):
+    """Random search with a replicate rule: replicate when 3 or 6 blocks are done."""
+
+    strategy_name = "test_judging"
+
+    def _propose(self, n):
+        return [(p, "random") for p in self._random_points(n)]
+
+    def replicate_value(self, context=None):
+        done = len(self.completed)
+        return Decision(done in (3, 6), f"{done} done")
+
+
+def test_auto_replicates_follow_the_optimizers_rule():
+    from cryoopt.loop.blocks import OBJECTIVES
+
+    loop = OuterLoop(runner=NoisyBlocks(), optimizer=Judging(block_space(), seed=0, objectives=OBJECTIVES), seed=0,
+                     replicate_every="auto")
+    loop.run(9)
+    reps = [r for r in loop.history if r["source"] == "replicate"]
+    assert [r["block"] for r in reps] == [3, 6] and [r["replicate_reason"] for r in reps] == ["3 done", "6 done"]
+    for r in reps:  # each reruns the protocol recommended from the blocks before it
+        before = [b for b in loop.history[:r["block"]]]
+        best = max(before, key=lambda b: b["quality"])
+        assert r["params"] == best["params"]
+    # an optimizer without a rule never replicates under "auto"
+    plain = OuterLoop(runner=NoisyBlocks(), optimizer="random", seed=0, replicate_every="auto")
+    plain.run(6)
+    assert all(r["source"] != "replicate" for r in plain.history)
+    with pytest.raises(ValueError, match="replicate_every"):
+        OuterLoop(runner=NoisyBlocks(), optimizer="random", replicate_every="sometimes")
+
+
+def test_recommend_pools_replicates_and_defers_to_the_optimizers_belief():
+    from cryoopt.loop.blocks import OBJECTIVES
+
+    loop = OuterLoop(runner=NoisyBlocks(), optimizer="random", seed=0, replicate_every=3)
+    loop.run(6)
+    rec = loop.recommend()
+    runs = [r for r in loop.history if r["params"] == rec["params"]]
+    assert rec["n_runs"] == len(runs) and rec["basis"] == "observed"
+    assert rec["expected_quality"] == pytest.approx(sum(r["quality"] for r in runs) / len(runs))
+    if len(runs) >= 2:
+        lo, hi = rec["quality_ci95"]
+        assert lo < rec["expected_quality"] < hi
+
+    class Believer(Judging):
+        def recommend(self, *, context=None, target=None):
+            t = self.completed[0]  # an optimizer's belief may favour a block that did not score best
+            return type("R", (), {"params": dict(t.params), "mean": {"quality": 0.42, "prep_time_h": 1.5},
+                                  "ci95": {"quality": (0.3, 0.5)}, "n_runs": 1, "trial_ids": (t.id,),
+                                  "basis": "posterior"})()
+
+    loop = OuterLoop(runner=NoisyBlocks(), optimizer=Believer(block_space(), seed=0, objectives=OBJECTIVES), seed=0)
+    loop.run(3)
+    rec = loop.recommend()
+    assert rec["params"] == loop.history[0]["params"] and rec["block"] == 0
+    assert rec["expected_quality"] == 0.42 and rec["quality_ci95"] == [0.3, 0.5] and rec["basis"] == "posterior"

@@ -9,6 +9,10 @@ name              agent
 ``ppo``           :class:`FlatPPOAgent`: one SB3 PPO policy on the 13-d action
 ``sac``           :class:`FlatSACAgent`: one SB3 SAC policy on the 13-d action
 ``hrl``           :class:`HRLAgent`: option policy (PPO) over per-option SB3 controllers
+``mpc``           :class:`ModelBasedAgent`: GP of the section score, drift tracker,
+                  one-step lookahead on the cutting temperature
+``compensate``    :class:`DriftCompensationAgent`: hold, with a drift feedforward
+                  on the cutting temperature (no learning)
 ================  ===========================================================
 
 Example:
@@ -29,33 +33,52 @@ from cryoopt.agents.base import (
     register_agent,
     run_block,
 )
-from cryoopt.agents.baselines import FixedAgent, HoldAgent, RandomAgent
-from cryoopt.agents.hrl import OPTIONS, HRLAgent, OptionEnv, OptionTermination, GroupControlEnv
+from cryoopt.agents.baselines import DriftCompensationAgent, FixedAgent, HoldAgent, RandomAgent
+from cryoopt.agents.drift import DRIFT_FEATURES, DriftTracker
+from cryoopt.agents.hrl import (
+    OPTIONS,
+    ControllerView,
+    GroupControlEnv,
+    HRLAgent,
+    InstrumentView,
+    OptionEnv,
+    OptionTermination,
+    regulate_temperatures,
+)
+from cryoopt.agents.model_based import ModelBasedAgent, SectionScoreModel
 from cryoopt.agents.sb3 import FlatPPOAgent, FlatSACAgent, MLflowOutputFormat, SB3Agent, configure_mlflow_logger
 from cryoopt.agents.starts import RandomStarts
 
 __all__ = [
+    "DRIFT_FEATURES",
     "EXPERT_PROTOCOL",
     "OPTIONS",
     "Agent",
     "BaseAgent",
+    "ControllerView",
+    "DriftCompensationAgent",
+    "DriftTracker",
     "FixedAgent",
     "FlatPPOAgent",
     "FlatSACAgent",
     "GroupControlEnv",
     "HRLAgent",
     "HoldAgent",
+    "InstrumentView",
     "MLflowOutputFormat",
+    "ModelBasedAgent",
     "OptionEnv",
     "OptionTermination",
     "RandomAgent",
     "RandomStarts",
     "SB3Agent",
+    "SectionScoreModel",
     "agents",
     "start_setpoints",
     "available_agents",
     "configure_mlflow_logger",
     "make_agent",
+    "regulate_temperatures",
     "register_agent",
     "run_block",
 ]

@@ -212,10 +212,11 @@ def start_setpoints(params: Mapping[str, Any] | None) -> dict[str, float]:
 
 def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping[str, Any] | None = None,
               max_sections: int | None = None, min_sections: int = 0,
-              on_step: Callable[..., None] | None = None) -> dict[str, Any]:
+              on_step: Callable[..., None] | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run one sample block with ``agent`` on ``env`` from the starting protocol ``start``.
 
-    ``max_sections`` is the block's budget (the block is stopped when it is used);
+    ``options`` are more ``env.reset`` options (e.g. ``specimen_seed``, ``noise_seed`` on benches
+    that pair blocks by specimen). ``max_sections`` is the block's budget (the block is stopped when it is used);
     before ``min_sections`` sections the agent's stop action is overridden (the lab
     cuts at least that many sections from a block, whatever the agent prefers).
 
@@ -225,7 +226,7 @@ def run_block(agent: Agent, env: Any, *, seed: int | None = None, start: Mapping
     (= ``fused_score``; failed blocks get 0).
     """
     start = start if start is not None else getattr(agent, "start_protocol", None)
-    obs, info = env.reset(seed=seed, options={"setpoints": start_setpoints(start)})
+    obs, info = env.reset(seed=seed, options={**dict(options or {}), "setpoints": start_setpoints(start)})
     agent.reset()
     counts_before = dict(getattr(agent, "option_counts", {}))  # the agent's counts run over all its blocks
     total, steps, stopped = 0.0, 0, False

@@ -1,4 +1,5 @@
-"""Baseline agents: ``random``, ``fixed`` (the expert manual protocol), ``bo_only`` (hold)."""
+"""Baseline agents: ``random``, ``fixed`` (the expert manual protocol), ``bo_only`` (hold),
+``compensate`` (hold, with the cutting temperature held against drift by feedforward)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from cryoopt.agents.base import ACTION_DIM, EXPERT_PROTOCOL, STOP_INDEX, BaseAgent, register_agent
+from cryoopt.agents.drift import DriftTracker
 
-__all__ = ["FixedAgent", "HoldAgent", "RandomAgent"]
+__all__ = ["DriftCompensationAgent", "FixedAgent", "HoldAgent", "RandomAgent"]
 
 
 @register_agent("random")
@@ -50,3 +52,36 @@ class FixedAgent(HoldAgent):
     def __init__(self, seed: int | None = 0, protocol: Mapping[str, float] | None = None) -> None:
         BaseAgent.__init__(self, seed=seed, protocol=dict(protocol) if protocol else None)
         self.start_protocol = {**EXPERT_PROTOCOL, **(protocol or {})}
+
+
+@register_agent("compensate")
+class DriftCompensationAgent(HoldAgent):
+    """Holds the starting protocol, except that the specimen and knife temperature setpoints
+    move against the drift the readbacks show, so the temperatures the cuts *measure* stay at
+    the starting setpoints (:meth:`~cryoopt.agents.drift.DriftTracker.feedforward`).
+
+    A classical disturbance feedforward with no learning: the baseline that tells how much of
+    a learning agent's within-block gain a few lines of control engineering already give.
+    """
+
+    def __init__(self, seed: int | None = 0, window: int = 4) -> None:
+        BaseAgent.__init__(self, seed=seed, window=window)
+        self.window = int(window)
+        self.tracker = DriftTracker(window=self.window)
+        from cryoopt.envs._core import SECTIONING_KNOBS
+
+        self._index = {k.name: i for i, k in enumerate(SECTIONING_KNOBS)}
+
+    def reset(self) -> None:
+        self.tracker = DriftTracker(window=self.window)
+
+    def act(self, obs: Any, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        if not self.tracker.started and info is not None:
+            self.tracker.reset(info)
+        a = self.zero_action()
+        for knob, move in self.tracker.feedforward().items():
+            a[self._index[knob]] = move
+        return a
+
+    def observe(self, obs: Any, reward: float, terminated: bool, truncated: bool, info: Mapping[str, Any]) -> None:
+        self.tracker.update(info)

@@ -2,6 +2,12 @@
 (:class:`BlockRunner`), the block search space, the manual baseline and the campaign
 executor ``simulated_clem``.
 
+:class:`OuterLoop` takes an optional pre-block measurement of each specimen
+(``context=``, a :data:`ContextSource`: block seed -> ``{name: value}``) for an optimizer
+that models contexts, reruns the current recommendation every ``replicate_every`` blocks
+or when the optimizer's rule says it pays (``replicate_every="auto"``), and recommends
+the optimizer's posterior belief (:meth:`OuterLoop.recommend`).
+
 This layer sits between :mod:`cryoopt.campaign` (above) and :mod:`cryoopt.optim` /
 :mod:`cryoopt.agents` (below), so the optimizer stays a pure ask/tell library usable
 without agents or envs.
@@ -18,13 +24,14 @@ from __future__ import annotations
 from cryoopt.loop.blocks import DEFAULT_BLOCK_SPACE, OBJECTIVES, BlockRunner, SimulatedCLEMBlock, block_space
 from cryoopt.loop.executor import SimulatedCLEMExecutor
 from cryoopt.loop.manual import ManualOFAT
-from cryoopt.loop.outer_loop import FAST_BO, OuterLoop
+from cryoopt.loop.outer_loop import FAST_BO, ContextSource, OuterLoop
 
 __all__ = [
     "DEFAULT_BLOCK_SPACE",
     "FAST_BO",
     "OBJECTIVES",
     "BlockRunner",
+    "ContextSource",
     "ManualOFAT",
     "OuterLoop",
     "SimulatedCLEMBlock",

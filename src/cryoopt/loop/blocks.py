@@ -163,13 +163,14 @@ class BlockRunner:
                 env = gym.wrappers.TimeLimit(env, int(self.max_sections))  # the structure scores nothing
             self.agent.learn(env, steps)
 
-    def run(self, params: Mapping[str, Any], seed: int, *,
-            image_dir: str | Path | None = None) -> dict[str, Any] | BlockFailure:
+    def run(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None,
+            options: Mapping[str, Any] | None = None) -> dict[str, Any] | BlockFailure:
         """Run one block from the starting protocol ``params``; returns the result dict
         (``quality``, ``prep_time_h``, ``cnr``, ``frc_resolution_nm``, ``sections``, ...), or a
         :class:`BlockFailure` (a :class:`~cryoopt.optim.Failure`) with the reason when no section
         of the block gave a valid evaluation (every ribbon failed, every evaluation failed, or
-        none was cut).
+        none was cut). ``options``: more ``env.reset`` options (e.g. ``specimen_seed`` to pair
+        blocks by specimen).
 
         With ``image_dir`` (and ``section_images=True``) each section's LM and EM images
         are saved there as 8-bit PNGs (``s01_lm.png``, ``s01_em.png``, ...; a section whose
@@ -177,11 +178,12 @@ class BlockRunner:
         section with ``section``, ``lm``/``em`` (file names in ``image_dir``, or ``None``),
         ``reward``, ``failed`` and the section's headline ``scores``.
         """
-        result = self.measure(params, seed, image_dir=image_dir)
+        result = self.measure(params, seed, image_dir=image_dir, options=options)
         reason = result.pop("failure_reason", None)
         return BlockFailure(reason, measured=result) if reason else result
 
-    def measure(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None) -> dict[str, Any]:
+    def measure(self, params: Mapping[str, Any], seed: int, *, image_dir: str | Path | None = None,
+                options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Run one block and return everything it measured, failed or not: a block with no valid
         evaluation has ``quality`` 0 and says why in ``failure_reason`` (for judging a protocol
         by what the lab would get; an optimizer must be told :meth:`run`'s failure instead)."""
@@ -203,7 +205,7 @@ class BlockRunner:
                 saver(obs, reward, info)
 
         out = run_block(self.agent, self.env, seed=int(seed), start=start, max_sections=self.max_sections,
-                        min_sections=self.min_sections, on_step=on_step)
+                        min_sections=self.min_sections, on_step=on_step, options=options)
         self.blocks_run += 1
         if self.learn_steps_per_block > 0:
             self.agent.learn(self.env, self.learn_steps_per_block)

@@ -2,21 +2,27 @@
 
 For every block:
 
-1. the optimizer proposes its starting protocol (``ask(batch_size)``: ``q >= 1`` blocks
+1. optionally a cheap measurement of the block's specimen is taken before the block is
+   committed (``context``: e.g. a screening score from an LM overview of a trimmed
+   ribbon); an optimizer that models contexts proposes *for that specimen*;
+2. the optimizer proposes its starting protocol (``ask(batch_size)``: ``q >= 1`` blocks
    prepared in parallel; knobs outside the space start at
-   :data:`~cryoopt.agents.EXPERT_PROTOCOL`);
-2. the agent (any :mod:`cryoopt.agents` agent) runs the block
+   :data:`~cryoopt.agents.EXPERT_PROTOCOL`), or the loop reruns the current
+   recommendation on a fresh specimen (a replicate, see below);
+3. the agent (any :mod:`cryoopt.agents` agent) runs the block
    (:class:`~cryoopt.loop.blocks.BlockRunner`), adapting setpoints per section, and may
    stop it early;
-3. the block's ``quality`` (maximized) and its prep time (``prep_time_h``, minimized) go
+4. the block's ``quality`` (maximized) and its prep time (``prep_time_h``, minimized) go
    back to the GP (``tell``): multi-objective, the Pareto front is
    :meth:`OuterLoop.pareto_front`;
-4. optionally the agent keeps learning (``learn_steps_per_block``).
+5. optionally the agent keeps learning (``learn_steps_per_block``).
 
-Specimens vary about as much as protocols do, so the GP gets a noise floor
-(:data:`FAST_BO`), every ``replicate_every``-th block may rerun the current
-recommendation on a fresh specimen, and :meth:`OuterLoop.recommend` picks the
-protocol to adopt by the GP's expected quality rather than the luckiest block.
+Specimens vary about as much as protocols do. So the GP gets a noise floor
+(:data:`FAST_BO`); a replicate reruns the current recommendation on a fresh specimen,
+every ``replicate_every``-th block or, with ``replicate_every="auto"``, when the
+optimizer's own rule (``replicate_value``: the value of sharpening the incumbent against
+that of exploring) says it pays; and :meth:`OuterLoop.recommend` is the optimizer's
+posterior belief (replicates pooled, with a 95 % interval) rather than the luckiest block.
 
 The GP sees every earlier block; blocks get seeds ``seed * 100_003 + index``, so two
 strategies with the same ``seed`` face the same specimens and knife wear in the same
@@ -33,25 +39,29 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cryoopt.exceptions import ParameterError
 from cryoopt.loop import manual as _manual  # noqa: F401 - registers the "manual_ofat" strategy
 from cryoopt.loop.blocks import OBJECTIVES, BlockRunner, block_space
 from cryoopt.optim.base import Optimizer, make_optimizer, replicate_due
 from cryoopt.optim.trial import Failure, Trial
 from cryoopt.space import SearchSpace
 
-__all__ = ["FAST_BO", "OuterLoop"]
+__all__ = ["FAST_BO", "ContextSource", "OuterLoop"]
 
 #: small acquisition settings (a block costs seconds in simulation, the GP should not cost
 #: more) and a noise floor: specimens vary about as much as protocols do, and without one
 #: the GP interpolates lucky blocks (headline benchmark, bo_only over 20 seeds: held-out
 #: quality of the recommended protocol 0.278 with a floor of 0.3, 0.245 without)
 FAST_BO = {"num_restarts": 2, "raw_samples": 64, "mc_samples": 64, "noise_floor": 0.3}
+
+#: A cheap measurement of a block's specimen before the block is committed: block seed -> {name: value}.
+ContextSource = Callable[[int], Mapping[str, float]]
 
 
 class OuterLoop:
@@ -74,11 +84,22 @@ class OuterLoop:
             :data:`~cryoopt.agents.EXPERT_PROTOCOL`) run as the first blocks of a fresh
             loop, before the optimizer proposes anything; keys outside the space are
             ignored. They count toward BO's initial design.
-        replicate_every: every this many blocks, rerun the protocol :meth:`recommend`
-            currently picks on a fresh specimen instead of a new proposal (``0``: never).
-            Specimens vary about as much as protocols do; a replicate shows the GP how
-            much (two results at one protocol) and confirms or demotes an incumbent that
-            won on a lucky specimen. Replicates have ``source="replicate"``.
+        replicate_every: when to rerun the protocol :meth:`recommend` currently picks on a
+            fresh specimen instead of a new proposal: every this many blocks (``0``: never),
+            or ``"auto"``: whenever the optimizer's ``replicate_value`` says sharpening the
+            incumbent is worth more than exploring (at most one replicate per batch; an
+            optimizer without that rule never replicates). Specimens vary about as much as
+            protocols do; a replicate shows the GP how much (two results at one protocol)
+            and confirms or demotes an incumbent that won on a lucky specimen. Replicates
+            have ``source="replicate"``; with ``"auto"`` the block's record keeps the
+            rule's ``replicate_reason``.
+        context: a cheap measurement of each block's specimen, taken before the block is
+            committed: ``context(block_seed) -> {name: value}`` (:data:`ContextSource`).
+            The optimizer must model contexts: pass ``contexts`` (their ranges) when the
+            loop builds it, or an optimizer built with them. Each block's record keeps
+            its ``context``; :meth:`recommend` can answer for a given one.
+        contexts: the context names and ranges (``{name: (low, high)}``) for the optimizer
+            the loop builds (ignored when ``optimizer`` is an instance).
 
     Example:
         >>> loop = OuterLoop("hrl", seed=0, batch_size=2, runner_kwargs={"pretrain_steps": 128})
@@ -90,29 +111,53 @@ class OuterLoop:
                  optimizer: str | Optimizer = "bo", optimizer_kwargs: Mapping[str, Any] | None = None, seed: int = 0,
                  batch_size: int = 1, objectives: Mapping[str, str] | None = None,
                  runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None,
-                 start_protocols: Sequence[Mapping[str, Any]] = (), replicate_every: int = 0) -> None:
+                 start_protocols: Sequence[Mapping[str, Any]] = (), replicate_every: int | str = 0,
+                 context: ContextSource | None = None, contexts: Mapping[str, Any] | None = None) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if replicate_every < 0 or replicate_every == 1:
-            raise ValueError(f"replicate_every must be 0 (off) or >= 2 blocks, got {replicate_every}")
-        self.seed, self.batch_size, self.replicate_every = int(seed), int(batch_size), int(replicate_every)
+            raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+        self.replicate_every = self._check_replicate_every(replicate_every)
+        if context is not None and not callable(context):
+            raise ParameterError(f"context must be a callable block_seed -> {{name: value}}, got {context!r}")
+        self.seed, self.batch_size = int(seed), int(batch_size)
+        self.context = context
         if isinstance(optimizer, Optimizer):
             self.optimizer = optimizer
         else:
             sp = space if isinstance(space, SearchSpace) else block_space(space)
             kw = dict(FAST_BO) if optimizer == "bo" else {}
             kw.update(optimizer_kwargs or {})
-            self.optimizer = make_optimizer(optimizer, sp, seed=self.seed, objectives=dict(objectives or OBJECTIVES), **kw)
+            if contexts is not None:
+                kw["contexts"] = contexts
+            try:
+                self.optimizer = make_optimizer(optimizer, sp, seed=self.seed, objectives=dict(objectives or OBJECTIVES), **kw)
+            except TypeError as err:
+                if "contexts" in kw and "contexts" in str(err):
+                    raise ParameterError(f"the {optimizer!r} optimizer does not model contexts; use one that does "
+                                         "(e.g. 'bo') or leave out context/contexts") from None
+                raise
+        if context is not None and getattr(self.optimizer, "contexts", None) is None:
+            raise ParameterError("a context source needs an optimizer that models contexts: pass contexts="
+                                 "{name: (low, high)} (the measurement's names and ranges), or an optimizer built with them")
         if runner is None:
             rk = dict(runner_kwargs or {})
             rk.setdefault("pretrain_space", self.optimizer.space)
             runner = BlockRunner(agent, **rk)
         self.runner = runner
         self.history: list[dict[str, Any]] = []
+        self._contexts: dict[int, dict[str, float]] = {}
+        self._reasons: dict[int, str] = {}
         if not self.optimizer.trials:
             names = set(self.optimizer.space.names)
-            for protocol in start_protocols:
-                self.optimizer.add_trial({k: v for k, v in protocol.items() if k in names}, source="start")
+            for i, protocol in enumerate(start_protocols):
+                self._add_trial({k: v for k, v in protocol.items() if k in names}, "start", self.measure(i))
+
+    @staticmethod
+    def _check_replicate_every(value: int | str) -> int | str:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0 or value == 1:
+            raise ParameterError(f"replicate_every must be 0 (off), >= 2 blocks or 'auto', got {value!r}")
+        return int(value)
 
     @property
     def agent(self) -> Any:
@@ -121,12 +166,36 @@ class OuterLoop:
     def block_seed(self, index: int) -> int:
         return self.seed * 100_003 + int(index)
 
+    # -- contexts -------------------------------------------------------------------------------
+    def measure(self, index: int) -> dict[str, float] | None:
+        """The context of block ``index`` (``None`` without a context source); measured once."""
+        if self.context is None:
+            return None
+        if index not in self._contexts:
+            value = self.context(self.block_seed(index))
+            if not isinstance(value, Mapping):
+                raise ParameterError(f"the context source returned {value!r} for block {index}; it must return {{name: value}}")
+            self._contexts[index] = {str(k): float(v) for k, v in value.items()}
+        return dict(self._contexts[index])
+
+    def _add_trial(self, params: Mapping[str, Any], source: str, context: Mapping[str, float] | None) -> Trial:
+        if context is None:
+            return self.optimizer.add_trial(params, source=source)
+        return self.optimizer.add_trial(params, source=source, context=context)
+
+    def _ask(self, n: int, contexts: list[dict[str, float]] | None) -> list[Trial]:
+        return self.optimizer.ask(n) if contexts is None else self.optimizer.ask(n, context=contexts)
+
+    # -- running --------------------------------------------------------------------------------
     def step(self) -> list[dict[str, Any]]:
         """Run one batch of blocks (pending ones from a resumed state first); returns their records."""
         trials = list(self.optimizer.pending)
         if not trials:
-            trials = self._replicates()
-            trials += self.optimizer.ask(self.batch_size - len(trials)) if len(trials) < self.batch_size else []
+            first = len(self.history)
+            ctxs = [self.measure(first + j) for j in range(self.batch_size)] if self.context is not None else None
+            trials = self._replicates(ctxs[0] if ctxs else None)
+            if len(trials) < self.batch_size:
+                trials += self._ask(self.batch_size - len(trials), ctxs[len(trials):] if ctxs else None)
         records = []
         for t in trials:
             index = len(self.history)
@@ -137,17 +206,40 @@ class OuterLoop:
             else:
                 self.optimizer.tell(t, {k: v for k, v in result.items() if math.isfinite(v)})
             rec = {"block": index, "trial": t.id, "source": t.source, "params": dict(t.params), **result}
+            ctx = getattr(t, "context", None)
+            if ctx:
+                rec["context"] = dict(ctx)
+            if t.id in self._reasons:
+                rec["replicate_reason"] = self._reasons[t.id]
             self.history.append(rec)
             records.append(rec)
         return records
 
-    def _replicates(self) -> list[Trial]:
-        """The replicate block due now (see ``replicate_every``), queued as a trial, or none."""
+    def _replicate_decision(self, context: Mapping[str, float] | None) -> tuple[bool, str]:
+        """Whether the next batch starts with a replicate, and why."""
         replicated = sum(r["source"] == "replicate" for r in self.history)
-        if not replicate_due(len(self.history), self.batch_size, self.replicate_every, replicated):
+        if self.replicate_every == "auto":
+            rule = getattr(self.optimizer, "replicate_value", None)
+            if rule is None:
+                return False, f"the {self.optimizer.strategy_name!r} optimizer has no replicate rule"
+            d = rule(context=context) if context is not None else rule()
+            return bool(d.replicate), str(getattr(d, "reason", ""))
+        due = replicate_due(len(self.history), self.batch_size, int(self.replicate_every), replicated)
+        return due, f"every {self.replicate_every} blocks" if due else ""
+
+    def _replicates(self, context: Mapping[str, float] | None) -> list[Trial]:
+        """The replicate block due now (see ``replicate_every``), queued as a trial, or none."""
+        if not self.replicate_every:
             return []
-        rec = self.recommend()
-        return [self.optimizer.add_trial(rec["params"], source="replicate")] if rec is not None else []
+        due, reason = self._replicate_decision(context)
+        if not due:
+            return []
+        rec = self.recommend(context=context)
+        if rec is None:
+            return []
+        t = self._add_trial(rec["params"], "replicate", context)
+        self._reasons[t.id] = reason
+        return [t]
 
     def run(self, n_blocks: int, callback: Any = None) -> list[dict[str, Any]]:
         """Run until ``n_blocks`` blocks are done in total (batches may overshoot by < q)."""
@@ -157,6 +249,7 @@ class OuterLoop:
                 callback(self, recs)
         return self.history
 
+    # -- results ---------------------------------------------------------------------------------
     def pareto_front(self) -> list[dict[str, Any]]:
         """The Pareto-optimal blocks (quality vs prep time), best quality first."""
         ids = {t.id for t in self.optimizer.pareto_front()}
@@ -164,47 +257,90 @@ class OuterLoop:
         return sorted(front, key=lambda r: -r["quality"])
 
     def best(self) -> dict[str, Any] | None:
+        """The best *observed* block (for several objectives, the balanced Pareto compromise): one
+        block, possibly a lucky specimen; :meth:`recommend` is what to adopt."""
         t = self.optimizer.best()
         return next((r for r in self.history if t is not None and r["trial"] == t.id), None)
 
-    def recommend(self, target: float | None = None) -> dict[str, Any] | None:
-        """The block whose starting protocol to adopt: with a quality ``target``, the fastest
-        block expected to reach it, else (or with no target) the best expected quality.
+    def recommend(self, target: float | None = None, *, context: Mapping[str, float] | None = None) -> dict[str, Any] | None:
+        """The starting protocol to adopt, as a belief: the best *expected* quality among the
+        protocols that ran (replicates pooled); with a quality ``target``, the fastest protocol
+        expected to reach it (the best expected quality when none is).
 
-        Expected values are the optimizer's posterior means at the blocks' protocols when
-        it has a model (BO: specimen noise averaged out, so a lucky block does not win
-        on luck alone), the observed values otherwise. The returned record adds
-        ``expected_quality`` and ``expected_prep_time_h``; ``None`` before any block.
+        With an optimizer that forms beliefs (``Optimizer.recommend``: BO's posterior mean,
+        averaged over the contexts seen, or for ``context``), that is its recommendation;
+        otherwise the optimizer's posterior means at the blocks' protocols (``predict``), or
+        the observed means of each protocol's blocks. Returns the latest block that ran the
+        protocol, with ``params``, ``expected_quality``, ``expected_prep_time_h``,
+        ``quality_ci95`` (``None`` when unknown), ``n_runs`` and ``basis``
+        (``"posterior"``/``"observed"``); ``None`` before any block.
         """
         done = {t.id for t in self.optimizer.completed}
         blocks = [r for r in self.history if r["trial"] in done]
         if not blocks:
             return None
-        quality = np.array([r["quality"] for r in blocks], float)
-        prep = np.array([r["prep_time_h"] for r in blocks], float)
+        belief = getattr(self.optimizer, "recommend", None)
+        if callable(belief):
+            r = belief(context=context, target={"quality": float(target)} if target is not None else None)
+            if r is None:
+                return None
+            ids = set(r.trial_ids)
+            block = next((b for b in reversed(blocks) if b["trial"] in ids), blocks[-1])
+            ci = (r.ci95 or {}).get("quality")
+            return {**block, "params": dict(r.params), "expected_quality": float(r.mean["quality"]),
+                    "expected_prep_time_h": float(r.mean.get("prep_time_h", math.nan)),
+                    "quality_ci95": list(ci) if ci else None, "n_runs": int(r.n_runs), "basis": str(r.basis)}
+        return self._recommend_from_blocks(blocks, target)
+
+    def _recommend_from_blocks(self, blocks: list[dict[str, Any]], target: float | None) -> dict[str, Any]:
+        """:meth:`recommend` for optimizers without their own: protocols pooled over their blocks,
+        expected = posterior mean (``predict``) when the optimizer has a model, observed mean otherwise."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for b in blocks:
+            groups.setdefault(json.dumps(b["params"], sort_keys=True, default=str), []).append(b)
+        members = list(groups.values())
+        quality = np.array([np.mean([b["quality"] for b in g]) for g in members], float)
+        prep = np.array([np.mean([b["prep_time_h"] for b in g]) for g in members], float)
         names = [o.name for o in self.optimizer.objectives]
+        basis = "observed"
         if hasattr(self.optimizer, "predict") and len(blocks) >= 3:
-            mean, _ = self.optimizer.predict([r["params"] for r in blocks])
+            mean, _ = self.optimizer.predict([g[0]["params"] for g in members])
             quality = mean[:, names.index("quality")]
             if "prep_time_h" in names:
                 prep = mean[:, names.index("prep_time_h")]
+            basis = "posterior"
         ok = np.flatnonzero(quality >= target) if target is not None else np.array([], int)
         i = int(ok[np.argmin(prep[ok])]) if ok.size else int(np.argmax(quality))
-        return {**blocks[i], "expected_quality": float(quality[i]), "expected_prep_time_h": float(prep[i])}
+        g = members[i]
+        ci = None
+        if basis == "observed" and len(g) >= 2:
+            from scipy import stats
+
+            q = np.array([b["quality"] for b in g])
+            half = float(stats.t.ppf(0.975, len(q) - 1) * q.std(ddof=1) / np.sqrt(len(q)))
+            ci = [float(q.mean() - half), float(q.mean() + half)]
+        return {**g[-1], "expected_quality": float(quality[i]), "expected_prep_time_h": float(prep[i]),
+                "quality_ci95": ci, "n_runs": len(g), "basis": basis}
 
     # -- resume -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state (trials, RNG) + block history; the agent is saved with :meth:`save`."""
         return {"version": 1, "seed": self.seed, "batch_size": self.batch_size, "replicate_every": self.replicate_every,
-                "optimizer": self.optimizer.state_dict(), "history": self.history}
+                "optimizer": self.optimizer.state_dict(), "history": self.history,
+                "contexts": {str(k): v for k, v in self._contexts.items()},
+                "replicate_reasons": {str(k): v for k, v in self._reasons.items()}}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any], *, agent: Any = "hrl",
-                        runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None) -> OuterLoop:
+                        runner_kwargs: Mapping[str, Any] | None = None, runner: BlockRunner | None = None,
+                        context: ContextSource | None = None) -> OuterLoop:
+        """Resume a loop from :meth:`state_dict` (pass the same ``context`` source, if it had one)."""
         loop = cls(agent, optimizer=Optimizer.from_state_dict(state["optimizer"]), seed=int(state["seed"]),
                    batch_size=int(state["batch_size"]), runner_kwargs=runner_kwargs, runner=runner,
-                   replicate_every=int(state.get("replicate_every", 0)))
+                   replicate_every=state.get("replicate_every", 0), context=context)
         loop.history = [dict(r) for r in state["history"]]
+        loop._contexts = {int(k): dict(v) for k, v in state.get("contexts", {}).items()}
+        loop._reasons = {int(k): str(v) for k, v in state.get("replicate_reasons", {}).items()}
         return loop
 
     def save(self, directory: str | Path) -> Path:
@@ -217,11 +353,12 @@ class OuterLoop:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, *, agent: Any = "hrl", runner_kwargs: Mapping[str, Any] | None = None) -> OuterLoop:
+    def load(cls, directory: str | Path, *, agent: Any = "hrl", runner_kwargs: Mapping[str, Any] | None = None,
+             context: ContextSource | None = None) -> OuterLoop:
         """Resume from :meth:`save`; ``agent`` names the saved agent's class (registry name or class)."""
         d = Path(directory)
         state = json.loads((d / "outer_loop.json").read_text())
         kw = dict(runner_kwargs or {})
         if (d / "agent" / "agent.json").exists():
             kw["agent_path"] = str(d / "agent")
-        return cls.from_state_dict(state, agent=agent, runner_kwargs=kw)
+        return cls.from_state_dict(state, agent=agent, runner_kwargs=kw, context=context)
