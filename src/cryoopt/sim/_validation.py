@@ -8,10 +8,14 @@ campaign config, a person at a prompt) knows what to change.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from cryoopt.exceptions import ParameterError
+
+T = TypeVar("T")
 
 
 def check_range(
@@ -87,3 +91,13 @@ def as_generator(rng: np.random.Generator | int | None = None, *, seed: int | No
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
     raise ParameterError(f"rng must be a numpy.random.Generator or an integer seed, got {type(rng).__name__}")
+
+
+def float_fields_from_dict(cls: type[T], data: Mapping[str, Any], what: str) -> T:
+    """``cls(**data)`` for a dataclass of float fields read from a preset mapping; unknown keys
+    are refused (a typo in a preset must not fall back to a default silently)."""
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    extra = set(data) - known
+    if extra:
+        raise ParameterError(f"unknown {what} {sorted(extra)}; allowed: {sorted(known)}")
+    return cls(**{k: float(v) for k, v in data.items()})

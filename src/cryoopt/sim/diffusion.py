@@ -45,7 +45,7 @@ from cryoopt.exceptions import BackendUnavailableError, ParameterError
 from cryoopt.sim import _dolfinx_backend as _dolfinx_backend  # noqa: F401  (registers "dolfinx")
 from cryoopt.sim import _skfem_backend as _skfem_backend  # noqa: F401  (registers "skfem")
 from cryoopt.sim._backend import STAINING_BACKENDS, BackendSolution, DimensionlessProblem, Phase
-from cryoopt.sim._validation import check_choice, check_int, check_range
+from cryoopt.sim._validation import check_choice, check_int, check_range, float_fields_from_dict
 from cryoopt.sim.temperature import arrhenius_factor, stokes_einstein_factor
 
 __all__ = [
@@ -143,11 +143,7 @@ class TissueProperties:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TissueProperties:
         """Build from a preset's ``tissue:`` mapping (unknown keys are refused)."""
-        known = set(cls.__dataclass_fields__)
-        extra = set(data) - known
-        if extra:
-            raise ParameterError(f"unknown tissue properties {sorted(extra)}; allowed: {sorted(known)}")
-        return cls(**{k: float(v) for k, v in data.items()})
+        return float_fields_from_dict(cls, data, "tissue properties")
 
     @classmethod
     def from_preset(cls, name: str) -> TissueProperties:

@@ -37,8 +37,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cryoopt.exceptions import ParameterError
-from cryoopt.sim._validation import check_range
+from cryoopt.sim._validation import check_range, float_fields_from_dict
 from cryoopt.sim.diffusion import StainingProtocol
 from cryoopt.sim.temperature import arrhenius_factor
 
@@ -73,11 +72,7 @@ class NonspecificBinding:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NonspecificBinding:
         """Build from a preset's ``nonspecific:`` mapping (unknown keys are refused)."""
-        known = set(cls.__dataclass_fields__)
-        extra = set(data) - known
-        if extra:
-            raise ParameterError(f"unknown nonspecific-binding properties {sorted(extra)}; allowed: {sorted(known)}")
-        return cls(**{k: float(v) for k, v in data.items()})
+        return float_fields_from_dict(cls, data, "nonspecific-binding properties")
 
     def to_dict(self) -> dict[str, float]:
         """Plain mapping (for logging)."""
