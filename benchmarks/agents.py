@@ -36,6 +36,9 @@ from _results import results_dir  # noqa: E402  (benchmarks/results/local unless
 from headline import bootstrap_ci, env_kwargs, load_average, pretrain_agents, repo_relative  # noqa: E402
 
 SPECIMEN_SEED = 8_000_000  # campaign blocks use seed * 100_003 + i, held-out evaluation 9_000_000 + k
+#: paired differences between rows (per start, specimens averaged): learning against the feedforward, the
+#: model-based agent against HRL, and the option policy against its best single option
+PAIRS = ("hrl-compensate", "mpc-compensate", "mpc-hrl", "hrl[sectioning]-hrl", "ppo-compensate")
 
 
 class ForcedOption:
@@ -132,6 +135,12 @@ def main() -> None:
             "sections": float(r["sections"].mean()),
             "prep_time_h": float(r["prep_time_h"].mean()), "options": options.get(name),
         }
+    pairs = {}
+    for pair in PAIRS:
+        first, second = pair.split("-")
+        diff = results[first]["quality"].mean(1) - results[second]["quality"].mean(1)
+        pairs[pair] = {"mean": float(diff.mean()), "ci95": list(bootstrap_ci(diff, seed=0)),
+                       "starts_better": int((diff > 0).sum()), "starts_worse": int((diff < 0).sum())}
     lines = [f"Within-block value of each agent: {len(starts)} starting protocols (expert + {args.starts} Sobol) x "
              f"{args.specimens} paired specimens, <= {args.sections} sections per block ({args.min_sections} before an agent "
              f"may stop), {args.image_size} px. Difference to `hold`: mean over starts [95 % bootstrap interval] (paired).", "",
@@ -141,12 +150,17 @@ def main() -> None:
         lines.append(f"| {name} | {v['quality']:.3f} | {v['expert_start_quality']:.3f} | {v['diff_vs_hold']:+.3f} "
                      f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {v['starts_better_than_hold']} / {v['starts_worse_than_hold']} | "
                      f"{v['sections']:.2f} | {v['prep_time_h']:.2f} | {_counts(v['options'])} |")
+    lines += ["", "Paired differences between rows (per start; mean [95 % bootstrap interval], starts better / worse): "
+              + "; ".join(f"{k} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] "
+                          f"({v['starts_better']} / {v['starts_worse']})" for k, v in pairs.items())]
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"wall_s": time.perf_counter() - t0, "load_average_start": load0, "load_average_end": load_average()}
     (out / "agents.json").write_text(json.dumps({"settings": {**vars(args), "agents": repo_relative(agents_dir),
                                                               "out": repo_relative(out)},
-                                                 "summary": summary, "meta": meta}, indent=1))
+                                                 "summary": summary, "pairs": pairs,
+                                                 "quality_per_start": {k: r["quality"].tolist() for k, r in results.items()},
+                                                 "meta": meta}, indent=1))
     (out / "agents.md").write_text("# Within-block value of the agents (simulation)\n\n" + text + "\n")
     print(text)
 
