@@ -133,3 +133,22 @@ def test_parse_section_uses_the_section_segmenter_with_a_pixel_size():
     assert _iou(parsed.mask("nuclei"), truth["nuclei"]) > 0.8
     with pytest.raises(EvaluationError, match="no section segmenter"):
         parse_section(image, structures=("cells",), pixel_size_nm=40.0, segmenter=object())
+
+
+def test_bead_segmenter_finds_beads_on_a_film_and_nothing_in_plain_noise() -> None:
+    from cryoopt.pipeline.segmentation import BeadSegmenter
+
+    rng = np.random.default_rng(3)
+    n = 128
+    yy, xx = np.mgrid[0:n, 0:n]
+    centres = ((30, 30), (90, 40), (64, 100))
+    beads = np.zeros((n, n), bool)
+    for cy, cx in centres:  # 200 nm beads at 10 nm pixels: radius 10 px
+        beads |= (yy - cy) ** 2 + (xx - cx) ** 2 < 10**2
+    film = 300.0 * np.exp(-1.2 * beads)  # Beer-Lambert, bead density 1 at 100 nm
+    img = rng.poisson(film).astype(float)
+    lab = BeadSegmenter().segment(img)
+    assert lab.max() == len(centres)
+    assert _iou(lab > 0, beads) > 0.7
+    noise = rng.poisson(np.full((n, n), 300.0)).astype(float)
+    assert BeadSegmenter().segment(noise).max() == 0

@@ -55,6 +55,7 @@ from cryoopt.pipeline.preprocess import block_mean
 
 __all__ = [
     "STRUCTURE_KINDS",
+    "BeadSegmenter",
     "HierarchicalSegmenter",
     "SectionSegmenter",
     "Segmentation",
@@ -382,3 +383,46 @@ class HierarchicalSegmenter:
             return ndi.label(cells)[0].astype(np.int32)
         dist = ndi.distance_transform_edt(~membranes)
         return watershed(-dist, markers, mask=cells).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class BeadSegmenter:
+    """Fiducial beads on a film (pixel units): compact blobs darker than the film by
+    ``z`` noise sigmas after smoothing at about a bead's radius.
+
+    A field whose film shows no bead yields no object (nothing is forced out of the
+    noise, unlike an Otsu threshold). ``min_area_px``/``max_area_px`` bound a bead's
+    profile (a 200 nm bead at 10 nm pixels is about 300 px).
+    """
+
+    sigma_px: float = 2.0
+    z: float = 5.0
+    min_area_px: int = 12
+    max_area_px: int = 5000
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        img = check_image(image, name="em_image", min_size=8)
+        sm = ndi.gaussian_filter(img, self.sigma_px)
+        med = float(np.median(sm))
+        # noise of the smoothed image: the raw pixel noise shrunk by the Gaussian's footprint
+        sig = noise_sigma(img) / (2.0 * math.sqrt(math.pi) * self.sigma_px)
+        if not sig > 0:
+            return np.zeros(img.shape, np.int32)
+        seeds = sm < med - self.z * sig
+        if not seeds.any():
+            return np.zeros(img.shape, np.int32)
+        # each detection grown to its half maximum on a lightly smoothed image: unbiased edges
+        fine = ndi.gaussian_filter(img, 1.0)
+        seed_lab, n_seed = ndi.label(seeds)
+        depth = med - np.asarray(ndi.minimum(fine, seed_lab, np.arange(1, n_seed + 1)), float)
+        half = np.concatenate([[-np.inf], med - 0.5 * depth])
+        zone = ndi.grey_dilation(seed_lab, size=int(2 * math.ceil(3 * self.sigma_px) + 1))
+        lab, n = ndi.label((fine < half[zone]) & (zone > 0))
+        if n == 0:
+            return lab.astype(np.int32)
+        areas = np.bincount(lab.ravel())
+        keep = (areas >= self.min_area_px) & (areas <= self.max_area_px)
+        keep[0] = False
+        relabel = np.zeros(areas.size, np.int32)
+        relabel[keep] = np.arange(1, int(keep.sum()) + 1)
+        return relabel[lab]
