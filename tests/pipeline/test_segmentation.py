@@ -152,3 +152,21 @@ def test_bead_segmenter_finds_beads_on_a_film_and_nothing_in_plain_noise() -> No
     assert _iou(lab > 0, beads) > 0.7
     noise = rng.poisson(np.full((n, n), 300.0)).astype(float)
     assert BeadSegmenter().segment(noise).max() == 0
+
+
+def test_boundary_f_score_tolerates_offsets_within_the_tolerance_and_counts_what_is_missed() -> None:
+    from cryoopt.pipeline.segmentation import boundary_f_score
+
+    truth = np.zeros((40, 40), bool)
+    truth[20, 5:35] = True  # a 30-px one-pixel line
+    shifted = np.roll(truth, 1, axis=0)
+    assert _iou(shifted, truth) == 0.0  # the pixel IoU of a one-pixel offset
+    assert boundary_f_score(shifted, truth, tolerance_px=1.0) == (1.0, 1.0, 1.0)
+    assert boundary_f_score(shifted, truth, tolerance_px=0.5)[2] == 0.0
+    half = truth.copy()
+    half[20, 20:35] = False  # half the line found, nothing wrong: P 1, R 1/2, F 2/3
+    p, r, f = boundary_f_score(half, truth, tolerance_px=0.5)
+    assert (p, r) == (1.0, 0.5) and f == pytest.approx(2.0 / 3.0)
+    assert boundary_f_score(np.zeros_like(truth), truth, tolerance_px=2.0) == (1.0, 0.0, 0.0)
+    with pytest.raises(EvaluationError, match="tolerance_px"):
+        boundary_f_score(truth, truth, tolerance_px=-1.0)
