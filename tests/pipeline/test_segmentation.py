@@ -170,3 +170,31 @@ def test_boundary_f_score_tolerates_offsets_within_the_tolerance_and_counts_what
     assert boundary_f_score(np.zeros_like(truth), truth, tolerance_px=2.0) == (1.0, 0.0, 0.0)
     with pytest.raises(EvaluationError, match="tolerance_px"):
         boundary_f_score(truth, truth, tolerance_px=-1.0)
+
+
+def _edge_scene(*, gelatin: float, seed: int = 4):
+    """A 3 um field at 20 nm: embedding (bare resin, or gelatin taking up ``gelatin`` of the
+    stain), cytoplasm, and the edge of a nucleus whose part in the field (~1.3 um^2) is
+    the size of a mitochondrion."""
+    rng = np.random.default_rng(seed)
+    px, n = 20.0, 150
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * px / 1000.0
+    cell = xx > 0.8
+    nucleus = (xx - 4.2) ** 2 + (yy - 1.5) ** 2 < 2.0**2
+    density = gelatin * ~cell + 0.25 * cell + 0.15 * nucleus
+    dose = 400.0
+    return rng.poisson(dose * np.exp(-1.2 * density)).astype(float), px, dose, nucleus
+
+
+def test_the_edge_of_a_nucleus_is_a_nucleus_not_a_mitochondrion():
+    image, px, _, nucleus = _edge_scene(gelatin=0.0)
+    seg = SEG.segment_section(image, pixel_size_nm=px)
+    assert _iou(seg.mask("nuclei"), nucleus) > 0.8
+    assert not seg.mask("mitochondria").any()
+
+
+def test_with_the_open_beam_intensity_a_stained_gelatin_matrix_is_embedding_not_cytoplasm():
+    image, px, dose, nucleus = _edge_scene(gelatin=0.08)
+    seg = SEG.segment_section(image, pixel_size_nm=px, reference_intensity=dose)
+    assert seg.info["resin_rule"] == "optical density ratio"
+    assert _iou(seg.mask("nuclei"), nucleus) > 0.8

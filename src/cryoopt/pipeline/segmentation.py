@@ -184,6 +184,10 @@ class HierarchicalSegmenter:
             their surroundings.
         resin_max_od: largest optical density ``-ln(I / reference_intensity)`` of
             bare resin (used only when the reference intensity is known).
+        matrix_od_ratio: with the reference intensity known, the brightest level is the
+            embedding matrix when the next one's optical density is this many times its own
+            (stain uptake of a 12 % gelatin matrix vs cytoplasm vs nucleus about 0.08 : 0.25 :
+            0.40, the phantoms' densities, so matrix -> cytoplasm ~3x, cytoplasm -> nucleus ~1.6x).
         context_min_area_um2: smallest dark object taken as an organelle when deciding
             which stain level is cytoplasm (a 200 nm bead in resin is 0.03 um^2).
         membrane_z: a membrane's ridge response (Sato tubeness) must exceed its median
@@ -201,6 +205,7 @@ class HierarchicalSegmenter:
     level_separation: float = 6.0
     detection_z: float = 5.0
     resin_max_od: float = 0.04
+    matrix_od_ratio: float = 2.2
     context_min_area_um2: float = 0.06
     membrane_z: float = 4.5
 
@@ -333,6 +338,10 @@ class HierarchicalSegmenter:
                   for k in range(k_levels)]
             resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
             why = "optical density"
+            if not resin and k_levels >= 2 and od[-1] > 0 and od[-2] / od[-1] > self.matrix_od_ratio:
+                # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
+                # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's
+                resin, why = [k_levels - 1], "optical density ratio"
         elif k_levels == 3:
             resin, why = [2], "three levels"
         elif k_levels == 2:
@@ -366,8 +375,12 @@ class HierarchicalSegmenter:
                 count = np.bincount(idx, minlength=n_cand + 1).astype(float)
                 in_cell = np.bincount(idx, weights=cell_c[in_ring], minlength=n_cand + 1)
                 in_nuc = np.bincount(idx, weights=nuc_c[in_ring], minlength=n_cand + 1)
+                # a candidate that mostly *is* the nuclear level is the nucleus (a part of one at the
+                # field's edge has a mitochondrion's size), not an organelle in it
+                size = np.bincount(cand_lab.ravel(), minlength=n_cand + 1).astype(float)
+                is_nuc = np.bincount(cand_lab.ravel(), weights=nuc_c.ravel(), minlength=n_cand + 1)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    keep = (count > 0) & (in_cell / count > 0.6) & (in_nuc / count <= 0.6)
+                    keep = (count > 0) & (in_cell / count > 0.6) & (in_nuc / count <= 0.6) & (is_nuc / size <= 0.5)
                 keep[0] = False
                 mito_c = keep[cand_lab]
 
