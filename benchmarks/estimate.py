@@ -4,10 +4,11 @@ Four experiments, each on specimens no method was tuned or trained on (specimen 
 200+; the learned segmenter trains on seeds 100-103):
 
 1. ``seg``: EM segmentation IoU per structure class and phantom (neurons, tissue_block,
-   bead_calibration) on held-out sections of random depth, thickness (50-250 nm),
-   stain contrast, dose and pixel size (15-40 nm): the classical hierarchical segmenter,
-   the same told the open-beam intensity (what the instrument's dose and gain give), and
-   the learned U-Net (``--learned``; trains at first use, cached).
+   bead_calibration), and the membranes' boundary F-score (BSDS tolerance), on held-out
+   sections of random depth, thickness (50-250 nm), stain contrast, dose and pixel size
+   (15-40 nm): the classical hierarchical segmenter, the same told the open-beam
+   intensity (what the instrument's dose and gain give), and the learned U-Net
+   (``--learned``; trains at first use, cached).
 2. ``reg``: LM -> EM registration *without pixel sizes* (rotation 0-360 deg, scale 1.3-3.3,
    offsets up to a quarter field): target registration error at the labelled targets,
    in EM and LM pixels, refusals, and wrong acceptances (TRE > 5 EM px); then with the EM
@@ -40,6 +41,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("neurons", "tissue_block", "bead_calibration")
+#: boundary-match tolerance of the membrane F-score, a fraction of the image diagonal
+#: (the Berkeley segmentation benchmark's 0.0075; Martin, Fowlkes & Malik 2004)
+BOUNDARY_TOLERANCE = 0.0075
 CLASSES = ("cells", "nuclei", "mitochondria", "membranes")
 
 
@@ -61,7 +65,7 @@ def _boot_ci(x: np.ndarray, stat=np.mean, n: int = 2000, seed: int = 0) -> tuple
 
 # -- 1. segmentation ------------------------------------------------------------------------
 def bench_segmentation(quick: bool, learned: bool) -> dict:
-    from cryoopt.pipeline.segmentation import HierarchicalSegmenter
+    from cryoopt.pipeline.segmentation import HierarchicalSegmenter, boundary_f_score
     from cryoopt.sim.datasets import random_em_sections
 
     methods = {"hierarchical": HierarchicalSegmenter(), "hierarchical+I0": HierarchicalSegmenter()}
@@ -80,6 +84,7 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         union = dict(inter)
         per_sec: dict = {(p, c): [] for p in PRESETS for c in CLASSES}
         false_area: dict = {p: [] for p in PRESETS}
+        bf: dict = {p: [] for p in PRESETS}  # membrane boundary P, R, F per section with membranes
         t0 = time.perf_counter()
         for s in sections:
             ref = s.params["dose_e_per_px"] if name.endswith("+I0") else None
@@ -94,6 +99,9 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                     per_sec[p, c].append(i / u)
             if not s.masks["cells"].any():
                 false_area[p].append(float(pred.mask("cells").mean()))
+            if s.masks["membranes"].any():  # BSDS tolerance: 0.75 % of the image diagonal
+                bf[p].append(boundary_f_score(pred.mask("membranes"), s.masks["membranes"],
+                                              tolerance_px=BOUNDARY_TOLERANCE * math.hypot(*s.em.shape)))
         dt = (time.perf_counter() - t0) / len(sections)
         res = {}
         for p in PRESETS:
@@ -106,10 +114,20 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                     "n_sections_with_class": int(vals.size),
                 }
             res[f"{p}/false_cell_area_when_none"] = float(np.mean(false_area[p])) if false_area[p] else None
+            prf = np.array(bf[p]).reshape(-1, 3)
+            res[f"{p}/membrane_boundary"] = {
+                "precision": float(prf[:, 0].mean()) if len(prf) else None, "recall": float(prf[:, 1].mean()) if len(prf) else None,
+                "f_score": float(prf[:, 2].mean()) if len(prf) else None,
+                "f_ci95": _boot_ci(prf[:, 2]) if len(prf) > 1 else None, "n_sections": int(len(prf)),
+            }
         for c in CLASSES:
             i = sum(inter[p, c] for p in PRESETS)
             u = sum(union[p, c] for p in PRESETS)
             res[f"all/{c}"] = {"pooled_iou": i / u if u else None}
+        prf = np.array([x for p in PRESETS for x in bf[p]]).reshape(-1, 3)
+        res["all/membrane_boundary"] = {"precision": float(prf[:, 0].mean()), "recall": float(prf[:, 1].mean()),
+                                        "f_score": float(prf[:, 2].mean()), "f_ci95": _boot_ci(prf[:, 2]),
+                                        "n_sections": int(len(prf)), "tolerance": "0.75 % of the image diagonal (BSDS)"}
         out["methods"][name] = {"iou": res, "seconds_per_section": dt, "load": _load()}
     print("\n== Segmentation IoU (pooled over held-out sections; mean per section where the class is present) ==")
     print(f"{'method':<17}{'phantom':<18}" + "".join(f"{c:>20}" for c in CLASSES))
@@ -123,6 +141,9 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                 txt = "-" if pooled is None else f"{pooled:.2f}" + (f" ({mean:.2f},n{v['n_sections_with_class']})" if mean is not None else "")
                 cells.append(f"{txt:>20}")
             print(f"{name:<17}{p:<18}" + "".join(cells))
+        mb = r["iou"]["all/membrane_boundary"]
+        print(f"{'':<17}membrane boundary P {mb['precision']:.2f} R {mb['recall']:.2f} F {mb['f_score']:.2f} "
+              f"({mb['f_ci95'][0]:.2f}-{mb['f_ci95'][1]:.2f}, n{mb['n_sections']}; tolerance 0.75 % of the diagonal)")
         print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
     return out
 
