@@ -286,7 +286,7 @@ def bench_screening(quick: bool) -> dict:
 
 
 # -- 4. env: estimate vs known ----------------------------------------------------------------------
-def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> dict:
+def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phantoms: tuple[str, ...] = PRESETS) -> dict:
     from scipy.stats import qmc, spearmanr
 
     from cryoopt.loop.blocks import BlockRunner, block_space
@@ -304,7 +304,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
     protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
     out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
     pooled_k, pooled_e = [], []
-    for scen in PRESETS:
+    for scen in phantoms:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
                                   max_sections=sections) for m in ("known", "estimate")}
         rows = []
@@ -343,7 +343,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
     out["pooled"] = {"spearman": float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan,
                      "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
     out["load"] = _load()
-    print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(PRESETS)} phantoms, "
+    print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(phantoms)} phantoms, "
           f"{sections} sections per block, paired seeds) ==")
     print(f"{'phantom':<18}{'Spearman':>10}{'bias':>9}{'bias 95% CI':>20}{'known':>8}{'estim.':>8}{'s/blk known':>12}{'s/blk est.':>11}")
     for scen, r in out["scenarios"].items():
@@ -363,6 +363,7 @@ def main() -> dict:
     ap.add_argument("--protocols", type=int, default=24)
     ap.add_argument("--sections", type=int, default=6)
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
+    ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated)")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -379,7 +380,7 @@ def main() -> dict:
     if "env" in parts:
         key = "env" if args.env_segmenter == "hierarchical" else f"env_{args.env_segmenter}"
         result[key] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections,
-                                args.env_segmenter)
+                                args.env_segmenter, tuple(args.phantoms.split(",")))
     result["seconds_total"] = time.perf_counter() - t0
     result["load_at_end"] = _load()
     path = Path(args.out)
