@@ -112,6 +112,7 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                     "mean_iou": float(vals.mean()) if vals.size else None,
                     "ci95": _boot_ci(vals) if vals.size > 1 else None,
                     "n_sections_with_class": int(vals.size),
+                    "per_section": [float(v) for v in vals],  # in section order: paired across runs
                 }
             res[f"{p}/false_cell_area_when_none"] = float(np.mean(false_area[p])) if false_area[p] else None
             prf = np.array(bf[p]).reshape(-1, 3)
@@ -145,6 +146,32 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         print(f"{'':<17}membrane boundary P {mb['precision']:.2f} R {mb['recall']:.2f} F {mb['f_score']:.2f} "
               f"({mb['f_ci95'][0]:.2f}-{mb['f_ci95'][1]:.2f}, n{mb['n_sections']}; tolerance 0.75 % of the diagonal)")
         print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
+    return out
+
+
+def paired_segmentation(new: dict, baseline: dict) -> dict:
+    """Per-section IoU differences (new - baseline) of each method both runs scored, on the
+    same held-out sections, pooled over the phantoms, with bootstrap 95 % intervals."""
+    out: dict = {}
+    for name, r in new["methods"].items():
+        b = baseline.get("methods", {}).get(name)
+        if b is None:
+            continue
+        for c in CLASSES:
+            d = []
+            for p in PRESETS:
+                x, y = r["iou"][f"{p}/{c}"].get("per_section"), b["iou"][f"{p}/{c}"].get("per_section")
+                if x is not None and y is not None and len(x) == len(y):
+                    d += [xi - yi for xi, yi in zip(x, y)]
+            if d:
+                out[f"{name}/{c}"] = {"mean_difference": float(np.mean(d)), "ci95": _boot_ci(np.array(d)), "n_sections": len(d)}
+        mb, bb = r["iou"].get("all/membrane_boundary"), b["iou"].get("all/membrane_boundary")
+        if mb and bb:
+            out[f"{name}/membrane_boundary_f"] = {"new": mb["f_score"], "baseline": bb["f_score"]}
+    print("\n== Segmentation, paired per-section IoU difference against the baseline run (same sections) ==")
+    for k, v in out.items():
+        if "ci95" in v:
+            print(f"{k:<32}{v['mean_difference']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] (n{v['n_sections']})")
     return out
 
 
@@ -365,6 +392,7 @@ def main() -> dict:
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
     ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated)")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
+    ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     parts = set(args.parts.split(","))
@@ -373,6 +401,9 @@ def main() -> dict:
     t0 = time.perf_counter()
     if "seg" in parts:
         result["segmentation"] = bench_segmentation(args.quick, args.learned)
+        if args.seg_baseline:
+            result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
+                result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
     if "reg" in parts:
         result["registration"] = bench_registration(args.quick)
     if "screen" in parts:
