@@ -4,10 +4,11 @@ Four experiments, each on specimens no method was tuned or trained on (specimen 
 200+; the learned segmenter trains on seeds 100-103):
 
 1. ``seg``: EM segmentation IoU per structure class and phantom (neurons, tissue_block,
-   bead_calibration) on held-out sections of random depth, thickness (50-250 nm),
-   stain contrast, dose and pixel size (15-40 nm): the classical hierarchical segmenter,
-   the same told the open-beam intensity (what the instrument's dose and gain give), and
-   the learned U-Net (``--learned``; trains at first use, cached).
+   bead_calibration), and the membranes' boundary F-score (BSDS tolerance), on held-out
+   sections of random depth, thickness (50-250 nm), stain contrast, dose and pixel size
+   (15-40 nm): the classical hierarchical segmenter, the same told the open-beam
+   intensity (what the instrument's dose and gain give), and the learned U-Net
+   (``--learned``; trains at first use, cached).
 2. ``reg``: LM -> EM registration *without pixel sizes* (rotation 0-360 deg, scale 1.3-3.3,
    offsets up to a quarter field): target registration error at the labelled targets,
    in EM and LM pixels, refusals, and wrong acceptances (TRE > 5 EM px); then with the EM
@@ -40,6 +41,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("neurons", "tissue_block", "bead_calibration")
+#: boundary-match tolerance of the membrane F-score, a fraction of the image diagonal
+#: (the Berkeley segmentation benchmark's 0.0075; Martin, Fowlkes & Malik 2004)
+BOUNDARY_TOLERANCE = 0.0075
 CLASSES = ("cells", "nuclei", "mitochondria", "membranes")
 
 
@@ -61,7 +65,7 @@ def _boot_ci(x: np.ndarray, stat=np.mean, n: int = 2000, seed: int = 0) -> tuple
 
 # -- 1. segmentation ------------------------------------------------------------------------
 def bench_segmentation(quick: bool, learned: bool) -> dict:
-    from cryoopt.pipeline.segmentation import HierarchicalSegmenter
+    from cryoopt.pipeline.segmentation import HierarchicalSegmenter, boundary_f_score
     from cryoopt.sim.datasets import random_em_sections
 
     methods = {"hierarchical": HierarchicalSegmenter(), "hierarchical+I0": HierarchicalSegmenter()}
@@ -80,6 +84,7 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         union = dict(inter)
         per_sec: dict = {(p, c): [] for p in PRESETS for c in CLASSES}
         false_area: dict = {p: [] for p in PRESETS}
+        bf: dict = {p: [] for p in PRESETS}  # membrane boundary P, R, F per section with membranes
         t0 = time.perf_counter()
         for s in sections:
             ref = s.params["dose_e_per_px"] if name.endswith("+I0") else None
@@ -94,6 +99,9 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                     per_sec[p, c].append(i / u)
             if not s.masks["cells"].any():
                 false_area[p].append(float(pred.mask("cells").mean()))
+            if s.masks["membranes"].any():  # BSDS tolerance: 0.75 % of the image diagonal
+                bf[p].append(boundary_f_score(pred.mask("membranes"), s.masks["membranes"],
+                                              tolerance_px=BOUNDARY_TOLERANCE * math.hypot(*s.em.shape)))
         dt = (time.perf_counter() - t0) / len(sections)
         res = {}
         for p in PRESETS:
@@ -104,12 +112,23 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                     "mean_iou": float(vals.mean()) if vals.size else None,
                     "ci95": _boot_ci(vals) if vals.size > 1 else None,
                     "n_sections_with_class": int(vals.size),
+                    "per_section": [float(v) for v in vals],  # in section order: paired across runs
                 }
             res[f"{p}/false_cell_area_when_none"] = float(np.mean(false_area[p])) if false_area[p] else None
+            prf = np.array(bf[p]).reshape(-1, 3)
+            res[f"{p}/membrane_boundary"] = {
+                "precision": float(prf[:, 0].mean()) if len(prf) else None, "recall": float(prf[:, 1].mean()) if len(prf) else None,
+                "f_score": float(prf[:, 2].mean()) if len(prf) else None,
+                "f_ci95": _boot_ci(prf[:, 2]) if len(prf) > 1 else None, "n_sections": int(len(prf)),
+            }
         for c in CLASSES:
             i = sum(inter[p, c] for p in PRESETS)
             u = sum(union[p, c] for p in PRESETS)
             res[f"all/{c}"] = {"pooled_iou": i / u if u else None}
+        prf = np.array([x for p in PRESETS for x in bf[p]]).reshape(-1, 3)
+        res["all/membrane_boundary"] = {"precision": float(prf[:, 0].mean()), "recall": float(prf[:, 1].mean()),
+                                        "f_score": float(prf[:, 2].mean()), "f_ci95": _boot_ci(prf[:, 2]),
+                                        "n_sections": int(len(prf)), "tolerance": "0.75 % of the image diagonal (BSDS)"}
         out["methods"][name] = {"iou": res, "seconds_per_section": dt, "load": _load()}
     print("\n== Segmentation IoU (pooled over held-out sections; mean per section where the class is present) ==")
     print(f"{'method':<17}{'phantom':<18}" + "".join(f"{c:>20}" for c in CLASSES))
@@ -123,7 +142,36 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                 txt = "-" if pooled is None else f"{pooled:.2f}" + (f" ({mean:.2f},n{v['n_sections_with_class']})" if mean is not None else "")
                 cells.append(f"{txt:>20}")
             print(f"{name:<17}{p:<18}" + "".join(cells))
+        mb = r["iou"]["all/membrane_boundary"]
+        print(f"{'':<17}membrane boundary P {mb['precision']:.2f} R {mb['recall']:.2f} F {mb['f_score']:.2f} "
+              f"({mb['f_ci95'][0]:.2f}-{mb['f_ci95'][1]:.2f}, n{mb['n_sections']}; tolerance 0.75 % of the diagonal)")
         print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
+    return out
+
+
+def paired_segmentation(new: dict, baseline: dict) -> dict:
+    """Per-section IoU differences (new - baseline) of each method both runs scored, on the
+    same held-out sections, pooled over the phantoms, with bootstrap 95 % intervals."""
+    out: dict = {}
+    for name, r in new["methods"].items():
+        b = baseline.get("methods", {}).get(name)
+        if b is None:
+            continue
+        for c in CLASSES:
+            d = []
+            for p in PRESETS:
+                x, y = r["iou"][f"{p}/{c}"].get("per_section"), b["iou"][f"{p}/{c}"].get("per_section")
+                if x is not None and y is not None and len(x) == len(y):
+                    d += [xi - yi for xi, yi in zip(x, y)]
+            if d:
+                out[f"{name}/{c}"] = {"mean_difference": float(np.mean(d)), "ci95": _boot_ci(np.array(d)), "n_sections": len(d)}
+        mb, bb = r["iou"].get("all/membrane_boundary"), b["iou"].get("all/membrane_boundary")
+        if mb and bb:
+            out[f"{name}/membrane_boundary_f"] = {"new": mb["f_score"], "baseline": bb["f_score"]}
+    print("\n== Segmentation, paired per-section IoU difference against the baseline run (same sections) ==")
+    for k, v in out.items():
+        if "ci95" in v:
+            print(f"{k:<32}{v['mean_difference']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] (n{v['n_sections']})")
     return out
 
 
@@ -265,7 +313,7 @@ def bench_screening(quick: bool) -> dict:
 
 
 # -- 4. env: estimate vs known ----------------------------------------------------------------------
-def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> dict:
+def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phantoms: tuple[str, ...] = PRESETS) -> dict:
     from scipy.stats import qmc, spearmanr
 
     from cryoopt.loop.blocks import BlockRunner, block_space
@@ -283,7 +331,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
     protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
     out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
     pooled_k, pooled_e = [], []
-    for scen in PRESETS:
+    for scen in phantoms:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
                                   max_sections=sections) for m in ("known", "estimate")}
         rows = []
@@ -322,7 +370,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str) -> d
     out["pooled"] = {"spearman": float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan,
                      "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
     out["load"] = _load()
-    print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(PRESETS)} phantoms, "
+    print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(phantoms)} phantoms, "
           f"{sections} sections per block, paired seeds) ==")
     print(f"{'phantom':<18}{'Spearman':>10}{'bias':>9}{'bias 95% CI':>20}{'known':>8}{'estim.':>8}{'s/blk known':>12}{'s/blk est.':>11}")
     for scen, r in out["scenarios"].items():
@@ -342,7 +390,9 @@ def main() -> dict:
     ap.add_argument("--protocols", type=int, default=24)
     ap.add_argument("--sections", type=int, default=6)
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
+    ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated)")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
+    ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     parts = set(args.parts.split(","))
@@ -351,6 +401,9 @@ def main() -> dict:
     t0 = time.perf_counter()
     if "seg" in parts:
         result["segmentation"] = bench_segmentation(args.quick, args.learned)
+        if args.seg_baseline:
+            result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
+                result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
     if "reg" in parts:
         result["registration"] = bench_registration(args.quick)
     if "screen" in parts:
@@ -358,7 +411,7 @@ def main() -> dict:
     if "env" in parts:
         key = "env" if args.env_segmenter == "hierarchical" else f"env_{args.env_segmenter}"
         result[key] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections,
-                                args.env_segmenter)
+                                args.env_segmenter, tuple(args.phantoms.split(",")))
     result["seconds_total"] = time.perf_counter() - t0
     result["load_at_end"] = _load()
     path = Path(args.out)

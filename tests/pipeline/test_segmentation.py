@@ -133,3 +133,68 @@ def test_parse_section_uses_the_section_segmenter_with_a_pixel_size():
     assert _iou(parsed.mask("nuclei"), truth["nuclei"]) > 0.8
     with pytest.raises(EvaluationError, match="no section segmenter"):
         parse_section(image, structures=("cells",), pixel_size_nm=40.0, segmenter=object())
+
+
+def test_bead_segmenter_finds_beads_on_a_film_and_nothing_in_plain_noise() -> None:
+    from cryoopt.pipeline.segmentation import BeadSegmenter
+
+    rng = np.random.default_rng(3)
+    n = 128
+    yy, xx = np.mgrid[0:n, 0:n]
+    centres = ((30, 30), (90, 40), (64, 100))
+    beads = np.zeros((n, n), bool)
+    for cy, cx in centres:  # 200 nm beads at 10 nm pixels: radius 10 px
+        beads |= (yy - cy) ** 2 + (xx - cx) ** 2 < 10**2
+    film = 300.0 * np.exp(-1.2 * beads)  # Beer-Lambert, bead density 1 at 100 nm
+    img = rng.poisson(film).astype(float)
+    lab = BeadSegmenter().segment(img)
+    assert lab.max() == len(centres)
+    assert _iou(lab > 0, beads) > 0.7
+    noise = rng.poisson(np.full((n, n), 300.0)).astype(float)
+    assert BeadSegmenter().segment(noise).max() == 0
+
+
+def test_boundary_f_score_tolerates_offsets_within_the_tolerance_and_counts_what_is_missed() -> None:
+    from cryoopt.pipeline.segmentation import boundary_f_score
+
+    truth = np.zeros((40, 40), bool)
+    truth[20, 5:35] = True  # a 30-px one-pixel line
+    shifted = np.roll(truth, 1, axis=0)
+    assert _iou(shifted, truth) == 0.0  # the pixel IoU of a one-pixel offset
+    assert boundary_f_score(shifted, truth, tolerance_px=1.0) == (1.0, 1.0, 1.0)
+    assert boundary_f_score(shifted, truth, tolerance_px=0.5)[2] == 0.0
+    half = truth.copy()
+    half[20, 20:35] = False  # half the line found, nothing wrong: P 1, R 1/2, F 2/3
+    p, r, f = boundary_f_score(half, truth, tolerance_px=0.5)
+    assert (p, r) == (1.0, 0.5) and f == pytest.approx(2.0 / 3.0)
+    assert boundary_f_score(np.zeros_like(truth), truth, tolerance_px=2.0) == (1.0, 0.0, 0.0)
+    with pytest.raises(EvaluationError, match="tolerance_px"):
+        boundary_f_score(truth, truth, tolerance_px=-1.0)
+
+
+def _edge_scene(*, gelatin: float, seed: int = 4):
+    """A 3 um field at 20 nm: embedding (bare resin, or gelatin taking up ``gelatin`` of the
+    stain), cytoplasm, and the edge of a nucleus whose part in the field (~1.3 um^2) is
+    the size of a mitochondrion."""
+    rng = np.random.default_rng(seed)
+    px, n = 20.0, 150
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * px / 1000.0
+    cell = xx > 0.8
+    nucleus = (xx - 4.2) ** 2 + (yy - 1.5) ** 2 < 2.0**2
+    density = gelatin * ~cell + 0.25 * cell + 0.15 * nucleus
+    dose = 400.0
+    return rng.poisson(dose * np.exp(-1.2 * density)).astype(float), px, dose, nucleus
+
+
+def test_the_edge_of_a_nucleus_is_a_nucleus_not_a_mitochondrion():
+    image, px, _, nucleus = _edge_scene(gelatin=0.0)
+    seg = SEG.segment_section(image, pixel_size_nm=px)
+    assert _iou(seg.mask("nuclei"), nucleus) > 0.8
+    assert not seg.mask("mitochondria").any()
+
+
+def test_with_the_open_beam_intensity_a_stained_gelatin_matrix_is_embedding_not_cytoplasm():
+    image, px, dose, nucleus = _edge_scene(gelatin=0.08)
+    seg = SEG.segment_section(image, pixel_size_nm=px, reference_intensity=dose)
+    assert seg.info["resin_rule"] == "optical density ratio"
+    assert _iou(seg.mask("nuclei"), nucleus) > 0.8

@@ -45,6 +45,10 @@ READBACK_FEATURES = (
 )
 CLEM_FEATURES = (*SECTIONING_FEATURES, *STAINING_FEATURES, *IMAGING_FEATURES, "block_progress", "prep_time", *READBACK_FEATURES)
 
+#: The simulator's truth mask of an EM target structure kind, where the names differ
+#: (fiducial beads are the phantom's free labelled targets).
+_TRUTH_KIND = {"beads": "targets"}
+
 #: Pairwise judgments behind :data:`DEFAULT_WEIGHTS` (Saaty's scale: ``a_ij`` = how much more
 #: term i matters than term j). Image quality (``impact``: EM/LM CNR, FRC resolution,
 #: artifacts) is what a CLEM preparation is for and what the campaign reports, so it leads:
@@ -361,7 +365,7 @@ class CLEMProtocolEnv(InstrumentEnv):
         if self.structures == "known" and truth is not None and self.chain.simulated:
             mask = np.zeros(truth.cells.shape, bool)
             for kind in self._target_structures():
-                mask |= truth.masks.get(kind, np.zeros_like(mask))
+                mask |= truth.masks.get(_TRUTH_KIND.get(kind, kind), np.zeros_like(mask))
             frac = float(mask.mean())
             return frac < 1e-3 or frac > 0.995
         return scores is not None and "em_cnr" in scores and not math.isfinite(float(scores["em_cnr"].value))
@@ -403,6 +407,8 @@ class CLEMProtocolEnv(InstrumentEnv):
             sites = ndi.binary_dilation(sites, iterations=max(1, int(round(lm_to_em))))
         masks = {"cells": truth.cells > 0, "nuclei": truth.nuclei, "mitochondria": truth.mitochondria,
                  "membranes": truth.membranes}
+        if "beads" in self._target_structures():  # fiducial beads are the structures the label marks
+            masks["beads"] = truth.targets
         return {"structure_masks": masks, "label_target_mask": sites}
 
     def _known_label_sites(self, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -418,9 +424,11 @@ class CLEMProtocolEnv(InstrumentEnv):
 
     def _target_structures(self) -> tuple[str, ...]:
         """EM structures the label is meant for (and whose contrast ``em_cnr`` measures),
-        from the specimen's ``target_site``: mitochondria, or the cells (neurites, somata)."""
+        from the specimen's ``target_site``: mitochondria, the beads themselves (``free``
+        targets: fiducial beads on a film, whose EM contrast is against the film around
+        them), or the cells (neurites, somata)."""
         site = getattr(getattr(self.chain.physics.get("microscope"), "specimen", None), "target_site", "mitochondria")
-        return ("mitochondria",) if site == "mitochondria" else ("cells",)
+        return {"mitochondria": ("mitochondria",), "free": ("beads",)}.get(site, ("cells",))
 
     # -- observation ------------------------------------------------------------------------
     def _features(self) -> np.ndarray:

@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline._robust import location_scale
 from cryoopt.pipeline._validate import check_image, check_pixel_size
-from cryoopt.pipeline.segmentation import STRUCTURE_KINDS, HierarchicalSegmenter, SectionSegmenter
+from cryoopt.pipeline.segmentation import STRUCTURE_KINDS, BeadSegmenter, HierarchicalSegmenter, SectionSegmenter
 from cryoopt.registry import Registry
 
 __all__ = [
@@ -157,6 +157,8 @@ segmenters.register("membranes", MembraneSegmenter)
 # stained material (cells, neurites) against the brighter embedding resin
 segmenters.register("cells", lambda: ThresholdSegmenter("dark", sigma_px=2.0, min_area_px=50))
 segmenters.register("targets", lambda: ThresholdSegmenter("bright", sigma_px=1.0, min_area_px=4))
+# fiducial beads on a film (the EM target structures of a bead-calibration specimen)
+segmenters.register("beads", BeadSegmenter)
 
 
 @dataclass(frozen=True)
