@@ -53,7 +53,8 @@ def test_validate_options_rejects_bad_fidelities_naming_the_option(spec: object,
 
 def test_validate_options_accepts_fidelities_and_checks_the_acquisition() -> None:
     clean = validate_options("bo", {"fidelities": COSTS, "fidelity_acquisition": "kg"})
-    assert clean["fidelities"].target == "em_series" and clean["fidelities"].level("lm_quick_look") == 0.25
+    assert clean["fidelities"] == COSTS and clean["fidelity_acquisition"] == "kg"
+    assert json.loads(json.dumps(clean)) == clean  # as a config would keep them
     with pytest.raises(OptionError, match=r"one of \('mes', 'kg'\)") as err:
         validate_options("bo", {"fidelity_acquisition": "ucb"})
     assert err.value.option == "fidelity_acquisition"
@@ -133,3 +134,17 @@ def test_a_failed_measurement_is_recorded_and_kept_out_of_the_model() -> None:
     assert t in opt.failed
     X, Y = opt._training_data()
     assert X.shape == (len(opt.completed), 3) and np.isfinite(Y.numpy()).all()
+
+
+def test_the_knowledge_gradient_also_chooses_a_point_and_a_fidelity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryoopt.optim import multifidelity
+
+    monkeypatch.setattr(multifidelity, "NUM_FANTASIES", 4)  # the one-shot problem's size: (1 + fantasies) x d
+    monkeypatch.setattr(multifidelity, "KG_MAXITER", 20)
+    opt = BayesianOptimizer(SPACE, seed=1, n_initial=4, fidelities=COSTS, fidelity_acquisition="kg", **FAST)
+    for p, fid in (({"x": 0.2, "y": 0.2}, "em_series"), ({"x": 0.8, "y": 0.7}, "em_series"),
+                   ({"x": 0.5, "y": 0.5}, "lm_quick_look"), ({"x": 0.3, "y": 0.8}, "lm_quick_look")):
+        run(opt, p, fid)
+    (t,) = opt.ask()
+    assert opt.fidelity_of(t) in COSTS and t.source in ("bo", "random")
+    assert json.loads(opt.to_json())["settings"]["fidelity_acquisition"] == "kg"

@@ -207,7 +207,9 @@ class BayesianOptimizer(Optimizer):
              "fidelity_acquisition": fidelity_acquisition}
         )
         self.fidelity_acquisition = options["fidelity_acquisition"]
-        self.fidelities: Fidelities | None = options["fidelities"]
+        self.fidelities: Fidelities | None = check_fidelities(options["fidelities"])
+        self._asked_fidelities: list[str] = []  # the fidelities of the trials an ask is proposing
+        self._forced_fidelity: str | None = None  # ask(fidelity=...)
         if self.fidelities is not None:
             self._check_fidelity_support()
         self.noise_floor = float(options["noise_floor"])
@@ -254,8 +256,8 @@ class BayesianOptimizer(Optimizer):
                     "noise_floor", f"must be a number in [0, 1) (a fraction of each outcome's variance), got {floor!r}"
                 )
             out["noise_floor"] = float(floor)
-        if "fidelities" in out:
-            out["fidelities"] = check_fidelities(out["fidelities"])
+        if out.get("fidelities") is not None:
+            out["fidelities"] = dict(check_fidelities(out["fidelities"]).costs)  # type: ignore[union-attr]
         if "fidelity_acquisition" in out and out["fidelity_acquisition"] not in FIDELITY_ACQUISITIONS:
             raise OptionError("fidelity_acquisition", f"must be one of {FIDELITY_ACQUISITIONS}, got {out['fidelity_acquisition']!r}")
         return out
@@ -293,8 +295,7 @@ class BayesianOptimizer(Optimizer):
         if fidelity is not None and (self.fidelities is None or fidelity not in self.fidelities.costs):
             known = self.fidelities.names if self.fidelities is not None else "none (build with fidelities=)"
             raise ParameterError(f"fidelity must be one of this optimizer's fidelities, {known}; got {fidelity!r}")
-        self._asked_fidelities: list[str] = []
-        self._forced_fidelity = fidelity
+        self._asked_fidelities, self._forced_fidelity = [], fidelity
         trials = super().ask(n, context=context)
         if self.fidelities is not None:
             for t, name in zip(trials, self._asked_fidelities):
@@ -386,7 +387,7 @@ class BayesianOptimizer(Optimizer):
         out = [(p, "sobol") for p in sobol]
         if self.fidelities is not None:
             f = self.fidelities
-            forced = getattr(self, "_forced_fidelity", None)
+            forced = self._forced_fidelity
             self._asked_fidelities = [forced or (f.target if (len(started) + k) % 3 == 0 else f.cheapest)
                                       for k in range(n_sobol)]
             if n - n_sobol > 0:
@@ -447,7 +448,7 @@ class BayesianOptimizer(Optimizer):
                     x, name, _ = next_fidelity_point(
                         gp, self._bounds, self._fid_col, self.fidelities, num_restarts=self.num_restarts,
                         raw_samples=self.raw_samples, X_pending=X_pending, method=self.fidelity_acquisition, seed=seed,
-                        only=getattr(self, "_forced_fidelity", None),
+                        only=self._forced_fidelity,
                     )
                 except Exception as err:  # BoTorch's candidate generation: say where, keep the cause
                     raise OptimizerError(f"multi-fidelity acquisition failed on {X.shape[0]} observations: {err}") from err
