@@ -30,6 +30,11 @@ Modelling choices (all BoTorch/GPyTorch, nothing hand-written):
   pending, so rounding never collapses two proposals); continuous spaces with
   :func:`~botorch.optim.optimize_acqf`. Linear parameter constraints go to the
   acquisition optimizer as inequality constraints.
+* Fidelities (``fidelities=``: e.g. an LM quick look and the EM series, with their costs) are
+  one more GP input, modelled by a :class:`~botorch.models.SingleTaskMultiFidelityGP`; each
+  ``ask`` picks the point *and* the fidelity of largest cost-aware multi-fidelity max-value
+  entropy or knowledge gradient (:mod:`cryoopt.optim.multifidelity`), and beliefs (``recommend``, ``predict``)
+  are at the target fidelity.
 * :meth:`BayesianOptimizer.recommend` is the posterior belief (best posterior mean
   among the protocols that ran, with 95 % intervals), and
   :meth:`BayesianOptimizer.replicate_value` decides when rerunning it pays.
@@ -70,6 +75,13 @@ from cryoopt.exceptions import OptimizerError, ParameterError
 from cryoopt.optim import fused_kernel
 from cryoopt.optim.acquisition import FeasibilityWeighted, log_prob_success
 from cryoopt.optim.base import Context, OptionError, Optimizer, register_strategy
+from cryoopt.optim.multifidelity import (
+    FIDELITY_ACQUISITIONS,
+    Fidelities,
+    check_fidelities,
+    multi_fidelity_gp,
+    next_fidelity_point,
+)
 from cryoopt.optim.recommendation import Recommendation, ReplicateDecision, choose_recommendation, parse_target
 from cryoopt.optim.trial import Trial, TrialStatus
 from cryoopt.space import Params, SearchSpace
@@ -140,6 +152,19 @@ class BayesianOptimizer(Optimizer):
             of that outcome's variance, in ``[0, 1)`` (outcomes are standardized); 0 lets
             the GP infer any noise from 1e-4 up. With few, noisy runs (samples that vary
             as much as protocols do) the GP otherwise tends to explain a lucky result as signal.
+        fidelities: ``{name: cost}`` of the ways a trial can be measured (>= 2, costs > 0 in one
+            unit, e.g. instrument hours); the most expensive is the target fidelity. Each asked
+            trial then says which to run (``trial.metadata["fidelity"]``, :meth:`fidelity_of`);
+            a trial added by hand runs at the target unless its metadata says otherwise. The
+            initial design measures every third point at the target, the rest at the cheapest
+            fidelity; then a cost-aware multi-fidelity acquisition chooses both (one
+            point at a time; ``num_restarts``/``raw_samples`` as for any ask). Beliefs
+            (:meth:`recommend`, :meth:`predict`) are at the target fidelity. Needs one
+            objective, no outcome constraints or contexts, and a continuous space; failed
+            trials are kept out of the model but do not weight the acquisition.
+        fidelity_acquisition: the cost-aware multi-fidelity acquisition: ``"mes"`` (max-value
+            entropy search, default: a few CPU-seconds per ask in 9 dimensions) or ``"kg"``
+            (knowledge gradient, one-shot: about 4x as long).
 
     Example:
         >>> opt = BayesianOptimizer(space, seed=0, contexts={"screening_score": (0, 1)})
@@ -148,6 +173,13 @@ class BayesianOptimizer(Optimizer):
         ...     opt.tell(trial, run_block(specimen, trial.params))
         >>> rec = opt.recommend()          # best posterior mean, averaged over specimens seen
         >>> rec.params, rec.mean, rec.ci95
+
+        Multi-fidelity (an LM quick look costs 0.5 h, the EM series 4 h):
+
+        >>> opt = BayesianOptimizer(space, fidelities={"lm_quick_look": 0.5, "em_series": 4.0})
+        >>> (trial,) = opt.ask()
+        >>> opt.tell(trial, run(trial.params, opt.fidelity_of(trial)))
+        >>> opt.recommend()                # at the EM series
     """
 
     def __init__(
@@ -163,14 +195,23 @@ class BayesianOptimizer(Optimizer):
         raw_samples: int = 256,
         mc_samples: int = 128,
         noise_floor: float = 0.0,
+        fidelities: Mapping[str, float] | None = None,
+        fidelity_acquisition: str = "mes",
     ) -> None:
         super().__init__(
             space, seed=seed, objectives=objectives, outcome_constraints=outcome_constraints, contexts=contexts
         )
         options = self._check_options(
             {"n_initial": n_initial, "num_restarts": num_restarts, "raw_samples": raw_samples,
-             "mc_samples": mc_samples, "noise_floor": noise_floor}
+             "mc_samples": mc_samples, "noise_floor": noise_floor, "fidelities": fidelities,
+             "fidelity_acquisition": fidelity_acquisition}
         )
+        self.fidelity_acquisition = options["fidelity_acquisition"]
+        self.fidelities: Fidelities | None = check_fidelities(options["fidelities"])
+        self._asked_fidelities: list[str] = []  # the fidelities of the trials an ask is proposing
+        self._forced_fidelity: str | None = None  # ask(fidelity=...)
+        if self.fidelities is not None:
+            self._check_fidelity_support()
         self.noise_floor = float(options["noise_floor"])
         self.n_initial = max(5, space.dim + 1) if options["n_initial"] is None else options["n_initial"]
         self.num_restarts = options["num_restarts"]
@@ -180,6 +221,11 @@ class BayesianOptimizer(Optimizer):
         bounds = space.encoded_bounds()
         if self.contexts is not None:
             bounds = np.concatenate([bounds, self.contexts.encoded_bounds()], axis=1)
+        #: the GP's fidelity column (multi-fidelity only): cost / target cost, the target at 1
+        self._fid_col = bounds.shape[1] if self.fidelities is not None else None
+        if self.fidelities is not None:
+            low = min(self.fidelities.level(n) for n in self.fidelities.names)
+            bounds = np.concatenate([bounds, [[low], [1.0]]], axis=1)
         self._bounds = torch.tensor(bounds, dtype=DTYPE)
         self._model_cache: tuple[tuple[Any, ...], tuple[Model, Model | None]] | None = None
         # GP hyperparameters of the last fit, per model slot: the next fit starts from them
@@ -210,7 +256,51 @@ class BayesianOptimizer(Optimizer):
                     "noise_floor", f"must be a number in [0, 1) (a fraction of each outcome's variance), got {floor!r}"
                 )
             out["noise_floor"] = float(floor)
+        if out.get("fidelities") is not None:
+            out["fidelities"] = dict(check_fidelities(out["fidelities"]).costs)  # type: ignore[union-attr]
+        if "fidelity_acquisition" in out and out["fidelity_acquisition"] not in FIDELITY_ACQUISITIONS:
+            raise OptionError("fidelity_acquisition", f"must be one of {FIDELITY_ACQUISITIONS}, got {out['fidelity_acquisition']!r}")
         return out
+
+    def _check_fidelity_support(self) -> None:
+        """Multi-fidelity BO here models one objective over a continuous space, nothing else."""
+        why = []
+        if len(self.objectives) != 1:
+            why.append(f"one objective (got {self.objective_names})")
+        if self.outcome_constraints:
+            why.append("no outcome constraints")
+        if self.contexts is not None:
+            why.append("no contexts")
+        if self.space.categorical_dims or self.space.integer_dims:
+            why.append("a continuous space (no integer or categorical parameters)")
+        if why:
+            raise OptionError("fidelities", "multi-fidelity BO needs " + ", ".join(why))
+
+    def fidelity_of(self, trial: Trial | int) -> str | None:
+        """The fidelity ``trial`` runs at (``None`` without ``fidelities``); a trial that does not say runs at the target."""
+        if self.fidelities is None:
+            return None
+        t = self.trial(trial.id if isinstance(trial, Trial) else trial)
+        name = t.metadata.get("fidelity", self.fidelities.target)
+        if name not in self.fidelities.costs:
+            raise OptimizerError(f"trial {t.id} names fidelity {name!r}; known: {self.fidelities.names}")
+        return str(name)
+
+    def ask(self, n: int = 1, *, context: Any = None, fidelity: str | None = None) -> list[Trial]:
+        """See :meth:`Optimizer.ask`; with ``fidelities`` each trial's ``metadata["fidelity"]`` says which to run.
+
+        ``fidelity``: propose points to run at this fidelity only (e.g. the target, to confirm before
+        recommending); by default the acquisition chooses (and the initial design alternates).
+        """
+        if fidelity is not None and (self.fidelities is None or fidelity not in self.fidelities.costs):
+            known = self.fidelities.names if self.fidelities is not None else "none (build with fidelities=)"
+            raise ParameterError(f"fidelity must be one of this optimizer's fidelities, {known}; got {fidelity!r}")
+        self._asked_fidelities, self._forced_fidelity = [], fidelity
+        trials = super().ask(n, context=context)
+        if self.fidelities is not None:
+            for t, name in zip(trials, self._asked_fidelities):
+                t.metadata["fidelity"] = name
+        return trials
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -219,6 +309,8 @@ class BayesianOptimizer(Optimizer):
             "raw_samples": self.raw_samples,
             "mc_samples": self.mc_samples,
             "noise_floor": self.noise_floor,
+            **({"fidelities": dict(self.fidelities.costs), "fidelity_acquisition": self.fidelity_acquisition}
+               if self.fidelities is not None else {}),
         }
 
     def _data_changed(self) -> None:
@@ -259,8 +351,18 @@ class BayesianOptimizer(Optimizer):
                         f"contexts {self.contexts.names}; give every trial its context"
                     )
                 x = np.concatenate([x, self.contexts.encode(ctx)])
+            if self._fid_col is not None:
+                x = np.concatenate([x, [1.0]])  # beliefs are at the target fidelity
             out.append(x)
         return torch.tensor(np.array(out), dtype=DTYPE).reshape(len(out), self._bounds.shape[1])
+
+    def _encode_trials(self, trials: Sequence[Trial]) -> torch.Tensor:
+        """Encoded inputs of ``trials`` as they ran: parameters, contexts and (multi-fidelity) their fidelity."""
+        X = self._encode_rows([(t.params, t.context) for t in trials])
+        if self._fid_col is not None and self.fidelities is not None:
+            for i, t in enumerate(trials):
+                X[i, self._fid_col] = self.fidelities.level(self.fidelity_of(t) or self.fidelities.target)
+        return X
 
     def _encode(self, params_list: list[Params]) -> torch.Tensor:
         """Encoded parameters only (context-free optimizers), kept for callers of the old helper."""
@@ -283,6 +385,14 @@ class BayesianOptimizer(Optimizer):
             n_sobol = n
         sobol = self._sobol_points(n_sobol)
         out = [(p, "sobol") for p in sobol]
+        if self.fidelities is not None:
+            f = self.fidelities
+            forced = self._forced_fidelity
+            self._asked_fidelities = [forced or (f.target if (len(started) + k) % 3 == 0 else f.cheapest)
+                                      for k in range(n_sobol)]
+            if n - n_sobol > 0:
+                out += self._propose_fidelity(n - n_sobol, sobol)
+            return out
         if n - n_sobol > 0:
             ctx = contexts or [None] * n
             extra = [(p, ctx[i]) for i, p in enumerate(sobol)]
@@ -317,6 +427,46 @@ class BayesianOptimizer(Optimizer):
                     batch.append((params, ctx))
         return [chosen[i] for i in range(q)]
 
+    def _propose_fidelity(self, q: int, design: list[Params]) -> list[tuple[Params, str]]:
+        """``q`` points and fidelities by the cost-aware multi-fidelity acquisition, one at a time
+        with the pending trials (and the earlier points of this batch) as ``X_pending``."""
+        if self.fidelities is None or self._fid_col is None:
+            raise OptimizerError("this optimizer has no fidelities; build it with fidelities={name: cost}")
+        seed = int(self._rng.integers(2**31 - 1))
+        X, Y = self._training_data()
+        model, _ = self._fit(X, Y)
+        gp = model.models[0]
+        pending = self._encode_trials(self.pending)
+        batch = [(p, self._asked_fidelities[i]) for i, p in enumerate(design)]
+        out: list[tuple[Params, str]] = []
+        with manual_seed(seed), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            for _ in range(q):
+                rows = [pending] + [self._encode_at(p, name) for p, name in batch]
+                X_pending = torch.cat(rows) if sum(len(r) for r in rows) else None
+                try:
+                    x, name, _ = next_fidelity_point(
+                        gp, self._bounds, self._fid_col, self.fidelities, num_restarts=self.num_restarts,
+                        raw_samples=self.raw_samples, X_pending=X_pending, method=self.fidelity_acquisition, seed=seed,
+                        only=self._forced_fidelity,
+                    )
+                except Exception as err:  # BoTorch's candidate generation: say where, keep the cause
+                    raise OptimizerError(f"multi-fidelity acquisition failed on {X.shape[0]} observations: {err}") from err
+                params, source = self.space.decode(x[0, : self._d].detach().numpy()), "bo"
+                if not self.space.is_feasible(params) or self._collides(params, None, [(p, None) for p, _ in batch]):
+                    (params,) = self._random_points(1, avoid=[p for p, _ in batch])
+                    source = "random"
+                batch.append((params, name))
+                self._asked_fidelities.append(name)
+                out.append((params, source))
+        return out
+
+    def _encode_at(self, params: Params, fidelity: str) -> torch.Tensor:
+        x = self._encode_rows([(params, None)])
+        if self._fid_col is not None and self.fidelities is not None:
+            x[0, self._fid_col] = self.fidelities.level(fidelity)
+        return x
+
     def _collides(self, params: Params, context: Context | None, batch: Sequence[Row]) -> bool:
         """Same parameters in the same context as a point of this batch or a pending trial."""
         rows = [*batch, *((t.params, t.context) for t in self.pending)]
@@ -328,6 +478,8 @@ class BayesianOptimizer(Optimizer):
         """Maximize ``acqf`` over the space (``fixed``: columns held at a value, e.g. the context;
         ``avoid``: encoded points an all-discrete search must not return, e.g. pending ones)."""
         fixed = dict(fixed or {})
+        if self._fid_col is not None:
+            fixed.setdefault(self._fid_col, 1.0)  # a belief or improvement at the target fidelity
         ineq = [
             (torch.tensor(idx, dtype=torch.long), torch.tensor(coef, dtype=DTYPE), float(rhs))
             for idx, coef, rhs in self.space.encoded_constraints()
@@ -440,7 +592,7 @@ class BayesianOptimizer(Optimizer):
         """Encoded X (with contexts) of completed trials and their outcomes (objectives signed to
         maximize, then constraint metrics)."""
         done = self.completed
-        X = self._encode_rows([(t.params, t.context) for t in done])
+        X = self._encode_trials(done)
         rows = [
             list(self.utility(t.values or {})) + [(t.values or {})[c.name] for c in self.outcome_constraints]
             for t in done
@@ -469,14 +621,17 @@ class BayesianOptimizer(Optimizer):
         key = tuple((t.id, t.status.value) for t in finished)
         if self._model_cache is not None and self._model_cache[0] == key:
             return self._model_cache[1]
-        models = [
-            self._gp(X, Y[:, j : j + 1], max(self.noise_floor, replicate_noise_floor(X, Y[:, j])))
-            for j in range(Y.shape[1])
-        ]
+        if self._fid_col is not None:
+            models = [multi_fidelity_gp(X, Y[:, :1], self._fid_col, max(self.noise_floor, replicate_noise_floor(X, Y[:, 0])))]
+        else:
+            models = [
+                self._gp(X, Y[:, j : j + 1], max(self.noise_floor, replicate_noise_floor(X, Y[:, j])))
+                for j in range(Y.shape[1])
+            ]
         slots = [f"outcome:{j}" for j in range(Y.shape[1])]
         feasibility = None
         if any(t.status is TrialStatus.FAILED for t in finished):
-            Xf = self._encode_rows([(t.params, t.context) for t in finished])
+            Xf = self._encode_trials(finished)
             labels = torch.tensor([[1.0 if t.status is TrialStatus.COMPLETED else -1.0] for t in finished], dtype=DTYPE)
             feasibility = self._gp(Xf, labels)
         if feasibility is not None:
@@ -607,6 +762,9 @@ class BayesianOptimizer(Optimizer):
                 ``objective``; e.g. the fastest expected to reach a quality.
             objective: what to rank by (default: the first objective without a target).
 
+        With ``fidelities``, the belief is at the target fidelity and only protocols that ran at it
+        are candidates (any protocol until one has).
+
         Replicates of a protocol are pooled by the GP (learned noise), and the returned
         intervals are the 95 % posterior interval of its expected value and of one more
         run. Before 3 results, the model-free :meth:`Optimizer.recommend`.
@@ -620,6 +778,9 @@ class BayesianOptimizer(Optimizer):
             return super().recommend(context=context, target=target, objective=objective)
         ctx = self.validate_context(context) if context is not None and self.contexts is not None else None
         groups = self._feasible_groups()
+        if self.fidelities is not None:  # adopt only what was seen at the target fidelity (e.g. in EM)
+            target = self.fidelities.target
+            groups = [g for g in groups if any(self.fidelity_of(t) == target for t in g)] or groups
         if not groups:
             return None
         names = self.objective_names
