@@ -148,14 +148,15 @@ def _affine_only(result):
     return dataclasses.replace(result, displacement=None)
 
 
-def bench_registration(quick: bool) -> dict:
+def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) -> dict:
     from cryoopt.exceptions import RegistrationError
     from cryoopt.pipeline.registration import register_lm_em
     from cryoopt.sim.datasets import Fiducials, random_clem_pairs
 
     out: dict = {}
     per = 3 if quick else 8
-    seeds = (300, 301, 302)[: 2 if quick else 3]
+    seeds = tuple(seeds)[: 2 if quick else len(seeds)]
+    out["seeds"] = list(seeds)
     # the same pairs with and without fiducial beads (they draw from a generator of their own)
     variants = (("similar", (0.0, 0.0), None), ("compressed", (0.2, 0.4), None),
                 ("similar+fiducials", (0.0, 0.0), Fiducials()), ("compressed+fiducials", (0.2, 0.4), Fiducials()))
@@ -223,6 +224,8 @@ def bench_registration(quick: bool) -> dict:
     print(f"{'variant':<22}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}"
           f"{'affine<1':>10}{'wrong':>7}{'median':>8}{'s/pair':>8}")
     for variant, r in out.items():
+        if variant == "seeds":
+            continue
         for p, s_ in r["summary"].items():
             def f(v):
                 return "-" if v is None else f"{v:.2f}"
@@ -384,6 +387,7 @@ def main() -> dict:
     ap.add_argument("--protocols", type=int, default=24)
     ap.add_argument("--sections", type=int, default=6)
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
+    ap.add_argument("--reg-seeds", default="300,301,302", help="specimen seeds of the registration part")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -394,7 +398,7 @@ def main() -> dict:
     if "seg" in parts:
         result["segmentation"] = bench_segmentation(args.quick, args.learned)
     if "reg" in parts:
-        result["registration"] = bench_registration(args.quick)
+        result["registration"] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")))
     if "screen" in parts:
         result["screening"] = bench_screening(args.quick)
     if "env" in parts:
