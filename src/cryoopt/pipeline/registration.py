@@ -1024,8 +1024,10 @@ def register_lm_em(
     n_hyp = 1
     fm_ok = (scored[0][0] >= max(min_matches, 8) and len(lp) >= 3 and len(ep) >= 3
              and _chance_p_value(lp, ep, scored[0][3], em.shape, tight, scored[0][0] - 3, 1, fitted=3) < max_p_value)
-    if len(lp) >= 3 and len(ep) >= 3 and not fm_ok:
-        # the image correlation did not verify: search the point patterns
+    if len(lp) >= 3 and len(ep) >= 3 and (not fm_ok or len(lp) >= 20):
+        # the image correlation did not verify, or the points are dense enough that an affine
+        # refined from a wrong correlation peak can gather matches by chance: search the
+        # point patterns, and let the hypotheses compete
         for frame in _compression_frames(max_compression):
             # EM points as they were before the section compressed: a similarity there
             ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
