@@ -12,7 +12,9 @@ Four experiments, each on specimens no method was tuned or trained on (specimen 
 2. ``reg``: LM -> EM registration *without pixel sizes* (rotation 0-360 deg, scale 1.3-3.3,
    offsets up to a quarter field): target registration error at the labelled targets,
    in EM and LM pixels, refusals, and wrong acceptances (TRE > 5 EM px); then with the EM
-   section compressed 20-40 % (compression search + elastic step).
+   section compressed 20-40 % (compression search + non-rigid step; the affine alone on
+   the same matches reported beside it); then the same pairs again with fiducial beads
+   on the section (``cryoopt.sim.datasets.Fiducials``, opt-in), with the paired gain.
 3. ``screen``: ribbon overviews cut by the sectioning model over random protocols (10 %
    folds, 10 % contamination): precision and recall of ``good`` against the truth, the
    confusion matrix, and the EM time saved at 20 min per section and 2 min per overview.
@@ -187,59 +189,102 @@ def _tre_at_targets(pair, result) -> np.ndarray:
     return np.sqrt(np.sum((result.apply(lm_xy) - t) ** 2, axis=1))
 
 
-def bench_registration(quick: bool) -> dict:
+def _affine_only(result):
+    """The same registration without its non-rigid part (the affine fitted on the same matches)."""
+    import dataclasses
+
+    return dataclasses.replace(result, displacement=None)
+
+
+def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) -> dict:
     from cryoopt.exceptions import RegistrationError
     from cryoopt.pipeline.registration import register_lm_em
-    from cryoopt.sim.datasets import random_clem_pairs
+    from cryoopt.sim.datasets import Fiducials, random_clem_pairs
 
     out: dict = {}
     per = 3 if quick else 8
-    seeds = (300, 301) if quick else (300, 301, 302)
-    for variant, comp in (("similar", (0.0, 0.0)), ("compressed", (0.2, 0.4))):
+    seeds = tuple(seeds)[: 2 if quick else len(seeds)]
+    out["seeds"] = list(seeds)
+    # the same pairs with and without fiducial beads (they draw from a generator of their own)
+    variants = (("similar", (0.0, 0.0), None), ("compressed", (0.2, 0.4), None),
+                ("similar+fiducials", (0.0, 0.0), Fiducials()), ("compressed+fiducials", (0.2, 0.4), Fiducials()))
+    for variant, comp, fid in variants:
         rows = []
-        for pair in random_clem_pairs(PRESETS, seeds=seeds, per_specimen=per, compression=comp, rng=7 if comp[1] == 0 else 8):
+        for pair in random_clem_pairs(PRESETS, seeds=seeds, per_specimen=per, compression=comp, fiducials=fid,
+                                      rng=7 if comp[1] == 0 else 8):
             t0 = time.perf_counter()
             row = {"specimen": pair.params["specimen"], "rotation_deg": pair.params["rotation_deg"],
                    "scale": float(np.hypot(pair.lm_affine[0, 0], pair.lm_affine[1, 0])),
-                   "em_px_per_lm_px": float(pair.lm_pixel_size_nm / pair.pixel_size_nm)}
+                   "em_px_per_lm_px": float(pair.lm_pixel_size_nm / pair.pixel_size_nm),
+                   "compression": float(pair.deformation.compression)}
             try:
                 kw = {"max_compression": 0.5, "elastic": True} if comp[1] > 0 else {}
-                r = register_lm_em(pair.lm, pair.em, lm_polarity="bright", em_polarity="dark", **kw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    r = register_lm_em(pair.lm, pair.em, lm_polarity="bright", em_polarity="dark", **kw)
                 err = _tre_at_targets(pair, r)
                 row.update(refused=False, tre_em_px=float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
                            estimated_tre_px=float(r.tre_px), n_matches=r.n_matches, method=r.method, model=r.model)
+                if r.displacement is not None:
+                    err_a = _tre_at_targets(pair, _affine_only(r))
+                    row["tre_affine_only_em_px"] = float(np.sqrt(np.mean(err_a**2))) if err_a.size else math.nan
+                else:
+                    row["tre_affine_only_em_px"] = row["tre_em_px"]
             except RegistrationError as exc:
                 row.update(refused=True, reason=str(exc)[:160])
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
-            print(f"  reg {variant:<10} {row['specimen']:<16} " + ("refused" if row["refused"] else f"TRE {row['tre_em_px']:.2f} EM px"), flush=True)
+            print(f"  reg {variant:<21} {row['specimen']:<16} " + ("refused" if row["refused"] else
+                  f"TRE {row['tre_em_px']:.2f} EM px ({row['model']}, affine alone {row['tre_affine_only_em_px']:.2f})"), flush=True)
         summary = {}
         for p in (*PRESETS, "all"):
             sel = [r for r in rows if p == "all" or r["specimen"] == p]
             acc = [r for r in sel if not r["refused"] and math.isfinite(r["tre_em_px"])]
             tre = np.array([r["tre_em_px"] for r in acc])
+            tre_aff = np.array([r["tre_affine_only_em_px"] for r in acc])
             tre_lm = np.array([r["tre_em_px"] / r["em_px_per_lm_px"] for r in acc])
             n = len(sel)
+            below = np.array([0.0 if r["refused"] or not math.isfinite(r["tre_em_px"]) else float(r["tre_em_px"] < 1.0) for r in sel])
             summary[p] = {
                 "sections": n, "refused": sum(r["refused"] for r in sel),
+                "accepted_without_targets_in_field": sum(1 for r in sel if not r["refused"] and not math.isfinite(r["tre_em_px"])),
                 "tre_below_1_em_px_of_all": float(np.sum(tre < 1.0) / n) if n else None,
+                "tre_below_1_em_px_of_all_ci95": _boot_ci(below) if n > 1 else None,
                 "tre_below_1_lm_px_of_all": float(np.sum(tre_lm < 1.0) / n) if n else None,
                 "tre_below_1_em_px_of_accepted": float(np.mean(tre < 1.0)) if tre.size else None,
+                "affine_only_tre_below_1_em_px_of_all": float(np.sum(tre_aff < 1.0) / n) if n else None,
                 "wrong_accepted_tre_above_5_em_px": int(np.sum(tre > 5.0)),
                 "median_tre_em_px": float(np.median(tre)) if tre.size else None,
+                "median_affine_only_tre_em_px": float(np.median(tre_aff)) if tre_aff.size else None,
                 "seconds_per_pair": float(np.mean([r["seconds"] for r in sel])) if sel else None,
             }
         out[variant] = {"summary": summary, "pairs": rows, "load": _load()}
+    # paired: the same sections with and without fiducials
+    for base in ("similar", "compressed"):
+        a, b = out[base]["pairs"], out[f"{base}+fiducials"]["pairs"]
+
+        def ok(r):
+            return float(not r["refused"] and math.isfinite(r["tre_em_px"]) and r["tre_em_px"] < 1.0)
+
+        d = np.array([ok(y) - ok(x) for x, y in zip(a, b)])
+        out[f"{base}+fiducials"]["paired_gain_below_1_px"] = {"mean": float(d.mean()), "ci95": _boot_ci(d)}
     print("\n== Registration without pixel sizes: fraction of all sections with TRE < 1 px at the targets ==")
-    print(f"{'variant':<12}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}{'wrong':>7}{'median':>8}")
+    print(f"{'variant':<22}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}"
+          f"{'affine<1':>10}{'wrong':>7}{'median':>8}{'s/pair':>8}")
     for variant, r in out.items():
-        for p, s in r["summary"].items():
+        if variant == "seeds":
+            continue
+        for p, s_ in r["summary"].items():
             def f(v):
                 return "-" if v is None else f"{v:.2f}"
 
-            print(f"{variant:<12}{p:<18}{s['sections']:>4}{s['refused']:>9}{f(s['tre_below_1_em_px_of_all']):>10}"
-                  f"{f(s['tre_below_1_lm_px_of_all']):>10}{f(s['tre_below_1_em_px_of_accepted']):>14}"
-                  f"{s['wrong_accepted_tre_above_5_em_px']:>7}{f(s['median_tre_em_px']):>8}")
+            print(f"{variant:<22}{p:<18}{s_['sections']:>4}{s_['refused']:>9}{f(s_['tre_below_1_em_px_of_all']):>10}"
+                  f"{f(s_['tre_below_1_lm_px_of_all']):>10}{f(s_['tre_below_1_em_px_of_accepted']):>14}"
+                  f"{f(s_['affine_only_tre_below_1_em_px_of_all']):>10}"
+                  f"{s_['wrong_accepted_tre_above_5_em_px']:>7}{f(s_['median_tre_em_px']):>8}{f(s_['seconds_per_pair']):>8}")
+        if "paired_gain_below_1_px" in r:
+            g = r["paired_gain_below_1_px"]
+            print(f"  paired gain from fiducials (fraction < 1 px): {g['mean']:+.2f} (95 % CI {g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f})")
     return out
 
 
@@ -391,6 +436,7 @@ def main() -> dict:
     ap.add_argument("--sections", type=int, default=6)
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
     ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated)")
+    ap.add_argument("--reg-seeds", default="300,301,302", help="specimen seeds of the registration part")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
     args = ap.parse_args()
@@ -405,7 +451,7 @@ def main() -> dict:
             result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
                 result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
     if "reg" in parts:
-        result["registration"] = bench_registration(args.quick)
+        result["registration"] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")))
     if "screen" in parts:
         result["screening"] = bench_screening(args.quick)
     if "env" in parts:

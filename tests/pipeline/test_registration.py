@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -212,7 +213,66 @@ def test_compressed_section_is_registered_with_the_compression_search_and_elasti
         return float(np.sqrt(np.mean(np.sum((r.apply(lm_xy) - true)[inside] ** 2, axis=1))))
 
     affine = register_lm_em(lm, em, max_compression=0.4)
-    elastic = register_lm_em(lm, em, max_compression=0.4, elastic=True)
-    assert elastic.model == "affine+elastic" and elastic.displacement is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        elastic = register_lm_em(lm, em, max_compression=0.4, elastic=True)
+    assert elastic.model.startswith("affine+") and elastic.displacement is not None
     assert err(affine) < 4.0
     assert err(elastic) < 0.8 * err(affine)
+
+
+def test_compression_model_is_exact_for_a_compression_varying_linearly_across_the_cut():
+    """A section compressed along its rows by ``c(x) = 0.3 + 0.06 (x - xc) / W`` (Al-Amoudi
+    et al. 2005: compression varies across a section): no affine maps it, but the cut's
+    model (shift along the cut proportional to the distance along it, degree 1 in ``x``)
+    reproduces it to a hundredth of a pixel (the affine it starts from is a least-squares
+    fit that absorbed part of the bilinear term, so not to rounding), also beyond the
+    matched points along the cut."""
+    from cryoopt.pipeline.registration import _CompressionFit, _fit
+
+    rng = np.random.default_rng(3)
+    w, yc, xc = 400.0, 200.0, 200.0
+    scale, rot = 2.2, 0.7
+    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 180.0], [scale * math.sin(rot), scale * math.cos(rot), 210.0]])
+
+    def truth(lm_xy):
+        q = lm_xy @ m[:, :2].T + m[:, 2]
+        c = 0.3 + 0.06 * (q[:, 0] - xc) / w
+        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+
+    lm = rng.uniform(-75, 75, (30, 2))
+    em = truth(lm)
+    affine = _fit(lm, em, [(i, i) for i in range(len(lm))], "affine")
+    cf = _CompressionFit.fit(lm, em, affine, 1)
+    assert cf is not None and cf.loo_rms < 0.01
+    # the affine alone misses by pixels; the model is exact, along the cut beyond the points too
+    # points beyond the matched ones along the cut, near the ends of the cut's width
+    q_far = np.array([[xc - 100.0, yc + 210.0], [xc + 130.0, yc - 200.0], [xc + 120.0, yc + 200.0]])
+    lm_far = np.linalg.solve(m[:, :2], (q_far - m[:, 2]).T).T
+    affine_err = np.linalg.norm(lm_far @ affine[:2, :2].T + affine[:2, 2] - truth(lm_far), axis=1)
+    assert affine_err.max() > 1.0
+    np.testing.assert_allclose(cf(lm_far), truth(lm_far), atol=0.05)
+    # and its displacement field inverts it: EM pixel p shows LM point affine^-1 (p + d(p))
+    em_far = cf(lm_far)
+    back = np.linalg.solve(affine[:2, :2], (em_far + cf.displacement(em_far) - affine[:2, 2]).T).T
+    np.testing.assert_allclose(back, lm_far, atol=1e-6)
+
+
+def test_fiducials_register_a_section_whose_label_the_em_does_not_show():
+    """Neuron puncta are invisible in EM, so without common structure registration is
+    refused; beads on the section (Kukulski et al. 2011) make it registrable to < 1 px."""
+    from cryoopt.sim.datasets import Fiducials, random_clem_pairs
+
+    kw = dict(seeds=(300,), per_specimen=1, rng=7)
+    plain = next(random_clem_pairs(("neurons",), **kw))
+    beads = next(random_clem_pairs(("neurons",), fiducials=Fiducials(), **kw))
+    with pytest.raises(RegistrationError):
+        register_lm_em(plain.lm, plain.em, lm_polarity="bright", em_polarity="dark")
+    r = register_lm_em(beads.lm, beads.em, lm_polarity="bright", em_polarity="dark")
+    assert r.n_matches >= 10
+    gy, gx = np.mgrid[20:236:24, 20:236:24]
+    lm_xy = np.column_stack([gx.ravel(), gy.ravel()]).astype(float)
+    true = beads.lm_to_em(lm_xy)
+    inside = ((true >= 0) & (true < beads.em.shape[0])).all(axis=1)
+    err = np.linalg.norm(r.apply(lm_xy) - true, axis=1)[inside]
+    assert inside.sum() >= 20 and np.sqrt(np.mean(err**2)) < 1.0

@@ -33,17 +33,33 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    the feature correlations of shifted copies by ``min_peak_z`` sigmas.
 4. Refinement: an affine (or similarity) transform fitted with RANSAC
    (:func:`skimage.measure.ransac`) then least squares on the matched centroids.
-5. Elastic (``elastic=True``), for sections that deformed between the two images
-   (compression along the cut, drying): TV-L1 optical flow
-   (:func:`skimage.registration.optical_flow_tvl1`; Zach, Pock & Bischof 2007,
-   DAGM) between the EM structure image and the LM warped by the affine, smoothed by
-   normalised convolution where there is structure to see.
+5. Non-rigid (``elastic=True``), for sections that deformed between the two images
+   (compression along the cut, drying). An affine already covers a uniform compression
+   exactly (anisotropic scale and shear); what is left is compression that varies
+   across the section. First from the structures: the matches are re-collected under the
+   affine (a wide radius, then at localisation precision) and the affine refitted on all
+   of them; then candidate models are fitted to the same matches and judged by their
+   leave-one-out errors (closed form ``r_i / (1 - h_ii)`` for the linear ones):
+   the cut's own model (a shift along the compression direction proportional to the
+   distance along it, varying smoothly across it: :class:`_CompressionFit`), polynomials
+   of order 2 and 3, and a smoothing thin-plate spline
+   (:class:`scipy.interpolate.RBFInterpolator`). A model is kept only where it predicts
+   held-out structures better than the affine by a tenth, which needs many matches
+   (fiducials); the cut's model is preferred when within a tenth of the best, as it alone
+   extrapolates beyond the matched structures as a compression does. Then from the
+   images: TV-L1 optical flow (:func:`skimage.registration.optical_flow_tvl1`; Zach, Pock
+   & Bischof 2007, DAGM) between the EM structure image and the LM warped by the model so
+   far, smoothed by normalised convolution where there is structure to see, kept only
+   where it brings the matched structures (which it never saw) closer by a tenth.
 
 Target registration error: for a least-squares fit, each output coordinate is a
 linear regression on ``[x, y, 1]``, so the expected squared TRE at a point ``r`` is
 ``2 sigma^2 h(r)`` with ``h(r) = r^T (X^T X)^-1 r`` and ``sigma^2 = RSS / (2N - p)``
 (Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694, for the rigid analogue).
-``tre_px`` is its RMS over the EM field.
+``tre_px`` is its RMS over the EM field. It is the error of the fitted model where the
+model is right: a model that cannot follow the deformation (an affine on a non-uniformly
+compressed section) errs more than it says. For a non-rigid model ``tre_px`` is its
+leave-one-out RMS error at the matched structures.
 
 Coordinates follow skimage: ``(x, y) = (column, row)``; ``transform`` maps LM pixel
 coordinates to EM pixel coordinates.
@@ -76,6 +92,10 @@ __all__ = [
 
 #: smallest Gaussian (working pixels) of the feature images
 MIN_FEATURE_SIGMA_PX = 2.0
+#: radius (EM px) within which the matches of a right transform fall: the precision of
+#: structure centroids located in both images (a fraction of a pixel each, LM blur and
+#: partial volumes included), so a second, more powerful count against chance
+VERIFY_RADIUS_PX = 2.5
 
 
 @dataclass(frozen=True)
@@ -89,8 +109,10 @@ class RegistrationResult:
         fre_px: RMS residual of the matched centroids, EM px (NaN if no refinement).
         tre_px: expected RMS target registration error over the EM field, EM px
             (NaN when too few matches leave no residual degrees of freedom).
-        model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+elastic"`` appended
-            when a displacement field refines it.
+        model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+compressionK"`` (the
+            cut's model, degree K across the cut), ``"+polynomial2"``, ``"+polynomial3"``
+            or ``"+spline"`` appended when a non-rigid model fitted to the matched
+            structures refines it, ``"+elastic"`` when the TV-L1 flow does.
         method: which coarse hypothesis won (``"fourier-mellin"``, ``"points"``).
         displacement: `2 x H x W` (x, y) displacement on the EM grid, EM px, or None:
             EM pixel ``p`` shows LM point ``matrix^-1 (p + displacement[:, p])``.
@@ -486,6 +508,316 @@ def _chance_p_value(lp: np.ndarray, ep: np.ndarray, m: np.ndarray, em_shape: tup
     return float(binom.sf(n_matched - 1, max(inside - fitted, n_matched), min(p, 1.0))) * max(n_hypotheses, 1)
 
 
+def _poly_terms(xy: np.ndarray, order: int) -> np.ndarray:
+    """Polynomial terms ``x^(j-i) y^i`` (j <= order), the order of
+    :class:`skimage.transform.PolynomialTransform`'s coefficients."""
+    x, y = xy[:, 0], xy[:, 1]
+    return np.column_stack([x ** (j - i) * y**i for j in range(order + 1) for i in range(j + 1)])
+
+
+@dataclass(frozen=True)
+class _PolyFit:
+    """A least-squares polynomial map (LM -> EM px), fitted in coordinates centred and scaled
+    to about +-1 (the normal equations of a cubic in raw pixels are ill-conditioned)."""
+
+    order: int
+    centre: np.ndarray
+    span: float
+    coef: np.ndarray  # terms x 2
+    cov: np.ndarray  # (X^T X)^-1
+    loo_rms: float
+    rss: float
+    n: int
+
+    @classmethod
+    def fit(cls, src: np.ndarray, dst: np.ndarray, order: int) -> _PolyFit | None:
+        centre = src.mean(axis=0)
+        span = float(np.max(np.abs(src - centre))) or 1.0
+        x = _poly_terms((src - centre) / span, order)
+        if len(src) <= x.shape[1]:
+            return None
+        try:
+            cov = np.linalg.inv(x.T @ x)
+        except np.linalg.LinAlgError:
+            return None
+        coef = cov @ x.T @ dst
+        res = dst - x @ coef
+        h = np.einsum("ij,jk,ik->i", x, cov, x)
+        if np.any(h > 1 - 1e-6):
+            return None
+        loo = res / (1.0 - h)[:, None]
+        return cls(order, centre, span, coef, cov, float(np.sqrt(np.mean(np.sum(loo**2, axis=1)))),
+                   float(np.sum(res**2)), len(src))
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        return _poly_terms((np.asarray(xy, float) - self.centre) / self.span, self.order) @ self.coef
+
+
+
+@dataclass(frozen=True)
+class _SplineFit:
+    """A smoothing thin-plate spline (LM -> EM px, :class:`scipy.interpolate.RBFInterpolator`
+    with an affine part) in centred, scaled coordinates; ``smoothing`` trades following
+    every match for robustness to localisation noise."""
+
+    interp: object
+    centre: np.ndarray
+    span: float
+
+    @classmethod
+    def fit(cls, src: np.ndarray, dst: np.ndarray, smoothing: float) -> _SplineFit | None:
+        from scipy.interpolate import RBFInterpolator
+
+        centre = src.mean(axis=0)
+        span = float(np.max(np.abs(src - centre))) or 1.0
+        try:
+            interp = RBFInterpolator((src - centre) / span, dst, kernel="thin_plate_spline", smoothing=smoothing, degree=1)
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        return cls(interp, centre, span)
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        return self.interp((np.asarray(xy, float) - self.centre) / self.span)  # type: ignore[operator]
+
+
+def _spline_loo(src: np.ndarray, dst: np.ndarray, smoothing: float) -> np.ndarray:
+    """Leave-one-out errors of a smoothing spline through the pairs (one refit per point)."""
+    err = np.full(len(src), np.inf)
+    keep = np.ones(len(src), bool)
+    for i in range(len(src)):
+        keep[i] = False
+        f = _SplineFit.fit(src[keep], dst[keep], smoothing)
+        keep[i] = True
+        if f is not None:
+            err[i] = float(np.linalg.norm(f(src[i : i + 1])[0] - dst[i]))
+    return err
+
+
+#: smoothing of the thin-plate spline, chosen among these by leave-one-out error
+#: (normalised coordinates: 0 interpolates every match)
+SPLINE_SMOOTHING = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class _CompressionFit:
+    """An affine plus a compression that varies across the section: the physics of a cut.
+
+    A section compresses along the cutting direction ``v`` by a fraction that varies
+    smoothly with the position ``s`` across the cut (Al-Amoudi et al. 2005, J. Struct. Biol.
+    150:109); what an affine leaves is then a shift along ``v`` proportional to the distance
+    ``t`` along it: ``em = q + v (t g(s) + h(s))`` with ``q`` the affine's image, ``g``, ``h``
+    Legendre series of degree ``degree`` in ``s`` (``h`` absorbs where the compression is
+    centred). ``v`` is the affine's direction of least scale (its compression). Linear in the
+    coefficients: least squares, leave-one-out errors by the hat matrix; it extrapolates
+    along ``v`` as a compression does, and holds ``g`` and ``h`` constant beyond the range of
+    ``s`` the matches span (a series extrapolates wildly)."""
+
+    affine: np.ndarray
+    q0: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    s_range: tuple[float, float]
+    degree: int
+    coef: np.ndarray
+    loo_rms: float
+
+    @staticmethod
+    def frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        uu, _, _ = np.linalg.svd(affine[:2, :2])
+        return uu[:, 0], uu[:, 1]  # along the cut's width, along the cut (least scale)
+
+    def _st(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = q - self.q0
+        lo, hi = self.s_range
+        return np.clip((2.0 * (d @ self.u) - lo - hi) / max(hi - lo, 1e-9), -1.0, 1.0), d @ self.v
+
+    def _terms(self, s_n: np.ndarray, t: np.ndarray) -> np.ndarray:
+        leg = np.polynomial.legendre.legvander(s_n, self.degree)
+        return np.column_stack([leg * t[:, None], leg])
+
+    @classmethod
+    def fit(cls, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, degree: int, ridge: float = 0.0) -> _CompressionFit | None:
+        q = src @ affine[:2, :2].T + affine[:2, 2]
+        u, v = cls.frame(affine)
+        q0 = dst.mean(axis=0)
+        s_m = (q - q0) @ u
+        probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), degree, np.zeros(0), math.nan)
+        x = probe._terms(*probe._st(q))
+        if len(src) < 2 * x.shape[1] + 2:
+            return None
+        y = (dst - q) @ v
+        # a roughness penalty on the higher Legendre terms (k^2 (k+1)^2: the eigenvalues of
+        # Legendre's operator squared), so a series is tamed where few matches pin it down
+        k = np.arange(degree + 1, dtype=float)
+        rough = np.tile((k * (k + 1)) ** 2, 2)
+        xtx = x.T @ x
+        try:
+            cov = np.linalg.inv(xtx + ridge * np.trace(xtx) / len(rough) * np.diag(rough) / rough.max())
+        except np.linalg.LinAlgError:
+            return None
+        coef = cov @ x.T @ y
+        h = np.einsum("ij,jk,ik->i", x, cov, x)
+        if np.any(h > 1 - 1e-6):
+            return None
+        # across the cut the affine alone predicts: its residual counts in the error too
+        across = (dst - q) @ u
+        loo = np.hypot((y - x @ coef) / (1.0 - h), across)
+        return cls(affine, q0, u, v, probe.s_range, degree, coef, float(np.sqrt(np.mean(loo**2))))
+
+    def __call__(self, lm_xy: np.ndarray) -> np.ndarray:
+        q = np.asarray(lm_xy, float) @ self.affine[:2, :2].T + self.affine[:2, 2]
+        return q + np.outer(self._terms(*self._st(q)) @ self.coef, self.v)
+
+    def displacement(self, em_xy: np.ndarray) -> np.ndarray:
+        """``q - em`` for the affine image ``q`` that maps to ``em`` (closed form: ``s`` is
+        unchanged along ``v``, and ``t`` enters linearly)."""
+        s_n, t_e = self._st(em_xy)
+        leg = np.polynomial.legendre.legvander(s_n, self.degree)
+        k = self.degree + 1
+        g, hh = leg @ self.coef[:k], leg @ self.coef[k:]
+        t_q = (t_e - hh) / np.where(np.abs(1.0 + g) > 1e-3, 1.0 + g, 1e-3)
+        return np.outer(t_q - t_e, self.v)
+
+
+def _nonrigid_refinement(
+    lp: np.ndarray, ep: np.ndarray, affine: np.ndarray, radii: tuple[float, float], em_shape: tuple[int, int],
+    *, min_per_term: float = 2.0, min_spline: int = 16, fine_radius: float = VERIFY_RADIUS_PX,
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray] | None:
+    """A polynomial (order 2 or 3) or a smoothing thin-plate spline on the matched structures,
+    where it predicts held-out ones measurably better than the affine (see the module
+    docstring). The spline re-matches within ``fine_radius`` EM px (localisation precision).
+
+    Returns ``(name, affine, lm_matched, em_matched, fre, tre, displacement)``: the affine
+    refitted on all matches, ``tre`` the model's
+    leave-one-out RMS error at the matched structures, the displacement on the EM grid in
+    the convention of :class:`RegistrationResult`; None when the affine stays (too few
+    matches, or nothing predicts better)."""
+    if len(lp) < 8 or len(ep) < 8:
+        return None
+    tree = cKDTree(ep)
+    wide, tight = radii
+    fits: dict[int, _PolyFit] = {}
+    model = None
+
+    def mapped(m) -> np.ndarray:
+        return m(lp) if m is not None else lp @ affine[:2, :2].T + affine[:2, 2]
+
+    def matches(m, radius: float) -> list[tuple[int, int]]:
+        return _match(mapped(m), ep, np.eye(3), tree, radius)
+
+    for order in (1, 2, 3):
+        n_terms = (order + 1) * (order + 2) // 2
+        fit = None
+        # grow the matches under the current model (a wide radius first: the affine fitted
+        # where the section compressed as it assumed errs most where it did not), refit
+        for radius in (wide, tight, tight):
+            pairs = matches(model if fit is None else fit, radius)
+            if len(pairs) < min_per_term * n_terms + 2:
+                break
+            new = _PolyFit.fit(lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]], order)
+            if new is None:
+                break
+            fit = new
+        if fit is None:
+            break
+        fits[order] = fit
+        model = fit
+    if 1 not in fits:
+        return None
+    pairs = matches(fits[max(fits)], tight)
+    src, dst = lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]]
+    spline_loo, spline_s = None, 0.0
+    if len(src) >= min_spline:
+        # a spline follows every match, wrong ones too: drop the matches its leave-one-out
+        # error marks as wrong, re-match under it at localisation precision, again
+        for _ in range(3):
+            errs = {sm: _spline_loo(src, dst, sm) for sm in SPLINE_SMOOTHING}
+            spline_s = min(errs, key=lambda sm: float(np.mean(np.minimum(errs[sm], 1e6) ** 2)))
+            err = errs[spline_s]
+            good = err <= max(1.5, 3.0 * float(np.median(err)))
+            src, dst = src[good], dst[good]
+            f = _SplineFit.fit(src, dst, spline_s) if len(src) >= min_spline else None
+            if f is None:
+                break
+            pairs = _match(f(lp), ep, np.eye(3), tree, fine_radius)
+            src, dst = lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]]
+        if len(src) >= min_spline:
+            spline_loo = _spline_loo(src, dst, spline_s)
+    # every model judged on the same matches by its leave-one-out error
+    loo: dict[str, float] = {}
+    polys: dict[str, _PolyFit] = {}
+    for order in fits:
+        f = _PolyFit.fit(src, dst, order)
+        if f is not None and len(src) >= min_per_term * f.cov.shape[0] + 2:
+            polys[f"polynomial{order}"] = f
+            loo[f"polynomial{order}"] = f.loo_rms
+    if spline_loo is not None and np.all(np.isfinite(spline_loo)):
+        loo["spline"] = float(np.sqrt(np.mean(spline_loo**2)))
+    if "polynomial1" not in loo:
+        return None
+    # the affine part refitted on all the matches (the first was fitted where the section
+    # compressed as a similarity or affine assumed): the trend beyond the matched structures
+    affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
+    comp: dict[str, _CompressionFit] = {}
+    for degree in range(1, 7):
+        for ridge in (0.0, 1e-4, 1e-3, 1e-2):
+            cf = _CompressionFit.fit(src, dst, affine, degree, ridge)
+            key = f"compression{degree}"
+            if cf is not None and (key not in comp or cf.loo_rms < comp[key].loo_rms):
+                comp[key] = cf
+                loo[key] = cf.loo_rms
+    best = min(loo, key=loo.__getitem__)
+    if comp:
+        # a cut's own model extrapolates as a compression does beyond the matched structures;
+        # a free polynomial or spline does not: preferred unless clearly worse
+        best_comp = min(comp, key=loo.__getitem__)
+        if loo[best_comp] <= 1.1 * loo[best]:
+            best = best_comp
+    if best == "polynomial1" or loo[best] > 0.9 * loo["polynomial1"]:
+        return None
+    h, w = em_shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    pix = np.column_stack([cols.ravel(), rows.ravel()]).astype(float)
+    if best.startswith("compression"):
+        fwd = comp[best]
+        disp = fwd.displacement(pix).T.reshape(2, h, w)
+        res = fwd(src) - dst
+        return best, affine, src, dst, float(np.sqrt(np.mean(np.sum(res**2, axis=1)))), loo[best], disp
+    if best == "spline":
+        fwd, back = _SplineFit.fit(src, dst, spline_s), _SplineFit.fit(dst, src, spline_s)  # through the same matches
+        if fwd is None or back is None:
+            return None
+    else:
+        fwd = polys[best]
+        # EM px -> LM px: the inverse polynomial, one order up, fitted densely to the forward one
+        inv_aff = np.linalg.inv(affine)
+        gy, gx = np.mgrid[-0.1 * h : 1.1 * h : 24j, -0.1 * w : 1.1 * w : 24j]
+        grid_em = np.column_stack([gx.ravel(), gy.ravel()])
+        grid_lm = grid_em @ inv_aff[:2, :2].T + inv_aff[:2, 2]
+        for _ in range(4):  # LM points whose images are the grid, by the affine's Jacobian
+            grid_lm = grid_lm + (grid_em - fwd(grid_lm)) @ inv_aff[:2, :2].T
+        back = _PolyFit.fit(grid_em, grid_lm, min(fwd.order + 1, 4))
+        if back is None:
+            return None
+    lm_of_em = np.concatenate([back(pix[k : k + 16384]) for k in range(0, len(pix), 16384)])
+    # EM pixel p shows LM point affine^-1 (p + d(p)): d is what the model adds to the affine
+    disp = (lm_of_em @ affine[:2, :2].T + affine[:2, 2] - pix).T.reshape(2, h, w)
+    # outside the matched structures a spline or polynomial extrapolates wildly: there the
+    # correction of the nearest point inside their convex hull is kept (constant extrapolation)
+    from skimage.morphology import convex_hull_image
+
+    marks = np.zeros((h, w), bool)
+    ij = np.clip(np.round(dst[:, ::-1]).astype(int), 0, [h - 1, w - 1])
+    marks[ij[:, 0], ij[:, 1]] = True
+    hull = convex_hull_image(marks)
+    if hull.any() and not hull.all():
+        _, (ri, ci) = ndi.distance_transform_edt(~hull, return_indices=True)
+        disp = disp[:, ri, ci]
+    res = fwd(src) - dst
+    fre = float(np.sqrt(np.mean(np.sum(res**2, axis=1))))
+    return best, affine, src, dst, fre, loo[best], disp
+
+
 def _structure_image(image: np.ndarray, polarity: str) -> np.ndarray:
     """What a structure looks like in both modalities: the top-hat response of the compact
     objects of ``polarity`` (``"auto"``: the image itself, for images of one kind of content)."""
@@ -501,20 +833,20 @@ def _structure_image(image: np.ndarray, polarity: str) -> np.ndarray:
     return white_tophat(sm, fp) if polarity == "bright" else black_tophat(sm, fp)
 
 
-def _elastic(lm: np.ndarray, em: np.ndarray, matrix: np.ndarray, lm_sigma_em_px: float, *, max_px: int = 256) -> np.ndarray:
-    """Displacement (x, y) on the EM grid from TV-L1 flow between structure images (see module).
+def _elastic(lm: np.ndarray, em: np.ndarray, base: RegistrationResult, lm_sigma_em_px: float, *, max_px: int = 256) -> np.ndarray:
+    """Displacement (x, y) on the EM grid, to add to ``base``'s, from TV-L1 flow between
+    structure images (see module).
 
-    The flow runs on the EM grid block-averaged to at most ``max_px`` a side (the
-    deformation is smooth) and is smoothed by normalised convolution over an eighth of
-    the field, weighted by where either image shows structure."""
+    The flow runs between the EM and the LM warped by ``base``, on the EM grid
+    block-averaged to at most ``max_px`` a side (the deformation is smooth), and is
+    smoothed by normalised convolution over an eighth of the field, weighted by where
+    either image shows structure."""
     from skimage.registration import optical_flow_tvl1
 
     f = max(1, math.ceil(max(em.shape) / max_px))
     em_w = block_mean(em, f)
-    to_w = _mat(1.0 / f) @ _mat(1.0, 0.0, -(f - 1) / 2.0, -(f - 1) / 2.0)  # EM full px -> working px
-    base = RegistrationResult(to_w @ matrix, 0.0, 1.0, 0, math.nan, math.nan, "affine")
-    lm_on_em = base.warp(lm, em_w.shape, order=1)
-    inside = base.warp(np.ones(lm.shape, bool), em_w.shape, order=0)
+    lm_on_em = block_mean(base.warp(lm, em.shape, order=1), f)
+    inside = block_mean(base.warp(np.ones(lm.shape, float), em.shape, order=0), f) > 0.5
     sigma = max(1.0, lm_sigma_em_px / f)
 
     def norm(x: np.ndarray) -> np.ndarray:
@@ -581,8 +913,9 @@ def register_lm_em(
             is bright, stained organelles and beads are dark).
         model: ``"affine"`` (default), ``"similarity"`` or ``"coarse"`` (no refinement).
             With fewer than 6 matches an affine falls back to a similarity.
-        elastic: add a smooth displacement field (TV-L1 optical flow) for sections
-            that deformed between the images.
+        elastic: add a smooth displacement field for sections that deformed between
+            the images: a non-rigid model of the matched structures, then TV-L1 optical
+            flow, each kept only where it measurably helps (see the module docstring).
         max_working_px: largest side of the working grid of the coarse steps.
         match_radius_px: largest EM-pixel distance for a centroid match (default: a
             quarter of the median nearest-neighbour spacing of the EM points, at least
@@ -691,8 +1024,10 @@ def register_lm_em(
     n_hyp = 1
     fm_ok = (scored[0][0] >= max(min_matches, 8) and len(lp) >= 3 and len(ep) >= 3
              and _chance_p_value(lp, ep, scored[0][3], em.shape, tight, scored[0][0] - 3, 1, fitted=3) < max_p_value)
-    if len(lp) >= 3 and len(ep) >= 3 and not fm_ok:
-        # the image correlation did not verify: search the point patterns
+    if len(lp) >= 3 and len(ep) >= 3 and (not fm_ok or len(lp) >= 20):
+        # the image correlation did not verify, or the points are dense enough that an affine
+        # refined from a wrong correlation peak can gather matches by chance: search the
+        # point patterns, and let the hypotheses compete
         for frame in _compression_frames(max_compression):
             # EM points as they were before the section compressed: a similarity there
             ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
@@ -702,6 +1037,7 @@ def register_lm_em(
                 scored.append(refine("points", np.linalg.inv(frame) @ pm, frame))
     scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
     n_best, _, method, matrix, pairs = scored[0]
+    wide_radius = match_radius_px
     match_radius_px = tight
     hint = "" if known_scale is not None else "; pass lm_pixel_size_nm and em_pixel_size_nm to fix the scale"
 
@@ -712,6 +1048,14 @@ def register_lm_em(
         # the transform was fitted to the matches: the points its parameters absorb are no evidence
         free = 3
         p_value = _chance_p_value(lp, ep, matrix, em.shape, match_radius_px, n_best - free, n_hyp, fitted=free)
+        # a right transform puts its matches within the centroids' localisation precision, far
+        # inside the match radius: counted there too (a radius fixed in advance, no fitted
+        # one), chance is far smaller; the better of the two tests, Bonferroni-corrected
+        fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
+        if tree is not None and fine_radius < match_radius_px:
+            n_fine = len(_match(lp, ep, matrix, tree, fine_radius))
+            p_fine = _chance_p_value(lp, ep, matrix, em.shape, fine_radius, n_fine - free, n_hyp, fitted=free)
+            p_value = 2.0 * min(p_value, p_fine)
         if n_best < min_matches or p_value > max_p_value:
             raise RegistrationError(
                 f"could not register LM to EM: LM {len(lp)} and EM {len(ep)} structure points, the best of {n_hyp} "
@@ -762,18 +1106,32 @@ def register_lm_em(
     scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
     disp = None
     name = fit_model
+    base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
+    m_src, m_dst = src[inliers], dst[inliers]
+    if elastic and fit_model == "affine":
+        nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape)
+        if nonrigid is not None:
+            kind, fine, m_src, m_dst, fre_nr, tre_nr, disp = nonrigid
+            rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
+            scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
+            base = RegistrationResult(fine, rot_deg, scale, len(m_src), fre_nr, tre_nr, f"{name}+{kind}", method, disp)
     if elastic:
         # the flow runs between what both images show: their compact structures, when told
         # how they look; the whole images otherwise
         lm_s = _structure_image(lm, lm_polarity)
         em_s = _structure_image(em, em_polarity)
-        disp = _elastic(lm_s, em_s, fine, max(1.0, 0.5 * scale))  # half an LM pixel seen on the EM grid
-        elastic_result = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name + "+elastic", method, disp)
-        res = elastic_result.apply(src[inliers]) - dst[inliers]
-        fre_elastic = float(np.sqrt(np.mean(np.sum(res**2, axis=1))))
-        if fre_elastic <= fre + 0.1:  # kept only where it does not move matched structures apart
-            object.__setattr__(elastic_result, "fre_px", fre_elastic)
+        flow = _elastic(lm_s, em_s, base, max(1.0, 0.5 * scale))  # half an LM pixel seen on the EM grid
+        if base.displacement is not None:
+            flow = base.displacement + flow
+        before = float(np.sqrt(np.mean(np.sum((base.apply(m_src) - m_dst) ** 2, axis=1))))
+        elastic_result = RegistrationResult(fine, rot_deg, scale, base.n_matches, base.fre_px, base.tre_px,
+                                            base.model + "+elastic", method, flow)
+        after = float(np.sqrt(np.mean(np.sum((elastic_result.apply(m_src) - m_dst) ** 2, axis=1))))
+        # the flow never saw the matched structures: they are held-out evidence. Kept only
+        # where it brings them measurably closer (by a tenth)
+        if after <= 0.9 * before:
+            object.__setattr__(elastic_result, "fre_px", after)
             return elastic_result
-        warnings.warn(f"the elastic step moved the matched structures apart (residual {fre:.2f} -> {fre_elastic:.2f} px); "
-                      "kept the affine transform", RuntimeWarning, stacklevel=2)
-    return RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
+        warnings.warn(f"the elastic step did not bring the matched structures closer (residual {before:.2f} -> {after:.2f} px); "
+                      f"kept the {base.model} transform", RuntimeWarning, stacklevel=2)
+    return base

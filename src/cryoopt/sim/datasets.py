@@ -38,6 +38,7 @@ from cryoopt.sim.specimen import SectionTruth, Specimen, pixel_affine
 __all__ = [
     "CLEMPair",
     "Deformation",
+    "Fiducials",
     "EMSection",
     "clem_pair",
     "em_section",
@@ -49,6 +50,68 @@ __all__ = [
 
 #: Stain density given to electron-dense fiducial beads (a membrane is 0.75, a mitochondrion 0.55).
 BEAD_DENSITY = 1.0
+
+
+@dataclass(frozen=True)
+class Fiducials:
+    """Fiducial beads that both LM and EM show, applied to the section (opt-in; none by default).
+
+    The practice of Kukulski et al. (2011, J. Cell Biol. 192:111; protocol in Kukulski et
+    al. 2012, Methods Cell Biol. 111:235): fluorescent, electron-dense beads (TetraSpeck,
+    0.1 um) are put on the section, imaged in both microscopes and used as the registration
+    landmarks; they report precision below 100 nm. Beads stay where they were put on the
+    section material, so they move with it when the section compresses.
+
+    Attributes:
+        diameter_nm: bead diameter (TetraSpeck 0.1 um, as in Kukulski et al. 2012).
+        density_per_um2: beads per square micrometre of section. Not a published number:
+            chosen so that a 20 um EM field holds about 40 beads, about 3 um apart, far
+            beyond the LM resolution (a lab dilutes the bead stock until a field holds
+            enough to register by; Kukulski et al. aim for several per tomogram field).
+        photons_per_bead: LM photons collected from one bead per exposure (a 0.1 um
+            TetraSpeck bead is far brighter than an immunolabelled site; a choice, not a
+            measurement).
+        em_density: stain density of a bead in EM (electron dense: :data:`BEAD_DENSITY`).
+        seed: seed of the bead positions; the pair's own draws (pose, noise) are untouched,
+            so a pair with beads is the same pair as the one without them.
+    """
+
+    diameter_nm: float = 200.0
+    density_per_um2: float = 0.1
+    photons_per_bead: float = 2000.0
+    em_density: float = BEAD_DENSITY
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_range("diameter_nm", self.diameter_nm, 5.0, 2000.0)
+        check_range("density_per_um2", self.density_per_um2, 0.0, 10.0)
+        check_range("photons_per_bead", self.photons_per_bead, 0.0, 1e7)
+        check_range("em_density", self.em_density, 0.0, 5.0)
+
+    def scatter(self, centre_nm: tuple[float, float], half_side_nm: float, rng: np.random.Generator) -> np.ndarray:
+        """Bead centres (x, y) nm, Poisson-distributed over the square ``centre +- half_side``."""
+        area_um2 = (2.0 * half_side_nm / 1000.0) ** 2
+        n = int(rng.poisson(self.density_per_um2 * area_um2))
+        return np.asarray(centre_nm, float) + rng.uniform(-half_side_nm, half_side_nm, (n, 2))
+
+
+def _paint_discs(shape: tuple[int, int], centres_px: np.ndarray, radius_px: float, *, supersample: int = 4) -> np.ndarray:
+    """Fraction of each pixel covered by discs of ``radius_px`` at ``centres_px`` (x, y)."""
+    out = np.zeros(shape, np.float32)
+    H, W = shape
+    k = np.arange(supersample) + 0.5
+    sub = k / supersample - 0.5  # sub-pixel sample offsets
+    for x, y in np.asarray(centres_px, float).reshape(-1, 2):
+        r0, r1 = max(int(math.floor(y - radius_px - 1)), 0), min(int(math.ceil(y + radius_px + 1)) + 1, H)
+        c0, c1 = max(int(math.floor(x - radius_px - 1)), 0), min(int(math.ceil(x + radius_px + 1)) + 1, W)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        rows = (np.arange(r0, r1)[:, None] + sub[None, :]).ravel()
+        cols = (np.arange(c0, c1)[:, None] + sub[None, :]).ravel()
+        inside = ((rows[:, None] - y) ** 2 + (cols[None, :] - x) ** 2) <= radius_px**2
+        cover = inside.reshape(r1 - r0, supersample, c1 - c0, supersample).mean(axis=(1, 3))
+        out[r0:r1, c0:c1] = np.maximum(out[r0:r1, c0:c1], cover)
+    return out
 
 
 @dataclass
@@ -121,6 +184,8 @@ class CLEMPair(EMSection):
         lm_affine: LM pixel -> undeformed EM pixel, `3 x 3` (``(x, y, 1)``).
         deformation: undeformed -> imaged EM pixels (identity when not compressed).
         lm_masks: truth masks on the LM grid.
+        fiducials_lm: `N x 2` LM (x, y) px of the fiducial beads, when the pair has them
+            (their EM pixels: :meth:`lm_to_em`); empty otherwise.
     """
 
     lm: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
@@ -128,6 +193,7 @@ class CLEMPair(EMSection):
     lm_affine: np.ndarray = field(default_factory=lambda: np.eye(3))
     deformation: Deformation = Deformation()
     lm_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    fiducials_lm: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False)
 
     def lm_to_em(self, lm_xy: np.ndarray) -> np.ndarray:
         """True EM (x, y) pixel of LM (x, y) pixels, `N x 2` (compression included)."""
@@ -248,6 +314,8 @@ def em_section(
     deformation: Deformation | None = None,
     visible_targets: bool | None = None,
     n_planes: int = 3,
+    fiducials_nm: np.ndarray | None = None,
+    fiducials: Fiducials | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> EMSection:
     """EM image and truth of the section through ``centre_nm`` (z picks the section).
@@ -264,6 +332,10 @@ def em_section(
         deformation: compression of the section (EM pixels of the undeformed grid).
         visible_targets: add fiducial beads to the EM density (default: for ``free`` targets).
         n_planes: planes sampled through the thickness.
+        fiducials_nm: `N x 2` specimen (x, y) nm of fiducial beads on the section, drawn
+            as electron-dense discs of ``fiducials`` (opt-in; none by default). They move
+            with the section when it is compressed.
+        fiducials: the beads' size and density (default :class:`Fiducials`).
         rng: noise.
     """
     gen = as_generator(rng)
@@ -283,6 +355,14 @@ def em_section(
                           rotation_deg=rotation_deg, n_planes=n_planes)
     if d is not None:
         truth = _deform_truth(truth, d, margin)
+    if fiducials_nm is not None and len(fiducials_nm):
+        fid = fiducials if fiducials is not None else Fiducials()
+        grid = np.linalg.inv(pixel_affine((cx - off[0], cy - off[1]), pixel_size_nm, rotation_deg))
+        px = np.asarray(fiducials_nm, float).reshape(-1, 2) @ grid[:2, :2].T + grid[:2, 2] - margin
+        if d is not None:
+            px = d.forward(px)
+        cover = _paint_discs((H, W), px, 0.5 * fid.diameter_nm / pixel_size_nm)
+        truth = replace(truth, density=np.maximum(truth.density, fid.em_density * cover).astype(np.float32))
     ice = IceContamination(coverage=min(float(ice_coverage), 0.5)) if ice_coverage > 0 else None
     img = image_em(_em_truth(truth, _visible(spec, visible_targets)), stain_contrast=stain_contrast,
                    charging=charging, ice=ice, dose_e_per_px=dose_e_per_px, rng=gen)
@@ -309,6 +389,7 @@ def clem_pair(
     free_antibody: float = 0.0,
     lm_photons: float = 400.0,
     lm_background_photons: float = 20.0,
+    fiducials: Fiducials | None = None,
     rng: np.random.Generator | int | None = None,
     **em_kwargs: Any,
 ) -> CLEMPair:
@@ -317,15 +398,25 @@ def clem_pair(
     The EM grid is axis-aligned and centred on ``centre_nm``; the LM grid is centred
     ``lm_offset_nm`` away and rotated by ``rotation_deg`` (the coverslip on the LM stage
     versus the grid in the EM). ``deformation`` compresses the EM's section (the LM then
-    shows it before compression, e.g. the block face).
+    shows it before compression, e.g. the block face). ``fiducials`` (opt-in) puts
+    beads on the section that both images show (see :class:`Fiducials`); without them
+    the pair is exactly what it is with them, less the beads.
     """
     gen = as_generator(rng)
     em_kwargs.setdefault("thickness_nm", 100.0)
     d = deformation
     if d is not None and not d.is_identity:
         d = replace(d, centre=((em_size - 1) / 2.0, (em_size - 1) / 2.0), width_px=float(em_size))
-    sec = em_section(spec, centre_nm=centre_nm, size=em_size, pixel_size_nm=em_pixel_size_nm, deformation=d, rng=gen, **em_kwargs)
     cx, cy, _ = (float(v) for v in centre_nm)
+    beads = None
+    if fiducials is not None:
+        # over both fields whatever the rotation; a generator of its own, so the pair's draws are unchanged
+        half = (math.hypot(em_size * em_pixel_size_nm, lm_size * lm_pixel_size_nm) / 2.0
+                + max(abs(lm_offset_nm[0]), abs(lm_offset_nm[1])))
+        fid_rng = np.random.default_rng([int(fiducials.seed), int(round(cx)), int(round(cy)), int(round(centre_nm[2]))])
+        beads = fiducials.scatter((cx, cy), half, fid_rng)
+        em_kwargs = dict(em_kwargs, fiducials_nm=beads, fiducials=fiducials)
+    sec = em_section(spec, centre_nm=centre_nm, size=em_size, pixel_size_nm=em_pixel_size_nm, deformation=d, rng=gen, **em_kwargs)
     a = pixel_affine((0.0, 0.0), lm_pixel_size_nm, rotation_deg)
     off = a[:2, :2] @ np.array([(lm_size - 1) / 2.0, (lm_size - 1) / 2.0])
     origin = (cx + lm_offset_nm[0] - off[0], cy + lm_offset_nm[1] - off[1])
@@ -337,6 +428,8 @@ def clem_pair(
         def __init__(self) -> None:
             self.label_density_um, self.free_antibody = float(label_density_um), float(free_antibody)
 
+    if beads is not None and len(beads) and fiducials is not None:
+        lm_truth = _with_lm_beads(lm_truth, beads, fiducials, label_density_um * lm_photons * lm_truth.thickness_nm / 100.0)
     lm = image_lm(lm_truth, _Label(), rng=gen, photons_per_um_label=lm_photons, background_photons=lm_background_photons)
     em_aff = pixel_affine(((cx - (em_size - 1) / 2.0 * em_pixel_size_nm), (cy - (em_size - 1) / 2.0 * em_pixel_size_nm)),
                           em_pixel_size_nm)
@@ -345,7 +438,30 @@ def clem_pair(
         em=sec.em, masks=sec.masks, pixel_size_nm=sec.pixel_size_nm, truth=sec.truth, params=dict(sec.params, rotation_deg=rotation_deg),
         lm=lm.image.astype(np.float32), lm_pixel_size_nm=float(lm_pixel_size_nm), lm_affine=lm_aff,
         deformation=d if d is not None else Deformation(), lm_masks={k: np.asarray(v, bool) for k, v in lm_truth.masks.items()},
+        fiducials_lm=np.zeros((0, 2)) if beads is None else _to_pixels(lm_truth.affine, beads),
     )
+
+
+def _to_pixels(affine: np.ndarray, xy_nm: np.ndarray) -> np.ndarray:
+    inv = np.linalg.inv(affine)
+    return np.asarray(xy_nm, float).reshape(-1, 2) @ inv[:2, :2].T + inv[:2, 2]
+
+
+def _with_lm_beads(lm_truth: SectionTruth, beads_nm: np.ndarray, fid: Fiducials, photons_per_unit_density: float) -> SectionTruth:
+    """The LM truth with the beads' fluorescence added to its label density: each bead a
+    point source of ``fid.photons_per_bead`` (split over the four nearest pixels; the
+    microscope's PSF, far wider than the bead, does the rest)."""
+    px = _to_pixels(lm_truth.affine, beads_nm)
+    H, W = lm_truth.shape
+    extra = np.zeros((H, W), np.float64)
+    x0, y0 = np.floor(px[:, 0]).astype(int), np.floor(px[:, 1]).astype(int)
+    fx, fy = px[:, 0] - x0, px[:, 1] - y0
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        c, r = x0 + dx, y0 + dy
+        ok = (c >= 0) & (c < W) & (r >= 0) & (r < H)
+        np.add.at(extra, (r[ok], c[ok]), w[ok])
+    scale = fid.photons_per_bead / max(photons_per_unit_density, 1e-9)
+    return replace(lm_truth, target_density=(lm_truth.target_density + scale * extra).astype(np.float32))
 
 
 #: Ranges of :func:`random_em_sections` (uniform; log-uniform for dose): the env's imaging
@@ -415,12 +531,16 @@ def random_clem_pairs(
     lm_size: int = 256,
     lm_pixel_size_nm: tuple[float, float] = (80.0, 130.0),
     compression: tuple[float, float] = (0.0, 0.0),
+    fiducials: Fiducials | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> Iterator[CLEMPair]:
     """LM/EM pairs under random rotation (0-360 deg), pixel sizes (so the scale is unknown
     to a method not told them), LM offset (up to a quarter of the EM field) and, when
     ``compression`` is not ``(0, 0)``, a compressed EM section (mean compression uniform in
-    that range, +-5 % across the section, a 2 % ripple)."""
+    that range, +-5 % across the section, a 2 % ripple). ``fiducials`` (opt-in) adds beads
+    to the same pairs (see :class:`Fiducials`): the same fields, poses, sections and noise
+    stream, so the two sets pair up one to one (the noise realisation differs from the
+    first bead on: Poisson draws of other means consume the stream differently)."""
     gen = as_generator(rng)
     for preset in presets:
         for seed in seeds:
@@ -433,8 +553,17 @@ def random_clem_pairs(
                 if compression[1] > 0:
                     d = Deformation(compression=float(gen.uniform(*compression)), gradient=float(gen.uniform(-0.05, 0.05)),
                                     ripple=0.02, period_px=float(gen.uniform(0.5, 1.5) * em_size), phase=float(gen.uniform(0, 2 * np.pi)))
-                yield clem_pair(spec, centre_nm=_centre(spec, gen, 0.1 * field_nm), em_size=em_size, em_pixel_size_nm=epx,
-                                lm_size=lm_size, lm_pixel_size_nm=lpx, rotation_deg=float(gen.uniform(0.0, 360.0)),
-                                lm_offset_nm=tuple(gen.uniform(-0.25, 0.25, 2) * field_nm), deformation=d,
-                                thickness_nm=float(gen.uniform(80.0, 150.0)), dose_e_per_px=float(gen.uniform(150.0, 600.0)),
-                                label_density_um=float(gen.uniform(1.0, 3.0)), rng=gen)
+                kw = dict(centre_nm=_centre(spec, gen, 0.1 * field_nm), em_size=em_size, em_pixel_size_nm=epx,
+                          lm_size=lm_size, lm_pixel_size_nm=lpx, rotation_deg=float(gen.uniform(0.0, 360.0)),
+                          lm_offset_nm=tuple(gen.uniform(-0.25, 0.25, 2) * field_nm), deformation=d,
+                          thickness_nm=float(gen.uniform(80.0, 150.0)), dose_e_per_px=float(gen.uniform(150.0, 600.0)),
+                          label_density_um=float(gen.uniform(1.0, 3.0)))
+                if fiducials is None:
+                    yield clem_pair(spec, rng=gen, **kw)
+                    continue
+                # the noise of a field with beads draws differently: render the pair without them
+                # to move the stream on as it would, and the beads' pair from the same state
+                twin = np.random.Generator(type(gen.bit_generator)())
+                twin.bit_generator.state = gen.bit_generator.state
+                clem_pair(spec, rng=gen, **kw)
+                yield clem_pair(spec, fiducials=fiducials, rng=twin, **kw)
