@@ -43,12 +43,18 @@ __all__ = [
     "clem_pair",
     "em_section",
     "field_centres",
+    "has_em_beads",
     "random_clem_pairs",
     "random_em_sections",
     "section_truth",
+    "with_em_beads",
 ]
 
-#: Stain density given to electron-dense fiducial beads (a membrane is 0.75, a mitochondrion 0.55).
+#: Stain density given to electron-dense fiducial beads (a membrane is 0.75, a mitochondrion 0.55):
+#: the model's densest (section densities are capped at 1). Gold fiducials (Z = 79, 19.3 g/cm3)
+#: scatter more than any heavy-metal-stained structure and are the darkest features of an EM
+#: image, which is why they serve as alignment markers (Kremer, Mastronarde & McIntosh,
+#: J. Struct. Biol. 116, 71 (1996)).
 BEAD_DENSITY = 1.0
 
 
@@ -266,15 +272,32 @@ def section_truth(spec: Specimen, index: int, *, thickness_nm: float, shape: tup
     )
 
 
-def _visible(spec: Specimen, visible_targets: bool | None) -> bool:
-    return (getattr(spec, "target_site", "") == "free") if visible_targets is None else bool(visible_targets)
+def has_em_beads(spec: Any) -> bool:
+    """Whether the phantom's labelled targets are electron-dense fiducial beads (``target_site: free``,
+    e.g. ``bead_calibration``); labelled sites in cells are invisible in EM without gold."""
+    return getattr(spec, "target_site", "") == "free"
 
 
-def _em_truth(truth: SectionTruth, visible_targets: bool) -> SectionTruth:
-    if not visible_targets or not truth.target_density.any():
+def with_em_beads(truth: SectionTruth) -> SectionTruth:
+    """``truth`` with its fiducial beads in the EM stain density: :data:`BEAD_DENSITY` where a
+    bead fills at least a third of the section's planes (``target_density``), less at its
+    rim; the masks are unchanged. Returns ``truth`` itself when the field holds no bead.
+
+    Call it only for phantoms with :func:`has_em_beads` (elsewhere the targets are label, not
+    material). Shared by :func:`em_section` and the simulated microscope's EM
+    (:class:`cryoopt.instruments.simulated.sim_physics.SimImaging`), so both image beads alike."""
+    if not truth.target_density.any():
         return truth
     dens = np.maximum(truth.density, BEAD_DENSITY * np.clip(truth.target_density * 3.0, 0.0, 1.0)).astype(np.float32)
     return replace(truth, density=dens)
+
+
+def _visible(spec: Specimen, visible_targets: bool | None) -> bool:
+    return has_em_beads(spec) if visible_targets is None else bool(visible_targets)
+
+
+def _em_truth(truth: SectionTruth, visible_targets: bool) -> SectionTruth:
+    return with_em_beads(truth) if visible_targets else truth
 
 
 def _deform_truth(truth: SectionTruth, d: Deformation, margin: int) -> SectionTruth:

@@ -288,7 +288,13 @@ class SimImaging:
       ``em_stain_contrast`` (UA/lead steps) or the constructor's. Section defects are
       thickness defects: chatter modulates the thickness along the cut (axis 0, period
       ``chatter_period_nm``), knife marks are columns 30 % thinner, cracks are crevasses
-      across the cut with no material, as wide as the section is thick and 0.2-1 um long. Dose ``em_dose_per_ms x exposure_ms`` e/px sets the shot noise and the
+      across the cut with no material, as wide as the section is thick and 0.2-1 um long.
+      Fiducial beads (``em_beads``; phantoms whose targets are free beads, e.g.
+      ``bead_calibration``) are electron dense: they enter the stain density as
+      :func:`cryoopt.sim.datasets.with_em_beads` renders them for the datasets' sections
+      (``BEAD_DENSITY``), after the labelling's extraction (gold is not extracted) and
+      before the thickness defects (a crevasse holds no bead either); other phantoms' label
+      is invisible in EM. Dose ``em_dose_per_ms x exposure_ms`` e/px sets the shot noise and the
       charge: charge left in the support film by the block's earlier acquisitions decays
       by ``exp(-1 / charge_memory_sections)`` per section, and the section charges with
       strength ``(Q / charge_threshold_e - 1) x t / 70 nm`` (capped at 5) when the total
@@ -325,6 +331,8 @@ class SimImaging:
         scan_noise: EM line jitter, px.
         chatter_period_nm: wavelength of the chatter thickness modulation, nm.
         lead_nm: depth of the block face above the first field's labelled structure, nm.
+        em_beads: render the labelled targets in EM as electron-dense fiducial beads; None (default):
+            when the phantom's targets are beads (:func:`cryoopt.sim.datasets.has_em_beads`).
     """
 
     def __init__(self, *, preset: str = "neurons", specimen_seed: int = 0, n_planes: int = 1,
@@ -336,7 +344,7 @@ class SimImaging:
                  lm_pixel_size_nm: float = 100.0, em_pixel_size_nm: float = 10.0,
                  stain_contrast: float = 1.0, ice_coverage: float = 0.0,
                  drift_nm_per_line: float = 0.0, scan_noise: float = 0.0, chatter_period_nm: float = 300.0,
-                 lead_nm: float = 100.0) -> None:
+                 lead_nm: float = 100.0, em_beads: bool | None = None) -> None:
         self.pixel_size_nm = {"LM": float(lm_pixel_size_nm), "EM": float(em_pixel_size_nm)}
         self.preset, self.specimen_seed, self.n_planes = preset, int(specimen_seed), int(n_planes)
         self.psf_nm, self.dof_um = float(psf_nm), float(dof_um)
@@ -352,6 +360,7 @@ class SimImaging:
         self.drift_nm_per_line, self.scan_noise = float(drift_nm_per_line), float(scan_noise)
         self.chatter_period_nm = float(chatter_period_nm)
         self.lead_nm = float(lead_nm)
+        self._em_beads = None if em_beads is None else bool(em_beads)
         self._roi: tuple[float, float, float] | None = None
         self._specimen: Any = None
         self._sites: np.ndarray | None = None
@@ -370,6 +379,15 @@ class SimImaging:
 
             self._specimen = Specimen.from_preset(self.preset, seed=self.specimen_seed)
         return self._specimen
+
+    @property
+    def em_beads(self) -> bool:
+        """Whether EM images show the labelled targets as electron-dense fiducial beads."""
+        if self._em_beads is None:
+            from cryoopt.sim.datasets import has_em_beads
+
+            self._em_beads = has_em_beads(self.specimen)
+        return self._em_beads
 
     def _labelled_sites(self) -> np.ndarray:
         """Labelled structures a field may be centred on: for puncta, those outside the somata
@@ -537,6 +555,12 @@ class SimImaging:
         else:
             prof = self._thickness_profile(sample, rng, n, px)
             kept = 1.0 - min(max(float(sample.get("extraction", 0.0)), 0.0), 1.0)  # material extracted while thawed
+            if self.em_beads:
+                from cryoopt.sim.datasets import with_em_beads
+
+                if kept < 1.0:  # extraction takes stainable material, not the gold of the beads
+                    truth, kept = replace(truth, density=truth.density * kept), 1.0
+                truth = with_em_beads(truth)
             if prof is not None or kept < 1.0:
                 truth = replace(truth, density=truth.density * (kept if prof is None else prof * kept))
             dose = self.em_dose_per_ms * exposure
