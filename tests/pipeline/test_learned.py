@@ -60,9 +60,12 @@ def test_weights_round_trip_and_cache(tmp_path, monkeypatch):
     again = load_or_train(TINY, progress=False)
     img = np.random.default_rng(0).uniform(0, 1, (40, 40))
     np.testing.assert_allclose(again.probabilities(img, pixel_size_nm=25.0), first.probabilities(img, pixel_size_nm=25.0))
-    files[0].write_bytes(b"not a model")  # a corrupt cache file is retrained, not trusted
+    files[0].write_bytes(b"not a model")  # a corrupt cache file is retrained, not trusted, and kept aside
     monkeypatch.setattr(learned, "train_segmenter", train_segmenter)
-    assert isinstance(load_or_train(TINY, progress=False), LearnedSegmenter)
+    with pytest.warns(RuntimeWarning, match="could not be loaded"):
+        assert isinstance(load_or_train(TINY, progress=False), LearnedSegmenter)
+    aside = list(tmp_path.glob("segmenter-*.pt.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == b"not a model"
     with pytest.raises(EvaluationError, match="pixel_size_nm"):
         again.segment_section(img, pixel_size_nm=float("nan"))
 

@@ -30,6 +30,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -332,8 +333,12 @@ def load_or_train(config: TrainingConfig = TrainingConfig(), *, progress: bool =
     if path.exists():
         try:
             return LearnedSegmenter.load(path)
-        except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError):
-            path.unlink(missing_ok=True)  # a corrupt or foreign file: train afresh
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError) as err:
+            # a corrupt or foreign file: kept aside for inspection (weights cost CPU-minutes), then train afresh
+            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+            path.replace(aside)
+            warnings.warn(f"the cached segmenter {path} could not be loaded ({type(err).__name__}: {err}); "
+                          f"moved it to {aside} and training a new one", RuntimeWarning, stacklevel=2)
     t0 = time.perf_counter()
     model = train_segmenter(config, progress=progress)
     model.save(path)
