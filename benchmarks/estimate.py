@@ -358,6 +358,27 @@ def bench_screening(quick: bool) -> dict:
 
 
 # -- 4. env: estimate vs known ----------------------------------------------------------------------
+def pooled_env(scenarios: dict) -> dict:
+    """Spearman and mean relative bias of estimate vs known over the blocks of every phantom."""
+    from scipy.stats import spearmanr
+
+    k = np.array([b["known"]["quality"] for r in scenarios.values() for b in r["blocks"]])
+    e = np.array([b["estimate"]["quality"] for r in scenarios.values() for b in r["blocks"]])
+    return {"spearman": float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan,
+            "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
+
+
+def merge_env(previous: dict | None, rerun: dict) -> dict:
+    """A rerun of some phantoms (``--phantoms``) merged into the stored env part: its rows replace
+    theirs, the other phantoms' rows are kept, and the pooled figures are recomputed from all blocks."""
+    if not previous or previous.get("segmenter") != rerun["segmenter"]:
+        return rerun
+    merged = {**previous, **{k: v for k, v in rerun.items() if k != "scenarios"},
+              "scenarios": {**previous.get("scenarios", {}), **rerun["scenarios"]}}
+    merged["pooled"] = pooled_env(merged["scenarios"])
+    return merged
+
+
 def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phantoms: tuple[str, ...] = PRESETS) -> dict:
     from scipy.stats import qmc, spearmanr
 
@@ -375,7 +396,6 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
     space = block_space()
     protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
     out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
-    pooled_k, pooled_e = [], []
     for scen in phantoms:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
                                   max_sections=sections) for m in ("known", "estimate")}
@@ -393,8 +413,6 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
             r.close()
         k = np.array([r["known"]["quality"] for r in rows])
         e = np.array([r["estimate"]["quality"] for r in rows])
-        pooled_k += list(k)
-        pooled_e += list(e)
         rho = float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan
         mk = float(k.mean())
         bias = float((e.mean() - mk) / mk) if mk > 0 else math.nan
@@ -411,9 +429,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
             "seconds_per_block": {m: float(np.mean([r[m]["seconds"] for r in rows])) for m in ("known", "estimate")},
             "blocks": rows,
         }
-    k, e = np.array(pooled_k), np.array(pooled_e)
-    out["pooled"] = {"spearman": float(spearmanr(k, e).statistic) if np.ptp(k) > 0 and np.ptp(e) > 0 else math.nan,
-                     "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
+    out["pooled"] = pooled_env(out["scenarios"])
     out["load"] = _load()
     print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(phantoms)} phantoms, "
           f"{sections} sections per block, paired seeds) ==")
@@ -435,7 +451,7 @@ def main() -> dict:
     ap.add_argument("--protocols", type=int, default=24)
     ap.add_argument("--sections", type=int, default=6)
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
-    ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated)")
+    ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated); a rerun of some replaces only their rows in --out")
     ap.add_argument("--reg-seeds", default="300,301,302", help="specimen seeds of the registration part")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
@@ -463,6 +479,8 @@ def main() -> dict:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(path.read_text()) if path.exists() else {}
+    for key in [k for k in result if k.startswith("env")]:  # a rerun of some phantoms keeps the others' rows
+        result[key] = merge_env(previous.get(key), result[key])
     previous.update({k: v for k, v in result.items()})  # a partial run keeps the other parts
     path.write_text(json.dumps(previous, indent=2, default=float))
     print(f"\nwrote {path} ({result['seconds_total'] / 60:.1f} min, load {result['load_at_start']:.1f} -> {result['load_at_end']:.1f})")
