@@ -672,6 +672,7 @@ def main() -> None:
     ap.add_argument("--noise-floor", type=float, default=0.3, help="BayesianOptimizer noise_floor for the BO strategies")
     ap.add_argument("--context-check", type=int, default=40,
                     help="fresh specimens on which to check whether the screening context predicts block quality (0: skip)")
+    ap.add_argument("--check-only", action="store_true", help="run only the context check (kept in --cache) and stop")
     ap.add_argument("--average-specimen", action="store_true",
                     help="also rerun each contextual campaign's belief for the average specimen on every held-out specimen")
     ap.add_argument("--heldout", type=int, default=16, help="held-out specimens each recommended protocol is rerun on")
@@ -715,7 +716,9 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     tasks = [(s, seed) for seed in seeds for s in strategies]
     if args.context_check:  # before the campaigns: seconds, and its answer is wanted first
-        path = Path(args.cache or out) / f"context_check_{args.context_check}_{settings_key({**a, 'seeds': 0, 'first_seed': 0})}.json"
+        key = settings_key({"n": args.context_check, "env": env_kwargs(a), "sections": a["sections"], "min_sections": a["min_sections"],
+                            "context": a["context"], "hrl": a["agents"]["hrl"]})
+        path = Path(args.cache or out) / f"context_check_{args.context_check}_{key}.json"
         if args.cache and path.exists():
             check = json.loads(path.read_text())
         else:
@@ -724,6 +727,8 @@ def main() -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(check))
         print(context_table(check), flush=True)
+        if args.check_only:
+            return
     t1 = time.perf_counter()
     if args.available:
         runs = available_runs(tasks, a, args.cache)
