@@ -667,6 +667,15 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     for i, s in enumerate(names):
         ax[1].scatter(np.full(st[s]["n_seeds"], i) + np.linspace(-0.2, 0.2, st[s]["n_seeds"]), per_seed(runs, s, "quality"),
                       s=6, color="k", zorder=3)
+    tr = summary.get("prep_tradeoff") or {}
+    xt = [i for i, s in enumerate(names) if s in tr]
+    if xt:
+        mt = np.array([tr[names[i]]["heldout_quality_mean"] for i in xt])
+        et = np.array([[m - tr[names[i]]["heldout_quality_ci95"][0], tr[names[i]]["heldout_quality_ci95"][1] - m]
+                       for i, m in zip(xt, mt)]).T
+        ax[1].errorbar(np.array(xt) + 0.3, mt, yerr=et, fmt="D", color="tab:red", capsize=3,
+                       label="target: fastest protocol expected to reach the expert's quality")
+        ax[1].legend(fontsize=8, loc="lower left")
     ax[1].set(ylabel="held-out block quality", title="recommended protocol on held-out specimens (95 % CI, seeds as dots)")
     ax[1].tick_params(axis="x", rotation=30)
     pairs = list(paired)
