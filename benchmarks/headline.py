@@ -22,29 +22,42 @@ strategy       starting protocol per block                 within the block
 ``random``     expert, then uniform random                 hold
 ``manual``     ManualOFAT: one factor at a time from the   hold (the operator does not adapt
                expert protocol, operator variability       within a block)
+``hrl_cbo``    BO that sees each block's specimen before   HRL agent, as ``hrl_bo``
+               committing it (context: the screened LM
+               overview of the block's trim ribbon,
+               :class:`~cryoopt.loop.screening.ScreeningContext`),
+               replicates when the optimizer's rule says
+               they pay (``replicate_every="auto"``)
+``cbo_only``   the same contextual BO                      hold the proposal
 =============  ==========================================================================
 
-Each campaign ends with a *recommended* protocol, the one a lab would adopt
-(:meth:`~cryoopt.loop.OuterLoop.recommend`: the optimizer's belief, replicates pooled;
-``--recommend best``: the best expected quality, ``target``: the fastest protocol expected
-to reach the expert protocol's held-out quality), and that protocol is rerun, with the
-campaign's agent frozen, on ``--heldout`` specimens no campaign saw (the same for every
-strategy and seed): a campaign's best block is mostly its luckiest specimen, a held-out
-mean is not.
+Each campaign ends with *recommended* protocols, the ones a lab would adopt
+(:meth:`~cryoopt.loop.OuterLoop.recommend`: the optimizer's belief, replicates pooled):
+``best``, the best expected quality, and ``target``, the fastest protocol expected to reach
+the expert protocol's held-out quality (what prep time costs in quality). Both come from
+the same campaign and are rerun, with the campaign's agent frozen, on ``--heldout``
+specimens no campaign saw (the same for every strategy and seed): a campaign's best block
+is mostly its luckiest specimen, a held-out mean is not. A contextual strategy's held-out
+specimens are screened like its blocks, and each is given the recommendation for its own
+context (what a lab does: screen the block, then pick); its belief for the average specimen
+is rerun too (``best_average_specimen``). ``--context-check N`` first measures, on ``N``
+fresh specimens, whether the screening context predicts block quality at all.
 
 Reported per strategy, over seeds: held-out quality (mean, 95 % bootstrap interval),
 EM CNR, EM FRC resolution, prep time per sample (a block), and the spread (sd over
 seeds/operators) of held-out quality, the reference study's operator-to-operator
 variability. Paired over seeds (same specimens): differences of held-out quality
 between strategies, and each strategy's EM CNR, FRC, spread and prep time relative to
-``manual``, with 95 % bootstrap intervals (10 000 resamples of the seeds).
+``manual``, with 95 % bootstrap intervals (10 000 resamples of the seeds); for the
+``target`` recommendations, the quality they give up against ``best`` and ``manual`` and
+their prep-time speed-up.
 
 Run (the reported run: fresh seeds, ``--first-seed 100``)::
 
-    OMP_NUM_THREADS=1 nice python benchmarks/headline.py --seeds 20 --first-seed 100 --blocks 10 --workers 2 --out benchmarks/results
+    OMP_NUM_THREADS=1 nice python benchmarks/headline.py --seeds 20 --first-seed 120 --blocks 10 --workers 2 --out benchmarks/results
 
-(about 1600 CPU-s, 14 min on 2 cores, once the agents are pre-trained; an interrupted run
-resumes from ``--cache``, and ``--available`` reports the seeds every strategy finished).
+(once the agents are pre-trained; an interrupted run resumes from ``--cache``, which also
+keeps each held-out block, and ``--available`` reports the seeds every strategy finished).
 
 Writes ``headline.json``, ``headline.md`` and ``headline.png`` to ``--out``
 (``benchmarks/results/local/`` by default); pre-trained agents go to ``<out>/agents``.
@@ -67,15 +80,34 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import results_dir  # noqa: E402  (benchmarks/results/local unless told otherwise)
 
-STRATEGIES = ("hrl_bo", "mpc_bo", "bo_only", "ppo_bo", "random", "manual")
+STRATEGIES = ("hrl_bo", "mpc_bo", "bo_only", "ppo_bo", "random", "manual", "hrl_cbo", "cbo_only")
 #: the learning agent of each strategy that has one
-LEARNERS = {"hrl_bo": "hrl", "mpc_bo": "mpc", "ppo_bo": "ppo"}
+LEARNERS = {"hrl_bo": "hrl", "mpc_bo": "mpc", "ppo_bo": "ppo", "hrl_cbo": "hrl"}
+#: strategies whose BO sees each block's screened trim ribbon (and replicates by the optimizer's rule)
+CONTEXTUAL = ("hrl_cbo", "cbo_only")
 #: paired differences reported (the first two are the headline's targets)
-PAIRS = ("hrl_bo-bo_only", "hrl_bo-manual", "mpc_bo-bo_only", "mpc_bo-manual", "hrl_bo-mpc_bo", "bo_only-manual",
-         "ppo_bo-bo_only", "random-bo_only", "random-manual")
-#: held-out specimens are seeded from here; campaign blocks use ``seed * 100_003 + i`` (< 9e6 for < 90 seeds)
+PAIRS = ("hrl_bo-bo_only", "hrl_bo-manual", "hrl_cbo-hrl_bo", "cbo_only-bo_only", "hrl_cbo-manual", "cbo_only-manual",
+         "mpc_bo-bo_only", "mpc_bo-manual", "hrl_bo-mpc_bo", "bo_only-manual", "ppo_bo-bo_only", "random-bo_only",
+         "random-manual")
+#: the recommendations each campaign's held-out reruns judge: the best expected quality, and the
+#: fastest protocol expected to reach the expert protocol's held-out quality (the prep-time trade-off;
+#: not for ``manual``, the operator's own protocol, which every strategy's is compared with)
+RECOMMENDATIONS = ("best", "target")
+NO_TARGET = ("manual",)
+#: held-out specimens are seeded from here; campaign blocks use ``seed * 100_003 + i`` (< 8e6 for < 80 seeds)
 HELDOUT_SEED = 9_000_000
+#: specimens of the context check (whether the screened trim ribbon predicts a block), apart from both
+CONTEXT_CHECK_SEED = 8_000_000
+#: the context the contextual strategies see: two features of the screened overview of the block's
+#: trim ribbon (8 sections at the expert's sectioning setpoints), the two that predicted held-protocol
+#: block quality on development specimens (seeds 0-3: compression r = -0.38 [-0.61, -0.07], missing
+#: sections r = -0.42 [-0.66, -0.14], 40 blocks), over the ranges the bench's blocks span
+CONTEXT = {"features": ("compression", "missing_fraction"), "ranges": {"compression": (0.0, 0.3), "missing_fraction": (0.0, 0.5)},
+           "trim_sections": 8}
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the published window of primary-antibody incubation on Tokuyasu sections (Slot & Geuze, Nat. Protoc. 2,
+#: 2480 (2007): 20-60 min; the expert protocol's 30 min lies in it), against which fast protocols are read
+PUBLISHED_INCUBATION_MIN = (20.0, 60.0)
 #: the reference study's claims against the manual protocol (the targets)
 TARGETS = {"em_cnr_change": 0.25, "frc_change": -0.15, "spread_change": -0.60, "prep_speedup": 3.0}
 
@@ -147,12 +179,28 @@ def bo_settings(a: dict) -> dict:
             "replicate_every": "auto" if rep == "auto" else int(rep), "start_protocols": [EXPERT_PROTOCOL]}
 
 
+def screening_source(a: dict) -> Any:
+    """The contextual strategies' pre-block measurement: the block's trim ribbon, overview screened."""
+    from cryoopt.loop.screening import ScreeningContext
+
+    c = a["context"]
+    return ScreeningContext(env_kwargs(a), features=tuple(c["features"]), ranges={k: tuple(v) for k, v in c["ranges"].items()},
+                            trim_sections=int(c["trim_sections"]))
+
+
 def make_loop(strategy: str, seed: int, a: dict) -> Any:
     """The campaign of ``strategy`` for ``seed``."""
     from cryoopt.agents import EXPERT_PROTOCOL
     from cryoopt.loop import BlockRunner, OuterLoop
 
     rk = {"env_kwargs": env_kwargs(a), "max_sections": a["sections"], "min_sections": a["min_sections"]}
+    if strategy in CONTEXTUAL:
+        screen = screening_source(a)
+        kw = {**bo_settings(a), "replicate_every": "auto", "context": screen, "contexts": screen.ranges}
+        if strategy in LEARNERS:
+            runner = BlockRunner(LEARNERS[strategy], agent_path=a["agents"][LEARNERS[strategy]], **rk)
+            return OuterLoop(runner=runner, seed=seed, **kw)
+        return OuterLoop("bo_only", seed=seed, runner_kwargs=rk, **kw)
     if strategy in LEARNERS:
         name = LEARNERS[strategy]
         runner = BlockRunner(name, agent_path=a["agents"][name], **rk)
@@ -173,47 +221,147 @@ def evaluate_protocol(runner: Any, params: dict, n: int) -> list[dict]:
     return [runner.measure(params, HELDOUT_SEED + k) for k in range(n)]  # a failed block counts as what it measured
 
 
+HELDOUT_KEYS = ("quality", "prep_time_h", "cnr", "frc_resolution_nm", "sections", "failed_sections", "good_sections")
+
+
+def heldout_block(runner: Any, agent: str, params: dict, k: int, a: dict, memo: str | None) -> dict:
+    """Held-out specimen ``k`` run from ``params`` by the frozen ``agent``; kept in ``memo``.
+
+    A frozen agent (no campaign trains it: ``learn_steps_per_block`` is 0) on a given specimen
+    from a given protocol gives the same block every time (the bench is seeded by the specimen),
+    so campaigns that recommend the same protocol share its held-out blocks instead of rerunning them.
+    """
+    runner.learn_steps_per_block = 0
+    path = None
+    if memo:
+        key = settings_key({"agent": agent, "agent_path": a["agents"].get(agent), "params": params, "k": k,
+                            "env": env_kwargs(a), "sections": a["sections"], "min_sections": a["min_sections"]})
+        path = Path(memo) / f"{agent}_{k}_{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    h = runner.measure(params, HELDOUT_SEED + k)  # a failed block counts as what it measured
+    out = {key_: h.get(key_) for key_ in HELDOUT_KEYS}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out, default=float))
+        tmp.replace(path)
+    return out
+
+
+def _rec_record(rec: dict) -> dict:
+    return {k: rec.get(k) for k in ("params", "expected_quality", "expected_prep_time_h", "quality_ci95", "n_runs", "basis")}
+
+
+def judge_recommendation(loop: Any, strategy: str, kind: str, a: dict, memo: str | None, *,
+                         per_specimen: bool) -> dict:
+    """``loop``'s ``kind`` recommendation (``best`` or ``target``) rerun on the held-out specimens.
+
+    ``per_specimen``: the lab screens each held-out block first (the same trim-ribbon overview the
+    campaign saw) and adopts ``recommend(context=...)`` for that specimen; otherwise one protocol
+    (for a contextual optimizer: its belief averaged over the specimens it has seen) for all.
+    """
+    target = a["target"] if kind == "target" else None
+    if per_specimen:
+        recs = [loop.recommend(target, context=loop.context(HELDOUT_SEED + k)) for k in range(a["heldout"])]
+    else:
+        recs = [loop.recommend(target)] * a["heldout"]
+    protocols: list[dict] = []
+    index = []
+    for r in recs:
+        rec = _rec_record(r)
+        if rec not in protocols:
+            protocols.append(rec)
+        index.append(protocols.index(rec))
+    agent = LEARNERS.get(strategy, "fixed")
+    held = [heldout_block(loop.runner, agent, recs[k]["params"], k, a, memo) for k in range(a["heldout"])]
+    return {"protocols": protocols, "per_specimen": index if per_specimen else None, "heldout": held,
+            "heldout_mean": {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")},
+            "expert_protocol": [p["params"] == expert_params(loop) for p in protocols]}
+
+
+def expert_params(loop: Any) -> dict:
+    """The expert protocol as a point of ``loop``'s search space (how the start block's trial holds it)."""
+    from cryoopt.agents import EXPERT_PROTOCOL
+
+    names = loop.optimizer.space.names
+    return {k: v for k, v in EXPERT_PROTOCOL.items() if k in names}
+
+
 def _finite_mean(blocks: list[dict], key: str) -> float:
     v = np.array([b[key] for b in blocks if b.get(key) is not None and math.isfinite(b[key])], float)
     return float(v.mean()) if v.size else math.nan
 
 
-def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int) -> dict:
-    """One (strategy, seed) campaign and its recommendation's held-out evaluation."""
+def run_campaign(tasks: list[tuple[str, int]], a: dict, index: int, memo: str | None = None) -> dict:
+    """One (strategy, seed) campaign and the held-out reruns of its recommendations (:data:`RECOMMENDATIONS`,
+    all from this one campaign: only the reruns differ).
+
+    A contextual strategy's held-out specimens are screened first and each gets the recommendation
+    for its own context (``recommendations[kind]``); with ``--average-specimen``,
+    ``best_average_specimen`` is its belief averaged over the specimens it saw, one protocol for
+    all (what a lab that does not screen would adopt).
+    """
     strategy, seed = tasks[index]
     t0, c0 = time.perf_counter(), time.process_time()
     loop = make_loop(strategy, seed, a)
     loop.run(a["blocks"])
-    rec = loop.recommend(a["target"] if a["recommend"] == "target" else None)
-    held = evaluate_protocol(loop.runner, rec["params"], a["heldout"])
-    keep = ("quality", "prep_time_h", "cnr", "frc_resolution_nm", "sections", "failed_sections", "good_sections")
-    hist = [{k: r[k] for k in ("block", "source", "quality", "prep_time_h") if k in r} for r in loop.history]
-    out = {"strategy": strategy, "seed": seed, "history": hist,
-           "recommended": {k: rec[k] for k in ("params", "expected_quality", "expected_prep_time_h", "n_runs", "basis")},
-           "heldout": [{k: h.get(k) for k in keep} for h in held],
-           "heldout_mean": {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")},
+    contextual = loop.context is not None
+    kinds = [k for k in RECOMMENDATIONS if not (k == "target" and strategy in NO_TARGET)]
+    recs = {kind: judge_recommendation(loop, strategy, kind, a, memo, per_specimen=contextual) for kind in kinds}
+    if contextual and a.get("average_specimen"):
+        recs["best_average_specimen"] = judge_recommendation(loop, strategy, "best", a, memo, per_specimen=False)
+    hist = [{k: r[k] for k in ("block", "source", "quality", "prep_time_h", "context", "replicate_reason") if k in r}
+            for r in loop.history]
+    best = recs["best"]
+    out = {"strategy": strategy, "seed": seed, "history": hist, "contextual": contextual,
+           "recommended": best["protocols"][0] if len(best["protocols"]) == 1 else best["protocols"],
+           "heldout": best["heldout"], "heldout_mean": best["heldout_mean"], "recommendations": recs,
            "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
     loop.runner.close()
+    if contextual:
+        loop.context.close()
     return out
 
 
 def settings_key(a: dict) -> str:
-    """A short hash of the campaign settings: cached campaigns are reused only under the same ones."""
+    """A short hash of settings: cached campaigns (and held-out blocks) are reused only under the same ones."""
     import hashlib
 
     return hashlib.sha256(json.dumps(a, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+#: the settings a campaign and its held-out reruns depend on (not how many seeds a run has)
+CAMPAIGN_SETTINGS = ("blocks", "sections", "min_sections", "image_size", "n_initial", "pretrain", "instrument_pretrain",
+                     "mpc_pretrain", "replicate_every", "noise_floor", "heldout", "agents", "target")
+
+
+def campaign_key(a: dict, strategy: str) -> str:
+    """:func:`settings_key` of what ``strategy``'s campaigns depend on (the context's settings for a contextual one)."""
+    s = {k: a[k] for k in CAMPAIGN_SETTINGS if k != "agents"}
+    s["agent"] = a["agents"].get(LEARNERS.get(strategy, ""))  # its own agent only: runs of other strategies do not matter
+    s["recommendations"] = RECOMMENDATIONS
+    if strategy in CONTEXTUAL:
+        s["context"] = a["context"]
+        s["average_specimen"] = bool(a.get("average_specimen"))
+    return settings_key(s)
+
+
+def cache_path(cache: str, strategy: str, seed: int, a: dict) -> Path:
+    return Path(cache) / f"{strategy}_{seed}_{campaign_key(a, strategy)}.json"
+
+
 def cached_campaign(tasks: list[tuple[str, int]], a: dict, cache: str | None, index: int) -> dict:
     """:func:`run_campaign`, its result kept in ``cache`` (one JSON per campaign) as soon as it ends,
-    so an interrupted run resumes where it stopped and ``--available`` can report the seeds done."""
+    so an interrupted run resumes where it stopped and ``--available`` can report the seeds done;
+    held-out blocks are kept in ``cache/heldout`` (see :func:`heldout_block`)."""
     if not cache:
         return run_campaign(tasks, a, index)
     strategy, seed = tasks[index]
-    path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+    path = cache_path(cache, strategy, seed, a)
     if path.exists():
         return json.loads(path.read_text())
-    out = run_campaign(tasks, a, index)
+    out = run_campaign(tasks, a, index, memo=str(Path(cache) / "heldout"))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, default=float))
@@ -225,7 +373,7 @@ def available_runs(tasks: list[tuple[str, int]], a: dict, cache: str) -> list[di
     """The cached campaigns of the seeds every strategy has finished (a seed is paired or left out)."""
     done = {}
     for strategy, seed in tasks:
-        path = Path(cache) / f"{strategy}_{seed}_{settings_key(a)}.json"
+        path = cache_path(cache, strategy, seed, a)
         if path.exists():
             done[(strategy, seed)] = json.loads(path.read_text())
     strategies = sorted({s for s, _ in tasks})
@@ -246,9 +394,135 @@ def expert_reference(a: dict) -> dict[str, float]:
     return {k: _finite_mean(held, k) for k in ("quality", "prep_time_h", "cnr", "frc_resolution_nm")}
 
 
-def per_seed(runs: list[dict], strategy: str, key: str) -> np.ndarray:
+def _corr_ci(x: np.ndarray, y: np.ndarray, seed: int = 0, n: int = 4000) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of Pearson's r over the (x, y) pairs."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(n, len(x)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.array([np.corrcoef(x[i], y[i])[0, 1] for i in idx])
+    r = r[np.isfinite(r)]
+    return (float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))) if r.size else (math.nan, math.nan)
+
+
+#: the context check's outcomes: block quality of the expert protocol held, of a colder start held
+#: (-125 C: which of the two is better depends on the block's drift), and with the HRL agent
+CHECK_RUNS = {"held_expert": ("fixed", {}), "held_cold": ("fixed", {"specimen_temperature_c": -125.0}),
+              "hrl_expert": ("hrl", {})}
+
+
+def context_check(a: dict, n: int) -> dict[str, Any]:
+    """Does the screened trim ribbon predict the block? ``n`` fresh specimens: every screening
+    feature against each :data:`CHECK_RUNS` block quality and against ``held_cold - held_expert``
+    (which protocol is better for that specimen): Pearson r with a 95 % bootstrap interval."""
+    from cryoopt.agents import EXPERT_PROTOCOL
+    from cryoopt.loop import BlockRunner
+    from cryoopt.loop.screening import ScreeningContext
+    from cryoopt.pipeline.screening import CONTEXT_FEATURES
+
+    t0 = time.perf_counter()
+    seeds = [CONTEXT_CHECK_SEED + i for i in range(n)]
+    screen = ScreeningContext(env_kwargs(a), features=CONTEXT_FEATURES, trim_sections=int(a["context"]["trim_sections"]))
+    ctx = [screen.screen(b) for b in seeds]
+    screen.close()
+    quality: dict[str, np.ndarray] = {}
+    rk = {"env_kwargs": env_kwargs(a), "max_sections": a["sections"], "min_sections": a["min_sections"]}
+    for agent in dict.fromkeys(ag for ag, _ in CHECK_RUNS.values()):
+        runner = BlockRunner(agent, agent_path=a["agents"].get(agent), **rk)
+        for name, (ag, change) in CHECK_RUNS.items():
+            if ag == agent:
+                quality[name] = np.array([runner.measure({**EXPERT_PROTOCOL, **change}, b)["quality"] for b in seeds])
+        runner.close()
+    quality["cold_minus_expert"] = quality["held_cold"] - quality["held_expert"]
+    feats = {f: np.array([c[f] for c in ctx]) for f in CONTEXT_FEATURES}
+    outcomes = {}
+    for name, y in quality.items():
+        rs = {}
+        for f, x in feats.items():
+            if x.std() > 0:
+                rs[f] = {"r": float(np.corrcoef(x, y)[0, 1]), "ci95": list(_corr_ci(x, y))}
+        outcomes[name] = {"mean": float(y.mean()), "sd": float(y.std(ddof=1)), "r": rs}
+    print(f"context check: {n} specimens in {time.perf_counter() - t0:.0f} s (load {load_average()})", flush=True)
+    return {"n_blocks": n, "specimen_seeds": [seeds[0], seeds[-1]], "used": list(a["context"]["features"]),
+            "features": {f: {"mean": float(x.mean()), "sd": float(x.std(ddof=1))} for f, x in feats.items()},
+            "outcomes": outcomes}
+
+
+def context_table(cc: dict) -> str:
+    """The context check as a table: r [95 % CI] of each screening feature with each outcome."""
+    names = list(cc["outcomes"])
+    lines = [f"Does the screened trim ribbon predict the block? {cc['n_blocks']} fresh specimens (seeds "
+             f"{cc['specimen_seeds'][0]}..{cc['specimen_seeds'][1]}); Pearson r [95 % bootstrap CI] of each screening "
+             f"feature with block quality (the contextual strategies use {', '.join(cc['used'])}):", "",
+             "| feature | " + " | ".join(f"{n} (mean {cc['outcomes'][n]['mean']:+.3f})" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for f in cc["features"]:
+        cells = []
+        for n in names:
+            r = cc["outcomes"][n]["r"].get(f)
+            cells.append("" if r is None else f"{r['r']:+.2f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]")
+        if any(cells):
+            lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_seed(runs: list[dict], strategy: str, key: str, kind: str = "best") -> np.ndarray:
+    """Held-out mean of ``key`` per seed (sorted) of ``strategy``'s ``kind`` recommendation."""
     rows = sorted((r for r in runs if r["strategy"] == strategy), key=lambda r: r["seed"])
-    return np.array([r["heldout_mean"][key] for r in rows], float)
+    return np.array([r["recommendations"][kind]["heldout_mean"][key] for r in rows], float)
+
+
+def _paired(d: np.ndarray, seed: int) -> dict:
+    lo, hi = bootstrap_ci(d, seed=seed)
+    return {"mean": float(d.mean()), "ci95": [lo, hi], "seeds_better": int((d > 0).sum()), "seeds_worse": int((d < 0).sum())}
+
+
+def _incubation(run: dict, kind: str) -> float:
+    """The primary-antibody incubation (min) of a campaign's ``kind`` recommendation (mean over its protocols)."""
+    return float(np.mean([p["params"].get("time_min", math.nan) for p in run["recommendations"][kind]["protocols"]]))
+
+
+def _param_set(run: dict, kind: str) -> set[str]:
+    return {json.dumps(p["params"], sort_keys=True) for p in run["recommendations"][kind]["protocols"]}
+
+
+def distinct_protocols(run: dict, kind: str = "best") -> int:
+    """How many different protocols a campaign's ``kind`` recommendation gave its held-out specimens."""
+    return len(_param_set(run, kind))
+
+
+def prep_tradeoff(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[str, Any]:
+    """What prep time costs in quality: each strategy's ``target`` recommendation (the fastest protocol
+    expected to reach the expert protocol's quality) against its own ``best`` one and against ``manual``'s
+    protocol, paired by seed on the same held-out specimens."""
+    out: dict[str, Any] = {}
+    has_manual = any(r["strategy"] == "manual" for r in runs)
+    for s in strategies:
+        if s in NO_TARGET or not any(r["strategy"] == s for r in runs):
+            continue
+        qt, qb = per_seed(runs, s, "quality", "target"), per_seed(runs, s, "quality", "best")
+        pt, pb = per_seed(runs, s, "prep_time_h", "target"), per_seed(runs, s, "prep_time_h", "best")
+        rows = sorted((r for r in runs if r["strategy"] == s), key=lambda r: r["seed"])
+        inc = np.array([_incubation(r, "target") for r in rows], float)
+        v: dict[str, Any] = {"heldout_quality_mean": float(qt.mean()), "heldout_quality_ci95": list(bootstrap_ci(qt, seed=seed)),
+                             "prep_h_mean": float(np.nanmean(pt)), "best_prep_h_mean": float(np.nanmean(pb)),
+                             "target_minus_best": _paired(qt - qb, seed),
+                             "seeds_target_is_best": int(sum(_param_set(r, "target") == _param_set(r, "best") for r in rows)),
+                             "incubation_min_median": float(np.median(inc)),
+                             "seeds_below_published_incubation": int((inc < PUBLISHED_INCUBATION_MIN[0]).sum()),
+                             "best_incubation_min_median": float(np.median([_incubation(r, "best") for r in rows]))}
+        both = np.column_stack([pb, pt])
+        lo, hi = bootstrap_ci(both, seed=seed, stat=lambda x: np.nanmean(x[:, 0]) / np.nanmean(x[:, 1]), n=4000)
+        v["speedup_vs_best"] = {"value": float(np.nanmean(pb) / np.nanmean(pt)), "ci95": [lo, hi]}
+        if has_manual and s != "manual":
+            qm, pm = per_seed(runs, "manual", "quality"), per_seed(runs, "manual", "prep_time_h")
+            v["target_minus_manual"] = _paired(qt - qm, seed)
+            both = np.column_stack([pm, pt])
+            est = float(np.nanmean(pm) / np.nanmean(pt))
+            lo, hi = bootstrap_ci(both, seed=seed, stat=lambda x: np.nanmean(x[:, 0]) / np.nanmean(x[:, 1]), n=4000)
+            v["prep_speedup_vs_manual"] = {"value": est, "ci95": [lo, hi], "target": TARGETS["prep_speedup"],
+                                           "met": bool(est >= TARGETS["prep_speedup"])}
+        out[s] = v
+    return out
 
 
 def summarize(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[str, Any]:
@@ -264,15 +538,19 @@ def summarize(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[st
                   "frc_nm_mean": float(np.nanmean(per_seed(runs, s, "frc_resolution_nm"))),
                   "spread_sd": float(q.std(ddof=1)) if q.size > 1 else math.nan,
                   "prep_h_mean": float(np.nanmean(per_seed(runs, s, "prep_time_h"))),
-                  "seconds_per_seed": float(np.mean([r["seconds"] for r in runs if r["strategy"] == s]))}
+                  "seconds_per_seed": float(np.mean([r["seconds"] for r in runs if r["strategy"] == s])),
+                  "seeds_recommending_expert": int(sum(all(r["recommendations"]["best"]["expert_protocol"])
+                                                       for r in runs if r["strategy"] == s)),
+                  "distinct_protocols_per_seed": float(np.mean([distinct_protocols(r) for r in runs if r["strategy"] == s]))}
     paired = {}
     for pair in PAIRS:
         a_, b_ = pair.split("-")
         if a_ in out and b_ in out:
-            d = per_seed(runs, a_, "quality") - per_seed(runs, b_, "quality")
-            lo, hi = bootstrap_ci(d, seed=seed)
-            paired[pair] = {"mean": float(d.mean()), "ci95": [lo, hi], "seeds_better": int((d > 0).sum()),
-                            "seeds_worse": int((d < 0).sum())}
+            paired[pair] = _paired(per_seed(runs, a_, "quality") - per_seed(runs, b_, "quality"), seed)
+    for s in CONTEXTUAL:  # the contextual strategies' per-specimen picks against their average-specimen belief
+        if s in out and all("best_average_specimen" in r["recommendations"] for r in runs if r["strategy"] == s):
+            d = per_seed(runs, s, "quality") - per_seed(runs, s, "quality", "best_average_specimen")
+            paired[f"{s}-{s}(average specimen)"] = _paired(d, seed)
     vs_manual = {}
     if "manual" in out:
         m = {k: per_seed(runs, "manual", k) for k in ("quality", "cnr", "frc_resolution_nm", "prep_time_h")}
@@ -294,7 +572,7 @@ def summarize(runs: list[dict], strategies: list[str], seed: int = 0) -> dict[st
                 est = float(f(both))
                 met = est >= TARGETS[k] if k in ("em_cnr_change", "prep_speedup") else est <= TARGETS[k]
                 vs_manual[s][k] = {"value": est, "ci95": [lo, hi], "target": TARGETS[k], "met": bool(met)}
-    return {"strategies": out, "paired": paired, "vs_manual": vs_manual}
+    return {"strategies": out, "paired": paired, "vs_manual": vs_manual, "prep_tradeoff": prep_tradeoff(runs, list(out), seed)}
 
 
 def seeds_text(a: dict) -> str:
@@ -310,15 +588,18 @@ def table(summary: dict, a: dict, expert: dict) -> str:
     lines = [
         f"Simulated CLEM bench (neurons, direct backend, {a['image_size']} px), {seeds_text(a)} seeds "
         f"(= simulated operators for `manual`), {a['blocks']} blocks "
-        f"of <= {a['sections']} sections per campaign; each campaign's recommended protocol (`--recommend {a['recommend']}`) "
-        f"rerun on the same {a['heldout']} held-out specimens. Expert protocol there: quality {expert['quality']:.3f}, "
+        f"of <= {a['sections']} sections per campaign; each campaign's recommended protocol (best expected quality) "
+        f"rerun on the same {a['heldout']} held-out specimens (contextual strategies: each held-out specimen screened first "
+        f"and given the recommendation for its own context). Expert protocol there: quality {expert['quality']:.3f}, "
         f"prep {expert['prep_time_h']:.2f} h, EM CNR {expert['cnr']:.2f}, FRC {expert['frc_resolution_nm']:.0f} nm.", "",
-        "| strategy | held-out quality [95 % CI] | EM CNR | EM FRC (nm) | prep h / sample | spread (sd over seeds) |",
-        "|---|---|---|---|---|---|"]
+        "| strategy | held-out quality [95 % CI] | EM CNR | EM FRC (nm) | prep h / sample | spread (sd over seeds) "
+        "| seeds recommending the expert protocol | protocols per seed |",
+        "|---|---|---|---|---|---|---|---|"]
     for s, v in st.items():
         lo, hi = v["heldout_quality_ci95"]
         lines.append(f"| {s} | {v['heldout_quality_mean']:.3f} [{lo:.3f}, {hi:.3f}] | {v['em_cnr_mean']:.2f} | "
-                     f"{v['frc_nm_mean']:.0f} | {v['prep_h_mean']:.2f} | {v['spread_sd']:.3f} |")
+                     f"{v['frc_nm_mean']:.0f} | {v['prep_h_mean']:.2f} | {v['spread_sd']:.3f} | "
+                     f"{v['seeds_recommending_expert']} | {v['distinct_protocols_per_seed']:.1f} |")
     lines += ["", "Paired differences of held-out quality (same specimens, per seed; mean [95 % bootstrap CI], seeds better/worse):",
               "", "| pair | difference | better / worse |", "|---|---|---|"]
     for p, v in paired.items():
@@ -334,6 +615,33 @@ def table(summary: dict, a: dict, expert: dict) -> str:
             sp = v["prep_speedup"]
             lines.append(f"| {s} | {pct(v['em_cnr_change'])} | {pct(v['frc_change'])} | {pct(v['spread_change'])} | "
                          f"{sp['value']:.2f}x [{sp['ci95'][0]:.2f}, {sp['ci95'][1]:.2f}]{'' if sp['met'] else ' (missed)'} |")
+    tr = summary.get("prep_tradeoff") or {}
+    if tr:
+        lines += ["", f"Prep time against quality: each campaign's `target` recommendation (the fastest protocol expected to reach "
+                  f"the expert protocol's held-out quality, {a['target']:.3f}), from the same campaigns, rerun on the same held-out "
+                  "specimens; paired by seed with the strategy's own `best` recommendation and with `manual`'s protocol "
+                  "(target: prep >= 3x shorter than manual); incubation: median primary-antibody time of the target "
+                  f"protocols (seeds below the published {PUBLISHED_INCUBATION_MIN[0]:.0f}-{PUBLISHED_INCUBATION_MIN[1]:.0f} min):", "",
+                  "| strategy | held-out quality [95 % CI] | prep h / sample | incubation min (seeds < 20) | seeds target = best | "
+                  "target - best | target - manual | speed-up vs own best | speed-up vs manual |", "|---|---|---|---|---|---|---|---|---|"]
+
+        def diff(d: dict | None) -> str:
+            return "" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+
+        def ratio(d: dict | None) -> str:
+            if d is None:
+                return ""
+            miss = "" if d.get("met", True) else " (missed)"
+            return f"{d['value']:.2f}x [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}]{miss}"
+
+        for s, v in tr.items():
+            lo, hi = v["heldout_quality_ci95"]
+            lines.append(f"| {s} | {v['heldout_quality_mean']:.3f} [{lo:.3f}, {hi:.3f}] | {v['prep_h_mean']:.2f} | "
+                         f"{v['incubation_min_median']:.0f} ({v['seeds_below_published_incubation']}) | {v['seeds_target_is_best']} | {diff(v['target_minus_best'])} | {diff(v.get('target_minus_manual'))} | "
+                         f"{ratio(v['speedup_vs_best'])} | {ratio(v.get('prep_speedup_vs_manual'))} |")
+    cc = summary.get("context_check")
+    if cc:
+        lines += ["", context_table(cc)]
     return "\n".join(lines)
 
 
@@ -359,6 +667,15 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     for i, s in enumerate(names):
         ax[1].scatter(np.full(st[s]["n_seeds"], i) + np.linspace(-0.2, 0.2, st[s]["n_seeds"]), per_seed(runs, s, "quality"),
                       s=6, color="k", zorder=3)
+    tr = summary.get("prep_tradeoff") or {}
+    xt = [i for i, s in enumerate(names) if s in tr]
+    if xt:
+        mt = np.array([tr[names[i]]["heldout_quality_mean"] for i in xt])
+        et = np.array([[m - tr[names[i]]["heldout_quality_ci95"][0], tr[names[i]]["heldout_quality_ci95"][1] - m]
+                       for i, m in zip(xt, mt)]).T
+        ax[1].errorbar(np.array(xt) + 0.3, mt, yerr=et, fmt="D", color="tab:red", capsize=3,
+                       label="target: fastest protocol expected to reach the expert's quality")
+        ax[1].legend(fontsize=8, loc="lower left")
     ax[1].set(ylabel="held-out block quality", title="recommended protocol on held-out specimens (95 % CI, seeds as dots)")
     ax[1].tick_params(axis="x", rotation=30)
     pairs = list(paired)
@@ -372,6 +689,13 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def compact_run(run: dict) -> dict:
+    """A campaign for headline.json: its held-out means, not every held-out block (those stay in the cache)."""
+    out = {k: v for k, v in run.items() if k != "heldout"}
+    out["recommendations"] = {kind: {k: v for k, v in rec.items() if k != "heldout"} for kind, rec in run["recommendations"].items()}
+    return out
 
 
 def main() -> None:
@@ -388,8 +712,11 @@ def main() -> None:
     ap.add_argument("--mpc-pretrain", type=int, default=768, help="MPC exploration sections before its GP is fitted")
     ap.add_argument("--replicate-every", default="4", help="BO replicates: every N blocks, 0 (never) or 'auto' (the optimizer's rule)")
     ap.add_argument("--noise-floor", type=float, default=0.3, help="BayesianOptimizer noise_floor for the BO strategies")
-    ap.add_argument("--recommend", choices=("best", "target"), default="best",
-                    help="best expected quality, or the fastest protocol expected to reach the expert protocol's")
+    ap.add_argument("--context-check", type=int, default=40,
+                    help="fresh specimens on which to check whether the screening context predicts block quality (0: skip)")
+    ap.add_argument("--check-only", action="store_true", help="run only the context check (kept in --cache) and stop")
+    ap.add_argument("--average-specimen", action="store_true",
+                    help="also rerun each contextual campaign's belief for the average specimen on every held-out specimen")
     ap.add_argument("--heldout", type=int, default=16, help="held-out specimens each recommended protocol is rerun on")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backend", default="processes", choices=("local", "processes", "ray"))
@@ -410,22 +737,47 @@ def main() -> None:
     a = {"seeds": args.seeds, "first_seed": args.first_seed, "blocks": args.blocks, "sections": args.sections,
          "min_sections": args.min_sections, "image_size": args.image_size, "n_initial": args.n_initial,
          "pretrain": args.pretrain, "instrument_pretrain": args.instrument_pretrain, "mpc_pretrain": args.mpc_pretrain,
-         "replicate_every": rep, "noise_floor": args.noise_floor, "recommend": args.recommend, "heldout": args.heldout}
+         "replicate_every": rep, "noise_floor": args.noise_floor, "heldout": args.heldout,
+         "context": {"features": list(CONTEXT["features"]), "ranges": {k: list(v) for k, v in CONTEXT["ranges"].items()},
+                     "trim_sections": CONTEXT["trim_sections"]}, "average_specimen": args.average_specimen}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     agents_dir = Path(args.agents) if args.agents else out / "agents"
     load0, t0, c0 = load_average(), time.perf_counter(), time.process_time()
-    names = [LEARNERS[s] for s in strategies if s in LEARNERS]
+    names = list(dict.fromkeys(LEARNERS[s] for s in strategies if s in LEARNERS))
+    if args.context_check and "hrl" not in names:
+        names.append("hrl")
     missing = [n for n in names if not (agents_dir / n / "agent.json").exists()]
     with report_to(print):
         pretrain_agents(a, missing, agents_dir)
     a["agents"] = {n: str(agents_dir / n) for n in names}
     t_pre = time.perf_counter() - t0
-    expert = expert_reference(a)
+    expert_path = Path(args.cache or out) / f"expert_{settings_key({k: a[k] for k in ('sections', 'min_sections', 'image_size', 'heldout')})}.json"
+    if args.cache and expert_path.exists():
+        expert = json.loads(expert_path.read_text())
+    else:
+        expert = expert_reference(a)
+        if args.cache:
+            expert_path.parent.mkdir(parents=True, exist_ok=True)
+            expert_path.write_text(json.dumps(expert))
     a["target"] = expert["quality"]
     print(f"expert protocol on {a['heldout']} held-out specimens: quality {expert['quality']:.3f}", flush=True)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     tasks = [(s, seed) for seed in seeds for s in strategies]
+    if args.context_check:  # before the campaigns: seconds, and its answer is wanted first
+        key = settings_key({"n": args.context_check, "env": env_kwargs(a), "sections": a["sections"], "min_sections": a["min_sections"],
+                            "context": a["context"], "hrl": a["agents"]["hrl"]})
+        path = Path(args.cache or out) / f"context_check_{args.context_check}_{key}.json"
+        if args.cache and path.exists():
+            check = json.loads(path.read_text())
+        else:
+            check = context_check(a, args.context_check)
+            if args.cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(check))
+        print(context_table(check), flush=True)
+        if args.check_only:
+            return
     t1 = time.perf_counter()
     if args.available:
         runs = available_runs(tasks, a, args.cache)
@@ -438,6 +790,8 @@ def main() -> None:
                          backend=args.backend, workers=args.workers, progress=True, label="campaigns")
     t_runs = time.perf_counter() - t1
     summary = summarize(runs, strategies)
+    if args.context_check:
+        summary["context_check"] = check
     text = table(summary, a, expert)
     cpu = time.process_time() - c0 + sum(r["cpu_s"] for r in runs)
     meta = {"wall_s_total": time.perf_counter() - t0, "wall_s_pretrain": t_pre, "wall_s_campaigns": t_runs,
@@ -446,7 +800,8 @@ def main() -> None:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()}
     settings = {**a, "agents": {k: repo_relative(v) for k, v in a["agents"].items()}, "agent_kwargs": AGENT_KWARGS}
     result = {**summary["strategies"], "paired": summary["paired"], "vs_manual": summary["vs_manual"],
-              "expert_heldout": expert, "settings": settings, "meta": meta, "runs": runs}
+              "prep_tradeoff": summary["prep_tradeoff"], "context_check": summary.get("context_check"),
+              "expert_heldout": expert, "settings": settings, "meta": meta, "runs": [compact_run(r) for r in runs]}
     (out / "headline.json").write_text(json.dumps(result, indent=1, default=float))
     (out / "headline.md").write_text("# Headline benchmark (simulation)\n\n" + text + "\n")
     plot(runs, summary, out / "headline.png")

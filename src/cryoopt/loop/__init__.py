@@ -6,7 +6,9 @@ executor ``simulated_clem``.
 (``context=``, a :data:`ContextSource`: block seed -> ``{name: value}``) for an optimizer
 that models contexts, reruns the current recommendation every ``replicate_every`` blocks
 or when the optimizer's rule says it pays (``replicate_every="auto"``), and recommends
-the optimizer's posterior belief (:meth:`OuterLoop.recommend`).
+the optimizer's posterior belief (:meth:`OuterLoop.recommend`). :class:`ScreeningContext`
+is such a measurement on the simulated bench: the screened LM overview of the block's trim
+ribbon.
 
 This layer sits between :mod:`cryoopt.campaign` (above) and :mod:`cryoopt.optim` /
 :mod:`cryoopt.agents` (below), so the optimizer stays a pure ask/tell library usable
@@ -26,6 +28,7 @@ from cryoopt.loop.executor import SimulatedCLEMExecutor
 from cryoopt.loop.fidelity import QuickLook as QuickLook  # noqa: F401 - the LM quick look (multi-fidelity BO)
 from cryoopt.loop.manual import ManualOFAT
 from cryoopt.loop.outer_loop import FAST_BO, ContextSource, OuterLoop
+from cryoopt.loop.screening import ScreeningContext
 
 __all__ = [
     "DEFAULT_BLOCK_SPACE",
@@ -35,6 +38,7 @@ __all__ = [
     "ContextSource",
     "ManualOFAT",
     "OuterLoop",
+    "ScreeningContext",
     "SimulatedCLEMBlock",
     "SimulatedCLEMExecutor",
     "block_space",
