@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from cryoopt.loop.blocks import DEFAULT_BLOCK_SPACE, OBJECTIVES, BlockRunner, SimulatedCLEMBlock, block_space
 from cryoopt.loop.executor import SimulatedCLEMExecutor
-from cryoopt.loop.fidelity import QuickLook as QuickLook  # noqa: F401 - the LM quick look (multi-fidelity BO)
+from cryoopt.loop.fidelity import QuickLook
 from cryoopt.loop.manual import ManualOFAT
 from cryoopt.loop.outer_loop import FAST_BO, ContextSource, OuterLoop
 from cryoopt.loop.screening import ScreeningContext
@@ -38,6 +38,7 @@ __all__ = [
     "ContextSource",
     "ManualOFAT",
     "OuterLoop",
+    "QuickLook",
     "ScreeningContext",
     "SimulatedCLEMBlock",
     "SimulatedCLEMExecutor",
