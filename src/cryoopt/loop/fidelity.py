@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryoopt.exceptions import ParameterError
-from cryoopt.loop.blocks import BlockFailure, BlockRunner
+from cryoopt.loop.blocks import BlockFailure, BlockRunner, _score_value
 
 __all__ = ["LM_CNR_HALF", "LM_TERMS", "QuickLook"]
 
@@ -38,13 +38,9 @@ LM_CNR_HALF = 3.0
 
 
 def _value(scores: Mapping[str, Any], name: str) -> float:
-    entry = scores.get(name)
-    v = entry.get("value") if isinstance(entry, Mapping) else entry
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f
+    """A section score's value, NaN where it is missing or not finite."""
+    value = _score_value(scores.get(name))
+    return math.nan if value is None else value
 
 
 class QuickLook:
