@@ -73,7 +73,7 @@ def test_stale_lock_does_not_hang_a_multi_objective_proposal(stale_lock: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_botorch_alone_hangs_on_the_same_lock(stale_lock: Path) -> None:
-    """The reproducer is real: BoTorch's own loader is still waiting on the stale lock 10 s later."""
+    """The reproducer is real: BoTorch's own loader is still waiting on the stale lock 5 s later."""
     code = ("import botorch.acquisition.multi_objective.logei as m; print('loading', flush=True); "
             "m._try_load_fused_kernel(); print('loaded', flush=True)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(stale_lock.parent.parent),
@@ -81,7 +81,7 @@ def test_botorch_alone_hangs_on_the_same_lock(stale_lock: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "loading"  # imports done
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
     finally:
         proc.kill()
         proc.wait()
