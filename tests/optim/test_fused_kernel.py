@@ -82,6 +82,7 @@ def test_botorch_alone_hangs_on_the_same_lock(stale_lock: Path) -> None:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "loading"  # imports done
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        assert not (stale_lock.parent / "build.ninja").exists()  # waiting on the lock, not compiling
     finally:
         proc.kill()
         proc.wait()
