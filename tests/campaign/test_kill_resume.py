@@ -41,7 +41,18 @@ def _snapshot(directory: Path) -> dict[int, tuple[dict, str]]:
     return {r.id: (r.params, r.status) for r in rows}
 
 
-@pytest.mark.parametrize(("idempotent", "budget"), [(False, 200), (True, 1000)], ids=["instrument-like", "idempotent"])
+def _wait_for_a_call(p: multiprocessing.process.BaseProcess, log: Path, size: int, timeout_s: float = 60.0) -> None:
+    """Return once the child has called the objective (``log`` grew past ``size``) or has exited."""
+    deadline = time.monotonic() + timeout_s
+    while p.exitcode is None and time.monotonic() < deadline:
+        if log.exists() and log.stat().st_size > size:
+            return
+        time.sleep(0.002)
+
+
+# the same budget for both rules: every other kill waits for the session's first call, so kills land
+# among running trials whatever a session's start-up costs, without a long run to make room for them
+@pytest.mark.parametrize(("idempotent", "budget"), [(False, 200), (True, 200)], ids=["instrument-like", "idempotent"])
 def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, budget: int) -> None:
     log = tmp_path / "calls.log"
     cfg = make_config(
@@ -59,16 +70,22 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, 
     d = tmp_path / "killed"
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(1234 + idempotent)
-    landed, tries, history = 0, 0, []
+    landed, tries, history, mid_run = 0, 0, [], 0
     previous: dict[int, tuple[dict, str]] = {}
     running_at_kill: set[int] = set()
     while landed < N_KILLS and tries < 200:
         tries += 1
+        size = log.stat().st_size if log.exists() else 0
         p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
         p.start()
-        # about 1/160 of a full run per kill plus a little start-up, so that N_KILLS kills use well
-        # under half the run even on a fast, idle machine (the campaign must not finish first)
-        time.sleep(rng.uniform(0.005, 0.015) + rng.uniform(0.0, 1.0) * full_s / (4 * N_KILLS))
+        if tries % 2 == 0:  # among running trials: after this session's first call
+            _wait_for_a_call(p, log, size)
+            mid_run += 1
+            time.sleep(rng.uniform(0.0, 1.0) * full_s / (4 * N_KILLS))
+        else:  # anywhere, start-up included
+            # about 1/160 of a full run per kill plus a little start-up, so that N_KILLS kills use well
+            # under half the run even on a fast, idle machine (the campaign must not finish first)
+            time.sleep(rng.uniform(0.005, 0.015) + rng.uniform(0.0, 1.0) * full_s / (4 * N_KILLS))
         if p.exitcode is None:
             os.kill(p.pid, signal.SIGKILL)
         p.join()
@@ -116,7 +133,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, 
         assert {i for i, (_, s) in final.items() if s == "abandoned"} <= running_at_kill
         assert all("not re-run" in r.error for r in j.trials(status="abandoned"))
     j.close()
-    print(f"\nkill test ({'idempotent' if idempotent else 'instrument-like'}): {landed} kills, "
+    print(f"\nkill test ({'idempotent' if idempotent else 'instrument-like'}): {landed} kills ({mid_run} after a call), "
+          f"{len(running_at_kill)} trials running at a kill, "
           f"trials before/after kill (first 5): {history[:5]}, final counts {dict(counts)}, "
           f"re-run calls {sum(c - 1 for c in calls.values())}, uninterrupted run {full_s:.2f} s")
 

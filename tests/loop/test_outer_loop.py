@@ -119,15 +119,33 @@ def test_simulated_clem_executor_registered(tmp_path):
 def test_end_to_end_hrl_bo_campaign(tmp_path):
     """configs/sim_clem.yaml (HRL + BO, q=2) runs in the campaign engine and resumes."""
     from cryoopt import Campaign, load_config
+    from cryoopt.campaign import Journal
 
     path = Path(__file__).resolve().parents[2] / "configs" / "sim_clem.yaml"
-    cfg = load_config(path)
-    assert cfg.executor.options["agent"] == "hrl" and cfg.batch_size == 2
+    shipped = load_config(path)
+    assert shipped.executor.options["agent"] == "hrl" and shipped.batch_size == 2
+    assert shipped.optimizer.strategy == "bo" and shipped.tracking.enabled and shipped.report.on_finish
+    # the shipped config, smaller: fewer pre-training steps, sections and pixels, a shorter acquisition
+    # search, and 6 blocks (the 4 of the initial design, then one BO batch of q = 2); agent, strategy,
+    # tracking and report as shipped
+    options = {**shipped.executor.options, "instrument_pretrain_steps": 256, "pretrain_steps": 32, "max_sections": 3,
+               "env_kwargs": {**shipped.executor.options["env_kwargs"], "image_size": 64}}
+    search = {**shipped.optimizer.options, "num_restarts": 1, "raw_samples": 16, "mc_samples": 32}
+    cfg = shipped.model_copy(update={
+        "budget": shipped.budget.model_copy(update={"experiments": 6}),
+        "optimizer": shipped.optimizer.model_copy(update={"options": search}),
+        "executor": shipped.executor.model_copy(update={"options": options}),
+    })
+    assert cfg.optimizer.options["n_initial"] < cfg.budget.experiments
     summary = Campaign(cfg, tmp_path / "run", progress=False).run()
     # a block with no valid evaluation is a failed trial (with its reason), never a quality of 0
     assert summary.counts["completed"] + summary.counts["failed"] == cfg.budget.experiments
     assert summary.counts["completed"] >= cfg.budget.experiments // 2
     assert summary.best is not None and summary.best.values["prep_time_h"] > 0
+    journal = Journal.open(tmp_path / "run", readonly=True)
+    assert any(r.source == "bo" for r in journal.trials())  # the GP proposed, not only the initial design
+    journal.close()
+    assert (tmp_path / "run" / "mlflow.db").is_file() and (tmp_path / "run" / "report" / "report.md").is_file()
     again = Campaign(cfg, tmp_path / "run", progress=False).run()  # a second run continues: nothing left
     assert again.counts == summary.counts
 

@@ -170,6 +170,8 @@ def test_finds_branin_optimum_region_within_30_evaluations() -> None:
         x = np.array([result.best.params["x1"], result.best.params["x2"]])
         regret = problem.normalized_regret(result.best.params)
         hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)
+        if hits >= 2:  # 2 of 3 seeds: a third run cannot change the verdict
+            break
     assert hits >= 2
 
 

@@ -73,7 +73,7 @@ def test_stale_lock_does_not_hang_a_multi_objective_proposal(stale_lock: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_botorch_alone_hangs_on_the_same_lock(stale_lock: Path) -> None:
-    """The reproducer is real: BoTorch's own loader is still waiting on the stale lock 10 s later."""
+    """The reproducer is real: BoTorch's own loader is still waiting on the stale lock 5 s later."""
     code = ("import botorch.acquisition.multi_objective.logei as m; print('loading', flush=True); "
             "m._try_load_fused_kernel(); print('loaded', flush=True)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(stale_lock.parent.parent),
@@ -81,7 +81,8 @@ def test_botorch_alone_hangs_on_the_same_lock(stale_lock: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "loading"  # imports done
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
+        assert not (stale_lock.parent / "build.ninja").exists()  # waiting on the lock, not compiling
     finally:
         proc.kill()
         proc.wait()
@@ -112,9 +113,22 @@ def test_status_and_prepare_need_a_matching_stamp(tmp_path: Path, monkeypatch: p
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="needs a C++ compiler")
 def test_set_up_build_is_used_and_gives_the_same_proposals(tmp_path: Path) -> None:
-    """Built at set-up, the kernel is imported (no compile, no lock) and proposes what the Python path does."""
-    build = _run("from cryoopt.optim.fused_kernel import main; raise SystemExit(main(['build']))", tmp_path, 540)
-    assert build.returncode == 0, build.stderr[-2000:]
+    """Built at set-up, the kernel is imported (no compile, no lock) and proposes what the Python path does.
+
+    The set-up build (``scripts/setup.sh`` runs ``python -m cryoopt.optim.fused_kernel build``) is copied
+    into a private extensions folder, its stamp unchanged, when it is ready for this environment: a
+    second compile costs minutes and checks nothing the set-up's did not. Otherwise it is built here.
+    """
+    target = tmp_path / fused_kernel.EXTENSION_NAME
+    installed = fused_kernel.status()
+    if installed["state"] == "ready":
+        target.mkdir()
+        for name in (Path(installed["library"]).name, fused_kernel.STAMP_NAME):
+            shutil.copy2(Path(installed["build_directory"]) / name, target / name)  # keeps mtime: the stamp matches
+    else:
+        build = _run("from cryoopt.optim.fused_kernel import main; raise SystemExit(main(['build']))", tmp_path, 540)
+        assert build.returncode == 0, build.stderr[-2000:]
+    compiled = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
     fused = _run(MULTI_OBJECTIVE_RUN.replace('print(json.dumps({"source"', 'print(json.dumps({"x": t.params["x"], "source"'),
                  tmp_path, 150)
     assert fused.returncode == 0, fused.stderr[-2000:]
@@ -125,3 +139,4 @@ def test_set_up_build_is_used_and_gives_the_same_proposals(tmp_path: Path) -> No
                  tmp_path, 150)
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert json.loads(plain.stdout.strip().splitlines()[-1])["x"] == pytest.approx(out["x"], abs=1e-6)
+    assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == compiled  # neither run compiled or locked
