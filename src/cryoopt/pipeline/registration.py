@@ -96,6 +96,9 @@ MIN_FEATURE_SIGMA_PX = 2.0
 #: structure centroids located in both images (a fraction of a pixel each, LM blur and
 #: partial volumes included), so a second, more powerful count against chance
 VERIFY_RADIUS_PX = 2.5
+#: a similarity replaces a requested affine when its leave-one-out RMS error at the matched
+#: structures is below this fraction of the affine's (clearly better, not a tie)
+SIMILARITY_PREFERENCE = 0.8
 
 
 @dataclass(frozen=True)
@@ -473,6 +476,45 @@ def _compression_frames(max_compression: float) -> list[np.ndarray]:
             stretch = np.diag([1.0, 1.0 / (1.0 - c), 1.0])
             frames.append(r @ stretch @ np.linalg.inv(r))
     return frames
+
+
+def _loo_point_errors(src: np.ndarray, dst: np.ndarray, model: str) -> np.ndarray:
+    """Leave-one-out error (EM px) of each matched pair under a least-squares affine or similarity.
+
+    Both are linear in their parameters (``[x, y, 1]`` per coordinate for the affine;
+    ``u = a x - b y + tx, v = b x + a y + ty`` for the similarity), so deleting point ``i``
+    (its two rows) changes its residual ``e_i`` to ``(I - H_ii)^-1 e_i`` with ``H_ii`` the
+    `2 x 2` block of the hat matrix (Cook & Weisberg 1982, *Residuals and Influence in
+    Regression*, ch. 3, for a block of rows). skimage's estimators return the fit but not
+    the hat matrix, hence this. ``inf`` where a point alone pins a parameter down."""
+    n = len(src)
+    centre = src.mean(axis=0)
+    span = float(np.max(np.abs(src - centre))) or 1.0
+    x, y = ((src - centre) / span).T
+    one, zero = np.ones(n), np.zeros(n)
+    if model == "affine":
+        rows_u = np.column_stack([x, y, one, zero, zero, zero])
+        rows_v = np.column_stack([zero, zero, zero, x, y, one])
+    else:
+        rows_u = np.column_stack([x, -y, one, zero])
+        rows_v = np.column_stack([y, x, zero, one])
+    design = np.empty((2 * n, rows_u.shape[1]))
+    design[0::2], design[1::2] = rows_u, rows_v
+    if 2 * n <= design.shape[1]:
+        return np.full(n, np.inf)
+    try:
+        cov = np.linalg.inv(design.T @ design)
+    except np.linalg.LinAlgError:
+        return np.full(n, np.inf)
+    target = np.asarray(dst, float).ravel()
+    res = (target - design @ (cov @ design.T @ target)).reshape(n, 2)
+    err = np.full(n, np.inf)
+    for i in range(n):
+        block = design[2 * i : 2 * i + 2]
+        ih = np.eye(2) - block @ cov @ block.T
+        if abs(np.linalg.det(ih)) > 1e-9:
+            err[i] = float(np.linalg.norm(np.linalg.solve(ih, res[i])))
+    return err
 
 
 def _fit(lp: np.ndarray, ep: np.ndarray, pairs: list[tuple[int, int]], model: str) -> np.ndarray:
@@ -1095,12 +1137,37 @@ def register_lm_em(
                               max_trials=200, rng=seed)
         if found is not None and found.sum() >= max(min_n, min_matches):
             inliers = found
+    if fit_model == "affine" and inliers.sum() >= 4:
+        # an affine on a handful of matches follows their localisation noise (4 matches leave
+        # it 2 degrees of freedom) and extrapolates it over the field: kept only unless a
+        # similarity predicts the held-out matches clearly better
+        def loo_rms(kind: str) -> float:
+            return float(np.sqrt(np.mean(_loo_point_errors(src[inliers], dst[inliers], kind) ** 2)))
+
+        if loo_rms("similarity") < SIMILARITY_PREFERENCE * loo_rms("affine"):
+            fit_model, cls = "similarity", SimilarityTransform
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tf = cls.from_estimate(src[inliers], dst[inliers])
     if not tf:
         raise RegistrationError(f"could not fit a {fit_model} transform to the {len(src)} matched structures{hint}")
     fine = np.asarray(tf.params, float)
+    if len(lp) >= 3 and len(ep) >= 3 and tree is not None:
+        # 5. precision: the refined transform must put structures onto each other within their
+        # localisation precision, beyond the ones its parameters absorb, more often than the
+        # best of n_hyp chance transforms would. A transform verified only at the wider match
+        # radius (its matches a few pixels off, or some of them wrong) has not been verified
+        # at the precision a TRE below a pixel needs
+        fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
+        absorbed = 3 if fit_model == "affine" else 2
+        n_fine = len(_match(lp, ep, fine, tree, fine_radius))
+        p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
+        if p_fine > max_p_value:
+            raise RegistrationError(
+                f"could not register LM to EM to localisation precision: the {fit_model} fitted to {int(inliers.sum())} matched "
+                f"structures puts {n_fine} within {fine_radius:.1f} EM px of each other (chance p = {min(p_fine, 1.0):.2g} > "
+                f"{max_p_value:g} over {n_hyp} transforms tried){hint}, or pass lm_points/em_points of structures both images show"
+            )
     fre, tre = target_registration_error(src[inliers], dst[inliers], fine, em.shape, n_params=6 if fit_model == "affine" else 4)
     rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
     scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
