@@ -129,7 +129,8 @@ class RegistrationResult:
         tre_px: expected RMS target registration error over the EM field, EM px
             (NaN when too few matches leave no residual degrees of freedom).
         model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+compressionK"`` (the
-            cut's model, K cubic pieces across the cut), ``"+polynomial2"``, ``"+polynomial3"``
+            cut's model, K cubic pieces across the cut; ``"+compression-linear"`` or
+            ``"-quadratic"`` for a compression varying so across it), ``"+polynomial2"``, ``"+polynomial3"``
             or ``"+spline"`` appended when a non-rigid model fitted to the matched
             structures refines it, ``"+elastic"`` when the TV-L1 flow does.
         method: which coarse hypothesis won (``"fourier-mellin"``, ``"points"``).
@@ -684,6 +685,7 @@ class _CompressionFit:
     coef: np.ndarray
     loo_rms: float
     loo: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per match, EM px
+    spline_degree: int = 3
 
     @staticmethod
     def frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -698,26 +700,29 @@ class _CompressionFit:
     def _basis(self, s_n: np.ndarray) -> np.ndarray:
         from scipy.interpolate import BSpline
 
-        knots = np.concatenate([np.full(3, -1.0), np.linspace(-1.0, 1.0, self.pieces + 1), np.full(3, 1.0)])
-        return BSpline.design_matrix(np.clip(s_n, -1.0, 1.0), knots, 3).toarray()
+        k = self.spline_degree
+        knots = np.concatenate([np.full(k, -1.0), np.linspace(-1.0, 1.0, self.pieces + 1), np.full(k, 1.0)])
+        return BSpline.design_matrix(np.clip(s_n, -1.0, 1.0), knots, k).toarray()
 
     def _terms(self, s_n: np.ndarray, t: np.ndarray) -> np.ndarray:
         b = self._basis(s_n)
         return np.column_stack([b * t[:, None], b])
 
     @classmethod
-    def fit(cls, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, pieces: int, roughness: float = 0.0) -> _CompressionFit | None:
+    def fit(cls, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, pieces: int, roughness: float = 0.0,
+            spline_degree: int = 3) -> _CompressionFit | None:
         q = src @ affine[:2, :2].T + affine[:2, 2]
         u, v = cls.frame(affine)
         q0 = dst.mean(axis=0)
         s_m = (q - q0) @ u
-        probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan)
+        probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan,
+                    spline_degree=spline_degree)
         x = probe._terms(*probe._st(q))
         if len(src) < 2 * x.shape[1] + 2:
             return None
         y = (dst - q) @ v
         nb = x.shape[1] // 2
-        d2 = np.diff(np.eye(nb), 2, axis=0)
+        d2 = np.diff(np.eye(nb), 2, axis=0) if nb > 2 else np.zeros((0, nb))
         penalty = np.kron(np.eye(2), d2.T @ d2)  # on g and on h alike
         xtx = x.T @ x
         try:
@@ -731,7 +736,11 @@ class _CompressionFit:
         # across the cut the affine alone predicts: its residual counts in the error too
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
-        return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo)
+        return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+
+    @property
+    def name(self) -> str:
+        return {1: "compression-linear", 2: "compression-quadratic"}.get(self.spline_degree, f"compression{self.pieces}")
 
     def __call__(self, lm_xy: np.ndarray) -> np.ndarray:
         q = np.asarray(lm_xy, float) @ self.affine[:2, :2].T + self.affine[:2, 2]
@@ -752,12 +761,19 @@ def _best_compression_fit(src: np.ndarray, dst: np.ndarray) -> _CompressionFit |
     """The cut's model (refitted affine, pieces, roughness) with the least leave-one-out error."""
     affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
     best = None
-    for pieces in range(1, CUT_MAX_PIECES + 1):
-        for roughness in CUT_ROUGHNESS:
-            cf = _CompressionFit.fit(src, dst, affine, pieces, roughness)
-            if cf is not None and (best is None or cf.loo_rms < best.loo_rms):
-                best = cf
+    for pieces, degree, roughness in _cut_models():
+        cf = _CompressionFit.fit(src, dst, affine, pieces, roughness, degree)
+        if cf is not None and (best is None or cf.loo_rms < best.loo_rms):
+            best = cf
     return best
+
+
+def _cut_models() -> list[tuple[int, int, float]]:
+    """``(pieces, spline degree, roughness)`` of the cut's models that compete: a compression
+    varying linearly, then quadratically across the cut (few parameters: what 6-10 matched
+    structures support), then cubic B-splines of 1 to :data:`CUT_MAX_PIECES` pieces at each
+    roughness of :data:`CUT_ROUGHNESS`."""
+    return [(1, 1, 0.0), (1, 2, 0.0)] + [(k, 3, r) for k in range(1, CUT_MAX_PIECES + 1) for r in CUT_ROUGHNESS]
 
 
 def _drop_outlier_matches(src: np.ndarray, dst: np.ndarray, *, max_fraction: float = 0.2, min_px: float = 1.5,
@@ -870,13 +886,11 @@ def _nonrigid_refinement(
     # compressed as a similarity or affine assumed): the trend beyond the matched structures
     affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
     comp: dict[str, _CompressionFit] = {}
-    for pieces in range(1, CUT_MAX_PIECES + 1):
-        for roughness in CUT_ROUGHNESS:
-            cf = _CompressionFit.fit(src, dst, affine, pieces, roughness)
-            key = f"compression{pieces}"
-            if cf is not None and (key not in comp or cf.loo_rms < comp[key].loo_rms):
-                comp[key] = cf
-                loo[key] = cf.loo_rms
+    for pieces, degree, roughness in _cut_models():
+        cf = _CompressionFit.fit(src, dst, affine, pieces, roughness, degree)
+        if cf is not None and (cf.name not in comp or cf.loo_rms < comp[cf.name].loo_rms):
+            comp[cf.name] = cf
+            loo[cf.name] = cf.loo_rms
     best = min(loo, key=loo.__getitem__)
     if comp:
         # a cut's own model extrapolates as a compression does beyond the matched structures;
