@@ -1062,8 +1062,10 @@ def register_lm_em(
 
     Raises:
         EvaluationError: bad images, pixel sizes or options.
-        RegistrationError: no transform could be verified (too few structures in common):
-            pass pixel sizes, more or better structure points, or a larger field.
+        RegistrationError: no transform could be verified (too few structures in common),
+            or the refined one does not put its matched structures onto each other within
+            their localisation precision beyond chance: pass pixel sizes, more or better
+            structure points (fiducial beads), or a larger field.
     """
     from skimage.registration import phase_cross_correlation
     from skimage.transform import AffineTransform, SimilarityTransform, rescale, warp
