@@ -110,6 +110,8 @@ VERIFY_RADIUS_PX = 2.5
 #: a similarity replaces a requested affine when its leave-one-out RMS error at the matched
 #: structures is below this fraction of the affine's (clearly better, not a tie)
 SIMILARITY_PREFERENCE = 0.8
+#: neighbours whose distance gives the local density of EM structure points in the chance test
+LOCAL_DENSITY_K = 5
 #: roughness penalties of the cut's model (relative to its normal equations' scale), chosen
 #: among these by leave-one-out error
 CUT_ROUGHNESS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -552,18 +554,28 @@ def _chance_p_value(lp: np.ndarray, ep: np.ndarray, m: np.ndarray, em_shape: tup
     """Probability that chance alone matches ``n_matched`` points, Bonferroni-corrected.
 
     Each LM point mapped into the EM field lands within ``radius`` of one of the EM points
-    (uniform over the field) with ``p = 1 - exp(-rho pi r^2)``; matches are
-    ``Binomial(n_inside - fitted, p)`` (``fitted`` points were used to build the transform);
-    the best of ``n_hypotheses`` transforms multiplies the tail."""
+    with ``p_i = 1 - exp(-rho_i pi r^2)``, ``rho_i`` the EM points' density around where it
+    lands: the larger of the field's mean and the local density from the distance to the
+    ``LOCAL_DENSITY_K``-th nearest EM point (``(k - 1) / (pi d_k^2)``). EM structure points are
+    not uniform: a nucleus's chromatin clumps and pores crowd one part of the field, and a
+    transform that maps the LM points into such a crowd matches many by chance, which a
+    field-mean density does not expect. Matches are then ``Binomial(n_inside - fitted,
+    mean p_i)``, which bounds the tail of the Poisson-binomial above its mean (Hoeffding 1956,
+    Ann. Math. Stat. 27:713); ``fitted`` points were used to build the transform; the best of
+    ``n_hypotheses`` transforms multiplies the tail."""
     from scipy.stats import binom
 
     pred = lp @ m[:2, :2].T + m[:2, 2]
     h, w = em_shape
-    inside = int(np.count_nonzero((pred[:, 0] >= -radius) & (pred[:, 0] < w + radius) & (pred[:, 1] >= -radius) & (pred[:, 1] < h + radius)))
-    rho = len(ep) / float(h * w)
-    p = 1.0 - math.exp(-rho * math.pi * radius**2)
+    ok = (pred[:, 0] >= -radius) & (pred[:, 0] < w + radius) & (pred[:, 1] >= -radius) & (pred[:, 1] < h + radius)
+    inside = int(np.count_nonzero(ok))
     if n_matched <= 0:
         return 1.0
+    rho = np.full(max(inside, 1), len(ep) / float(h * w))
+    if inside and len(ep) > LOCAL_DENSITY_K:
+        d_k = cKDTree(ep).query(pred[ok], k=LOCAL_DENSITY_K)[0][:, -1]
+        rho = np.maximum(rho, (LOCAL_DENSITY_K - 1) / (math.pi * np.maximum(d_k, 1e-9) ** 2))
+    p = float(np.mean(1.0 - np.exp(-rho * math.pi * radius**2)))
     return float(binom.sf(n_matched - 1, max(inside - fitted, n_matched), min(p, 1.0))) * max(n_hypotheses, 1)
 
 
