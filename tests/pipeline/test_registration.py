@@ -351,3 +351,22 @@ def test_matches_outside_localisation_precision_are_refused(offset_px, accepted)
     else:
         with pytest.raises(RegistrationError, match="localisation precision"):
             register_lm_em(lm_img, em_img, **kw)
+
+
+def test_chance_of_matches_counts_the_local_crowd_of_em_points():
+    """Six LM points landing within 2.5 px of EM points is strong evidence among EM points
+    spread evenly over the field (chance of each ~0.5 %), none where they land inside a
+    crowd of 60 points in a 25 px disc (a nucleus's chromatin clumps): there chance matches
+    most of them. The test uses each point's local density, not the field's mean."""
+    from cryoopt.pipeline.registration import _chance_p_value
+
+    rng = np.random.default_rng(4)
+    shape = (384, 384)
+    lm = rng.uniform(-10, 10, (8, 2))  # mapped by the identity plus a shift into the crowd
+    m = np.array([[1.0, 0, 200.0], [0, 1.0, 200.0], [0, 0, 1.0]])
+    spread = rng.uniform(0, 384, (80, 2))
+    r = 25 * np.sqrt(rng.uniform(0, 1, 60))
+    a = rng.uniform(0, 2 * np.pi, 60)
+    crowd = np.concatenate([rng.uniform(0, 384, (20, 2)), np.column_stack([200 + r * np.cos(a), 200 + r * np.sin(a)])])
+    assert _chance_p_value(lm, spread, m, shape, 2.5, 6, 100) < 1e-3
+    assert _chance_p_value(lm, crowd, m, shape, 2.5, 6, 100) > 1e-2
