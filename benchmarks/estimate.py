@@ -178,15 +178,64 @@ def paired_segmentation(new: dict, baseline: dict) -> dict:
 
 
 # -- 2. registration --------------------------------------------------------------------------
-def _tre_at_targets(pair, result) -> np.ndarray:
-    """Error (EM px) at each labelled target inside the EM field."""
+def _tre_at_targets(pair, result, *, lm_field_only: bool = False) -> np.ndarray:
+    """Error (EM px) at each labelled target inside the EM field; with ``lm_field_only``, at
+    those the LM image shows too (a target outside the LM field is no target of a correlation:
+    the registration can only extrapolate there)."""
     t = pair.target_points_em()
     if len(t) == 0:
         return np.zeros(0)
     und = pair.deformation.inverse(t)
     inv = np.linalg.inv(pair.lm_affine)
     lm_xy = und @ inv[:2, :2].T + inv[:2, 2]
-    return np.sqrt(np.sum((result.apply(lm_xy) - t) ** 2, axis=1))
+    err = np.sqrt(np.sum((result.apply(lm_xy) - t) ** 2, axis=1))
+    if lm_field_only:
+        h, w = pair.lm.shape
+        err = err[(lm_xy[:, 0] >= 0) & (lm_xy[:, 0] <= w - 1) & (lm_xy[:, 1] >= 0) & (lm_xy[:, 1] <= h - 1)]
+    return err
+
+
+def _rms(err: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(err**2))) if err.size else math.nan
+
+
+def _below_1_px(row: dict, key: str = "tre_em_px") -> float:
+    """1 if the section was accepted with an RMS TRE below 1 EM px at its targets, else 0
+    (refused, or accepted with no target to measure)."""
+    v = row.get(key, math.nan)
+    return float(not row["refused"] and math.isfinite(v) and v < 1.0)
+
+
+def paired_registration(current: dict, baseline: dict) -> dict:
+    """Per-section difference (this code minus ``baseline``, same sections in the same order)
+    of the fraction below 1 px and of wrong acceptances (TRE > 5 px), with bootstrap 95 %
+    intervals, per variant."""
+    out = {}
+    for variant, cur in current.items():
+        if not isinstance(cur, dict) or "pairs" not in cur or variant not in baseline:
+            continue
+        a, b = baseline[variant]["pairs"], cur["pairs"]
+        if len(a) != len(b) or any(x["specimen"] != y["specimen"] or abs(x["rotation_deg"] - y["rotation_deg"]) > 1e-9
+                                   for x, y in zip(a, b)):
+            out[variant] = "not paired: the baseline ran on other sections"
+            continue
+
+        def wrong(r):
+            return float(not r["refused"] and math.isfinite(r["tre_em_px"]) and r["tre_em_px"] > 5.0)
+
+        d = np.array([_below_1_px(y) - _below_1_px(x) for x, y in zip(a, b)])
+        w = np.array([wrong(y) - wrong(x) for x, y in zip(a, b)])
+        row = {"sections": len(d), "baseline_below_1_px": float(np.mean([_below_1_px(x) for x in a])),
+               "below_1_px": float(np.mean([_below_1_px(y) for y in b])),
+               "diff_below_1_px": float(d.mean()), "diff_below_1_px_ci95": _boot_ci(d),
+               "baseline_wrong": int(sum(wrong(x) for x in a)), "wrong": int(sum(wrong(y) for y in b)),
+               "diff_wrong_fraction_ci95": _boot_ci(w),
+               "baseline_refused": int(sum(x["refused"] for x in a)), "refused": int(sum(y["refused"] for y in b))}
+        if all("tre_lm_field_em_px" in x for x in a):
+            dl = np.array([_below_1_px(y, "tre_lm_field_em_px") - _below_1_px(x, "tre_lm_field_em_px") for x, y in zip(a, b)])
+            row.update(diff_below_1_px_lm_field=float(dl.mean()), diff_below_1_px_lm_field_ci95=_boot_ci(dl))
+        out[variant] = row
+    return out
 
 
 def _affine_only(result):
@@ -223,7 +272,7 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
                     warnings.simplefilter("ignore", RuntimeWarning)
                     r = register_lm_em(pair.lm, pair.em, lm_polarity="bright", em_polarity="dark", **kw)
                 err = _tre_at_targets(pair, r)
-                row.update(refused=False, tre_em_px=float(np.sqrt(np.mean(err**2))) if err.size else math.nan,
+                row.update(refused=False, tre_em_px=_rms(err), tre_lm_field_em_px=_rms(_tre_at_targets(pair, r, lm_field_only=True)),
                            estimated_tre_px=float(r.tre_px), n_matches=r.n_matches, method=r.method, model=r.model)
                 if r.displacement is not None:
                     err_a = _tre_at_targets(pair, _affine_only(r))
@@ -243,6 +292,8 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
             tre = np.array([r["tre_em_px"] for r in acc])
             tre_aff = np.array([r["tre_affine_only_em_px"] for r in acc])
             tre_lm = np.array([r["tre_em_px"] / r["em_px_per_lm_px"] for r in acc])
+            below_f = np.array([_below_1_px(r, "tre_lm_field_em_px") for r in sel])
+            tre_f = np.array([r["tre_lm_field_em_px"] for r in acc if math.isfinite(r.get("tre_lm_field_em_px", math.nan))])
             n = len(sel)
             below = np.array([0.0 if r["refused"] or not math.isfinite(r["tre_em_px"]) else float(r["tre_em_px"] < 1.0) for r in sel])
             summary[p] = {
@@ -254,6 +305,10 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
                 "tre_below_1_em_px_of_accepted": float(np.mean(tre < 1.0)) if tre.size else None,
                 "affine_only_tre_below_1_em_px_of_all": float(np.sum(tre_aff < 1.0) / n) if n else None,
                 "wrong_accepted_tre_above_5_em_px": int(np.sum(tre > 5.0)),
+                # the same at the targets both images show (inside the LM field too)
+                "tre_below_1_em_px_lm_field_of_all": float(below_f.mean()) if n else None,
+                "tre_below_1_em_px_lm_field_of_all_ci95": _boot_ci(below_f) if n > 1 else None,
+                "wrong_accepted_lm_field_tre_above_5_em_px": int(np.sum(tre_f > 5.0)),
                 "median_tre_em_px": float(np.median(tre)) if tre.size else None,
                 "median_affine_only_tre_em_px": float(np.median(tre_aff)) if tre_aff.size else None,
                 "seconds_per_pair": float(np.mean([r["seconds"] for r in sel])) if sel else None,
@@ -263,13 +318,10 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
     for base in ("similar", "compressed"):
         a, b = out[base]["pairs"], out[f"{base}+fiducials"]["pairs"]
 
-        def ok(r):
-            return float(not r["refused"] and math.isfinite(r["tre_em_px"]) and r["tre_em_px"] < 1.0)
-
-        d = np.array([ok(y) - ok(x) for x, y in zip(a, b)])
+        d = np.array([_below_1_px(y) - _below_1_px(x) for x, y in zip(a, b)])
         out[f"{base}+fiducials"]["paired_gain_below_1_px"] = {"mean": float(d.mean()), "ci95": _boot_ci(d)}
     print("\n== Registration without pixel sizes: fraction of all sections with TRE < 1 px at the targets ==")
-    print(f"{'variant':<22}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}"
+    print(f"{'variant':<22}{'phantom':<18}{'n':>4}{'refused':>9}{'<1 EM px':>10}{'<1 in LM':>10}{'<1 LM px':>10}{'<1 EM px|acc':>14}"
           f"{'affine<1':>10}{'wrong':>7}{'median':>8}{'s/pair':>8}")
     for variant, r in out.items():
         if variant == "seeds":
@@ -279,7 +331,7 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
                 return "-" if v is None else f"{v:.2f}"
 
             print(f"{variant:<22}{p:<18}{s_['sections']:>4}{s_['refused']:>9}{f(s_['tre_below_1_em_px_of_all']):>10}"
-                  f"{f(s_['tre_below_1_lm_px_of_all']):>10}{f(s_['tre_below_1_em_px_of_accepted']):>14}"
+                  f"{f(s_['tre_below_1_em_px_lm_field_of_all']):>10}{f(s_['tre_below_1_lm_px_of_all']):>10}{f(s_['tre_below_1_em_px_of_accepted']):>14}"
                   f"{f(s_['affine_only_tre_below_1_em_px_of_all']):>10}"
                   f"{s_['wrong_accepted_tre_above_5_em_px']:>7}{f(s_['median_tre_em_px']):>8}{f(s_['seconds_per_pair']):>8}")
         if "paired_gain_below_1_px" in r:
@@ -453,6 +505,8 @@ def main() -> dict:
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
     ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated); a rerun of some replaces only their rows in --out")
     ap.add_argument("--reg-seeds", default="300,301,302", help="specimen seeds of the registration part")
+    ap.add_argument("--reg-baseline", help="a JSON of the reg part run by other code on the same seeds: paired differences per section")
+    ap.add_argument("--reg-key", default="registration", help="the key of --out the reg part is stored under")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
     ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
     args = ap.parse_args()
@@ -467,7 +521,19 @@ def main() -> dict:
             result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
                 result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
     if "reg" in parts:
-        result["registration"] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")))
+        result[args.reg_key] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")))
+        if args.reg_baseline:
+            base = json.loads(Path(args.reg_baseline).read_text())
+            base = base.get(args.reg_key, base.get("registration", {}))
+            result[args.reg_key]["paired_vs_baseline"] = paired = paired_registration(result[args.reg_key], base)
+            print("\n== Registration, paired with the baseline on the same sections (this minus baseline, 95 % CI) ==")
+            for variant, r in paired.items():
+                if isinstance(r, str):
+                    print(f"{variant:<22}{r}")
+                    continue
+                print(f"{variant:<22}< 1 px {r['baseline_below_1_px']:.2f} -> {r['below_1_px']:.2f}: {r['diff_below_1_px']:+.3f} "
+                      f"({r['diff_below_1_px_ci95'][0]:+.3f}, {r['diff_below_1_px_ci95'][1]:+.3f}); wrong {r['baseline_wrong']} -> {r['wrong']}; "
+                      f"refused {r['baseline_refused']} -> {r['refused']}")
     if "screen" in parts:
         result["screening"] = bench_screening(args.quick)
     if "env" in parts:

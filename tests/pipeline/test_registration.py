@@ -276,3 +276,97 @@ def test_fiducials_register_a_section_whose_label_the_em_does_not_show():
     inside = ((true >= 0) & (true < beads.em.shape[0])).all(axis=1)
     err = np.linalg.norm(r.apply(lm_xy) - true, axis=1)[inside]
     assert inside.sum() >= 20 and np.sqrt(np.mean(err**2)) < 1.0
+
+
+def _rippled_section(n_points: int, rng: np.random.Generator, period_frac: float = 0.55):
+    """LM points and their EM images on a section compressed along its rows by
+    ``c(x) = 0.3 + 0.02 sin(2 pi x / period)`` (a ripple across the cut, two periods over the
+    field) under a rotation and scale: the analytic truth of the cut's model."""
+    w, yc = 384.0, 191.5
+    rot, scale = 0.9, 2.2
+    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 192.0], [scale * math.sin(rot), scale * math.cos(rot), 192.0]])
+
+    def truth(lm_xy):
+        q = lm_xy @ m[:, :2].T + m[:, 2]
+        c = 0.3 + 0.02 * np.sin(2 * np.pi * q[:, 0] / (period_frac * w))
+        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+
+    lm = rng.uniform(-80, 80, (n_points, 2))
+    return lm, truth(lm), truth
+
+
+def test_cut_model_follows_a_ripple_across_the_section():
+    """Two ripple periods across the field: the affine misses by pixels; the cut's model
+    (penalised B-splines across the cut, pieces and roughness chosen by leave-one-out)
+    follows it to a third of a pixel between the matched points, noise-free."""
+    from cryoopt.pipeline.registration import _best_compression_fit, _fit
+
+    lm, em, truth = _rippled_section(60, np.random.default_rng(5))
+    cf = _best_compression_fit(lm, em)
+    assert cf is not None
+    probe = np.random.default_rng(6).uniform(-60, 60, (200, 2))
+    affine = _fit(lm, em, [(i, i) for i in range(len(lm))], "affine")
+    affine_err = np.linalg.norm(probe @ affine[:2, :2].T + affine[:2, 2] - truth(probe), axis=1)
+    model_err = np.linalg.norm(cf(probe) - truth(probe), axis=1)
+    assert np.sqrt(np.mean(affine_err**2)) > 1.0
+    assert np.sqrt(np.mean(model_err**2)) < 0.3
+
+
+def test_matches_a_few_pixels_off_are_dropped_before_the_non_rigid_fit():
+    """Two of 40 matches 4 px off (a bead matched to its neighbour's merged spot) among
+    matches with 0.2 px localisation noise: exactly those two are dropped."""
+    from cryoopt.pipeline.registration import _drop_outlier_matches
+
+    rng = np.random.default_rng(8)
+    lm, em, _ = _rippled_section(40, rng, period_frac=1.2)
+    em = em + rng.normal(0, 0.2, em.shape)
+    em[[3, 17]] += np.array([[4.0, 0.0], [0.0, -4.0]])
+    kept_lm, _, dropped = _drop_outlier_matches(lm, em)
+    assert dropped == 2
+    assert not any(np.any(np.all(kept_lm == lm[i], axis=1)) for i in (3, 17))
+    # clean matches lose nothing
+    _, _, none = _drop_outlier_matches(lm[[i for i in range(40) if i not in (3, 17)]],
+                                       np.delete(em, [3, 17], axis=0))
+    assert none == 0
+
+
+@pytest.mark.parametrize("offset_px, accepted", [(0.3, True), (4.0, False)])
+def test_matches_outside_localisation_precision_are_refused(offset_px, accepted):
+    """Given structure points that a similarity maps onto each other only to ``offset_px``
+    (each EM point that far off in a random direction): at 0.3 px the registration is
+    accepted, at 4 px (within the match radius, so the chance test alone passes) it is
+    refused with an error that says so, not returned pixels wrong."""
+    rng = np.random.default_rng(21)
+    lm_pts = rng.uniform(10, 118, (14, 2))
+    rot, scale = 0.6, 2.5
+    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 150.0], [scale * math.sin(rot), scale * math.cos(rot), 60.0]])
+    ang = rng.uniform(0, 2 * np.pi, len(lm_pts))
+    em_pts = lm_pts @ m[:, :2].T + m[:, 2] + offset_px * np.column_stack([np.cos(ang), np.sin(ang)])
+    em_pts = np.concatenate([em_pts, rng.uniform(0, 384, (6, 2))])
+    lm_img, em_img = rng.normal(size=(128, 128)), rng.normal(size=(384, 384))
+    kw = dict(lm_points=lm_pts, em_points=em_pts, match_radius_px=8.0)
+    if accepted:
+        r = register_lm_em(lm_img, em_img, **kw)
+        assert r.scale == pytest.approx(scale, rel=0.01)
+    else:
+        with pytest.raises(RegistrationError, match="localisation precision"):
+            register_lm_em(lm_img, em_img, **kw)
+
+
+def test_chance_of_matches_counts_the_local_crowd_of_em_points():
+    """Six LM points landing within 2.5 px of EM points is strong evidence among EM points
+    spread evenly over the field (chance of each ~0.5 %), none where they land inside a
+    crowd of 60 points in a 25 px disc (a nucleus's chromatin clumps): there chance matches
+    most of them. The test uses each point's local density, not the field's mean."""
+    from cryoopt.pipeline.registration import _chance_p_value
+
+    rng = np.random.default_rng(4)
+    shape = (384, 384)
+    lm = rng.uniform(-10, 10, (8, 2))  # mapped by the identity plus a shift into the crowd
+    m = np.array([[1.0, 0, 200.0], [0, 1.0, 200.0], [0, 0, 1.0]])
+    spread = rng.uniform(0, 384, (80, 2))
+    r = 25 * np.sqrt(rng.uniform(0, 1, 60))
+    a = rng.uniform(0, 2 * np.pi, 60)
+    crowd = np.concatenate([rng.uniform(0, 384, (20, 2)), np.column_stack([200 + r * np.cos(a), 200 + r * np.sin(a)])])
+    assert _chance_p_value(lm, spread, m, shape, 2.5, 6, 100) < 1e-3
+    assert _chance_p_value(lm, crowd, m, shape, 2.5, 6, 100) > 1e-2

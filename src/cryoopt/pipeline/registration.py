@@ -32,16 +32,27 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    is refused. Without structure points, the Fourier-Mellin result must stand out of
    the feature correlations of shifted copies by ``min_peak_z`` sigmas.
 4. Refinement: an affine (or similarity) transform fitted with RANSAC
-   (:func:`skimage.measure.ransac`) then least squares on the matched centroids.
+   (:func:`skimage.measure.ransac`) then least squares on the matched centroids; a
+   similarity replaces the affine where it predicts the held-out matches clearly better
+   (leave-one-out, :data:`SIMILARITY_PREFERENCE`): an affine on four or five matches
+   follows their noise. Then precision: the refined transform must put more structures
+   onto each other within their localisation precision (:data:`VERIFY_RADIUS_PX`) than
+   the parameters it fitted absorb, beyond chance as in step 3, or the registration is
+   refused. Step 3 accepts matches at the wider match radius, so a transform a few pixels
+   off (some of its few matches wrong or merged structures) passed it.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
    across the section. First from the structures: the matches are re-collected under the
    affine (a wide radius, then at localisation precision) and the affine refitted on all
-   of them; then candidate models are fitted to the same matches and judged by their
+   of them; matches the cut's model, fitted without them, misses by more than four
+   times the median (two beads merged in one LM spot, a structure matched to its
+   neighbour) are dropped, at most a fifth; then candidate models are fitted to the same
+   matches and judged by their
    leave-one-out errors (closed form ``r_i / (1 - h_ii)`` for the linear ones):
    the cut's own model (a shift along the compression direction proportional to the
-   distance along it, varying smoothly across it: :class:`_CompressionFit`), polynomials
+   distance along it, varying smoothly across it, as penalised cubic B-splines:
+   :class:`_CompressionFit`), polynomials
    of order 2 and 3, and a smoothing thin-plate spline
    (:class:`scipy.interpolate.RBFInterpolator`). A model is kept only where it predicts
    held-out structures better than the affine by a tenth, which needs many matches
@@ -96,6 +107,16 @@ MIN_FEATURE_SIGMA_PX = 2.0
 #: structure centroids located in both images (a fraction of a pixel each, LM blur and
 #: partial volumes included), so a second, more powerful count against chance
 VERIFY_RADIUS_PX = 2.5
+#: a similarity replaces a requested affine when its leave-one-out RMS error at the matched
+#: structures is below this fraction of the affine's (clearly better, not a tie)
+SIMILARITY_PREFERENCE = 0.8
+#: neighbours whose distance gives the local density of EM structure points in the chance test
+LOCAL_DENSITY_K = 5
+#: roughness penalties of the cut's model (relative to its normal equations' scale), chosen
+#: among these by leave-one-out error
+CUT_ROUGHNESS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: the most cubic pieces across the cut the cut's model is tried with
+CUT_MAX_PIECES = 6
 
 
 @dataclass(frozen=True)
@@ -110,7 +131,8 @@ class RegistrationResult:
         tre_px: expected RMS target registration error over the EM field, EM px
             (NaN when too few matches leave no residual degrees of freedom).
         model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+compressionK"`` (the
-            cut's model, degree K across the cut), ``"+polynomial2"``, ``"+polynomial3"``
+            cut's model, K cubic pieces across the cut; ``"+compression-linear"`` or
+            ``"-quadratic"`` for a compression varying so across it), ``"+polynomial2"``, ``"+polynomial3"``
             or ``"+spline"`` appended when a non-rigid model fitted to the matched
             structures refines it, ``"+elastic"`` when the TV-L1 flow does.
         method: which coarse hypothesis won (``"fourier-mellin"``, ``"points"``).
@@ -475,6 +497,45 @@ def _compression_frames(max_compression: float) -> list[np.ndarray]:
     return frames
 
 
+def _loo_point_errors(src: np.ndarray, dst: np.ndarray, model: str) -> np.ndarray:
+    """Leave-one-out error (EM px) of each matched pair under a least-squares affine or similarity.
+
+    Both are linear in their parameters (``[x, y, 1]`` per coordinate for the affine;
+    ``u = a x - b y + tx, v = b x + a y + ty`` for the similarity), so deleting point ``i``
+    (its two rows) changes its residual ``e_i`` to ``(I - H_ii)^-1 e_i`` with ``H_ii`` the
+    `2 x 2` block of the hat matrix (Cook & Weisberg 1982, *Residuals and Influence in
+    Regression*, ch. 3, for a block of rows). skimage's estimators return the fit but not
+    the hat matrix, hence this. ``inf`` where a point alone pins a parameter down."""
+    n = len(src)
+    centre = src.mean(axis=0)
+    span = float(np.max(np.abs(src - centre))) or 1.0
+    x, y = ((src - centre) / span).T
+    one, zero = np.ones(n), np.zeros(n)
+    if model == "affine":
+        rows_u = np.column_stack([x, y, one, zero, zero, zero])
+        rows_v = np.column_stack([zero, zero, zero, x, y, one])
+    else:
+        rows_u = np.column_stack([x, -y, one, zero])
+        rows_v = np.column_stack([y, x, zero, one])
+    design = np.empty((2 * n, rows_u.shape[1]))
+    design[0::2], design[1::2] = rows_u, rows_v
+    if 2 * n <= design.shape[1]:
+        return np.full(n, np.inf)
+    try:
+        cov = np.linalg.inv(design.T @ design)
+    except np.linalg.LinAlgError:
+        return np.full(n, np.inf)
+    target = np.asarray(dst, float).ravel()
+    res = (target - design @ (cov @ design.T @ target)).reshape(n, 2)
+    err = np.full(n, np.inf)
+    for i in range(n):
+        block = design[2 * i : 2 * i + 2]
+        ih = np.eye(2) - block @ cov @ block.T
+        if abs(np.linalg.det(ih)) > 1e-9:
+            err[i] = float(np.linalg.norm(np.linalg.solve(ih, res[i])))
+    return err
+
+
 def _fit(lp: np.ndarray, ep: np.ndarray, pairs: list[tuple[int, int]], model: str) -> np.ndarray:
     """Least-squares affine or similarity (LM -> EM) on matched point pairs."""
     from skimage.transform import AffineTransform, SimilarityTransform
@@ -493,18 +554,28 @@ def _chance_p_value(lp: np.ndarray, ep: np.ndarray, m: np.ndarray, em_shape: tup
     """Probability that chance alone matches ``n_matched`` points, Bonferroni-corrected.
 
     Each LM point mapped into the EM field lands within ``radius`` of one of the EM points
-    (uniform over the field) with ``p = 1 - exp(-rho pi r^2)``; matches are
-    ``Binomial(n_inside - fitted, p)`` (``fitted`` points were used to build the transform);
-    the best of ``n_hypotheses`` transforms multiplies the tail."""
+    with ``p_i = 1 - exp(-rho_i pi r^2)``, ``rho_i`` the EM points' density around where it
+    lands: the larger of the field's mean and the local density from the distance to the
+    ``LOCAL_DENSITY_K``-th nearest EM point (``(k - 1) / (pi d_k^2)``). EM structure points are
+    not uniform: a nucleus's chromatin clumps and pores crowd one part of the field, and a
+    transform that maps the LM points into such a crowd matches many by chance, which a
+    field-mean density does not expect. Matches are then ``Binomial(n_inside - fitted,
+    mean p_i)``, which bounds the tail of the Poisson-binomial above its mean (Hoeffding 1956,
+    Ann. Math. Stat. 27:713); ``fitted`` points were used to build the transform; the best of
+    ``n_hypotheses`` transforms multiplies the tail."""
     from scipy.stats import binom
 
     pred = lp @ m[:2, :2].T + m[:2, 2]
     h, w = em_shape
-    inside = int(np.count_nonzero((pred[:, 0] >= -radius) & (pred[:, 0] < w + radius) & (pred[:, 1] >= -radius) & (pred[:, 1] < h + radius)))
-    rho = len(ep) / float(h * w)
-    p = 1.0 - math.exp(-rho * math.pi * radius**2)
+    ok = (pred[:, 0] >= -radius) & (pred[:, 0] < w + radius) & (pred[:, 1] >= -radius) & (pred[:, 1] < h + radius)
+    inside = int(np.count_nonzero(ok))
     if n_matched <= 0:
         return 1.0
+    rho = np.full(max(inside, 1), len(ep) / float(h * w))
+    if inside and len(ep) > LOCAL_DENSITY_K:
+        d_k = cKDTree(ep).query(pred[ok], k=LOCAL_DENSITY_K)[0][:, -1]
+        rho = np.maximum(rho, (LOCAL_DENSITY_K - 1) / (math.pi * np.maximum(d_k, 1e-9) ** 2))
+    p = float(np.mean(1.0 - np.exp(-rho * math.pi * radius**2)))
     return float(binom.sf(n_matched - 1, max(inside - fitted, n_matched), min(p, 1.0))) * max(n_hypotheses, 1)
 
 
@@ -605,21 +676,28 @@ class _CompressionFit:
     A section compresses along the cutting direction ``v`` by a fraction that varies
     smoothly with the position ``s`` across the cut (Al-Amoudi et al. 2005, J. Struct. Biol.
     150:109); what an affine leaves is then a shift along ``v`` proportional to the distance
-    ``t`` along it: ``em = q + v (t g(s) + h(s))`` with ``q`` the affine's image, ``g``, ``h``
-    Legendre series of degree ``degree`` in ``s`` (``h`` absorbs where the compression is
-    centred). ``v`` is the affine's direction of least scale (its compression). Linear in the
-    coefficients: least squares, leave-one-out errors by the hat matrix; it extrapolates
-    along ``v`` as a compression does, and holds ``g`` and ``h`` constant beyond the range of
-    ``s`` the matches span (a series extrapolates wildly)."""
+    ``t`` along it: ``em = q + v (t g(s) + h(s))`` with ``q`` the affine's image and ``g``,
+    ``h`` smooth functions of ``s`` (``h`` absorbs where the compression is centred). ``v`` is
+    the affine's direction of least scale (its compression). ``g`` and ``h`` are cubic
+    B-splines of ``pieces`` equal pieces over the range of ``s`` the matches span, with a
+    second-difference roughness penalty (P-splines, Eilers & Marx 1996, Stat. Sci. 11:89):
+    a local basis, so a ripple across the section is followed without the swings a global
+    polynomial series makes at the ends of the range. Linear in the coefficients: penalised
+    least squares, leave-one-out errors from the hat matrix (what
+    :class:`skimage.transform.PolynomialTransform` and scipy's splines do not give). It
+    extrapolates along ``v`` as a compression does, and holds ``g`` and ``h`` at their end
+    values beyond the range of ``s`` the matches span."""
 
     affine: np.ndarray
     q0: np.ndarray
     u: np.ndarray
     v: np.ndarray
     s_range: tuple[float, float]
-    degree: int
+    pieces: int
     coef: np.ndarray
     loo_rms: float
+    loo: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per match, EM px
+    spline_degree: int = 3
 
     @staticmethod
     def frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -631,28 +709,36 @@ class _CompressionFit:
         lo, hi = self.s_range
         return np.clip((2.0 * (d @ self.u) - lo - hi) / max(hi - lo, 1e-9), -1.0, 1.0), d @ self.v
 
+    def _basis(self, s_n: np.ndarray) -> np.ndarray:
+        from scipy.interpolate import BSpline
+
+        k = self.spline_degree
+        knots = np.concatenate([np.full(k, -1.0), np.linspace(-1.0, 1.0, self.pieces + 1), np.full(k, 1.0)])
+        return BSpline.design_matrix(np.clip(s_n, -1.0, 1.0), knots, k).toarray()
+
     def _terms(self, s_n: np.ndarray, t: np.ndarray) -> np.ndarray:
-        leg = np.polynomial.legendre.legvander(s_n, self.degree)
-        return np.column_stack([leg * t[:, None], leg])
+        b = self._basis(s_n)
+        return np.column_stack([b * t[:, None], b])
 
     @classmethod
-    def fit(cls, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, degree: int, ridge: float = 0.0) -> _CompressionFit | None:
+    def fit(cls, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, pieces: int, roughness: float = 0.0,
+            spline_degree: int = 3) -> _CompressionFit | None:
         q = src @ affine[:2, :2].T + affine[:2, 2]
         u, v = cls.frame(affine)
         q0 = dst.mean(axis=0)
         s_m = (q - q0) @ u
-        probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), degree, np.zeros(0), math.nan)
+        probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan,
+                    spline_degree=spline_degree)
         x = probe._terms(*probe._st(q))
         if len(src) < 2 * x.shape[1] + 2:
             return None
         y = (dst - q) @ v
-        # a roughness penalty on the higher Legendre terms (k^2 (k+1)^2: the eigenvalues of
-        # Legendre's operator squared), so a series is tamed where few matches pin it down
-        k = np.arange(degree + 1, dtype=float)
-        rough = np.tile((k * (k + 1)) ** 2, 2)
+        nb = x.shape[1] // 2
+        d2 = np.diff(np.eye(nb), 2, axis=0) if nb > 2 else np.zeros((0, nb))
+        penalty = np.kron(np.eye(2), d2.T @ d2)  # on g and on h alike
         xtx = x.T @ x
         try:
-            cov = np.linalg.inv(xtx + ridge * np.trace(xtx) / len(rough) * np.diag(rough) / rough.max())
+            cov = np.linalg.inv(xtx + roughness * np.trace(xtx) / (2 * nb) * penalty)
         except np.linalg.LinAlgError:
             return None
         coef = cov @ x.T @ y
@@ -662,7 +748,11 @@ class _CompressionFit:
         # across the cut the affine alone predicts: its residual counts in the error too
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
-        return cls(affine, q0, u, v, probe.s_range, degree, coef, float(np.sqrt(np.mean(loo**2))))
+        return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+
+    @property
+    def name(self) -> str:
+        return {1: "compression-linear", 2: "compression-quadratic"}.get(self.spline_degree, f"compression{self.pieces}")
 
     def __call__(self, lm_xy: np.ndarray) -> np.ndarray:
         q = np.asarray(lm_xy, float) @ self.affine[:2, :2].T + self.affine[:2, 2]
@@ -672,11 +762,53 @@ class _CompressionFit:
         """``q - em`` for the affine image ``q`` that maps to ``em`` (closed form: ``s`` is
         unchanged along ``v``, and ``t`` enters linearly)."""
         s_n, t_e = self._st(em_xy)
-        leg = np.polynomial.legendre.legvander(s_n, self.degree)
-        k = self.degree + 1
-        g, hh = leg @ self.coef[:k], leg @ self.coef[k:]
+        b = self._basis(s_n)
+        k = b.shape[1]
+        g, hh = b @ self.coef[:k], b @ self.coef[k:]
         t_q = (t_e - hh) / np.where(np.abs(1.0 + g) > 1e-3, 1.0 + g, 1e-3)
         return np.outer(t_q - t_e, self.v)
+
+
+def _best_compression_fit(src: np.ndarray, dst: np.ndarray) -> _CompressionFit | None:
+    """The cut's model (refitted affine, pieces, roughness) with the least leave-one-out error."""
+    affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
+    best = None
+    for pieces, degree, roughness in _cut_models():
+        cf = _CompressionFit.fit(src, dst, affine, pieces, roughness, degree)
+        if cf is not None and (best is None or cf.loo_rms < best.loo_rms):
+            best = cf
+    return best
+
+
+def _cut_models() -> list[tuple[int, int, float]]:
+    """``(pieces, spline degree, roughness)`` of the cut's models that compete: a compression
+    varying linearly, then quadratically across the cut (few parameters: what 6-10 matched
+    structures support), then cubic B-splines of 1 to :data:`CUT_MAX_PIECES` pieces at each
+    roughness of :data:`CUT_ROUGHNESS`."""
+    return [(1, 1, 0.0), (1, 2, 0.0)] + [(k, 3, r) for k in range(1, CUT_MAX_PIECES + 1) for r in CUT_ROUGHNESS]
+
+
+def _drop_outlier_matches(src: np.ndarray, dst: np.ndarray, *, max_fraction: float = 0.2, min_px: float = 1.5,
+                          k: float = 4.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Matches whose leave-one-out error under the cut's model exceeds ``k`` times the median
+    (and ``min_px``) removed, the worst first, refitting after each round, at most
+    ``max_fraction`` of them in all. For Rayleigh-distributed errors (isotropic Gaussian
+    localisation) 4 medians is 4.7 sigma: about one good match in 60 000 is dropped.
+    Returns ``(src, dst, number dropped)``."""
+    n0 = len(src)
+    budget = int(max_fraction * n0)
+    for _ in range(4):
+        cf = _best_compression_fit(src, dst)
+        if cf is None or budget <= 0:
+            break
+        bad = cf.loo > max(min_px, k * float(np.median(cf.loo)))
+        if not bad.any():
+            break
+        if bad.sum() > budget:
+            bad = cf.loo >= np.sort(cf.loo)[-budget]
+        src, dst = src[~bad], dst[~bad]
+        budget -= int(bad.sum())
+    return src, dst, n0 - len(src)
 
 
 def _nonrigid_refinement(
@@ -743,6 +875,13 @@ def _nonrigid_refinement(
             src, dst = lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]]
         if len(src) >= min_spline:
             spline_loo = _spline_loo(src, dst, spline_s)
+    # a bead next to another (one LM blob for two EM beads) or a structure matched to its
+    # neighbour is a match a few pixels off, and a model through it bends the field around
+    # it: the matches the cut's model, fitted without them, misses by far more than the rest
+    # are dropped (at most a fifth of them), the models then judged on the rest
+    src, dst, dropped = _drop_outlier_matches(src, dst)
+    if dropped and spline_loo is not None:
+        spline_loo = _spline_loo(src, dst, spline_s) if len(src) >= min_spline else None
     # every model judged on the same matches by its leave-one-out error
     loo: dict[str, float] = {}
     polys: dict[str, _PolyFit] = {}
@@ -759,13 +898,11 @@ def _nonrigid_refinement(
     # compressed as a similarity or affine assumed): the trend beyond the matched structures
     affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
     comp: dict[str, _CompressionFit] = {}
-    for degree in range(1, 7):
-        for ridge in (0.0, 1e-4, 1e-3, 1e-2):
-            cf = _CompressionFit.fit(src, dst, affine, degree, ridge)
-            key = f"compression{degree}"
-            if cf is not None and (key not in comp or cf.loo_rms < comp[key].loo_rms):
-                comp[key] = cf
-                loo[key] = cf.loo_rms
+    for pieces, degree, roughness in _cut_models():
+        cf = _CompressionFit.fit(src, dst, affine, pieces, roughness, degree)
+        if cf is not None and (cf.name not in comp or cf.loo_rms < comp[cf.name].loo_rms):
+            comp[cf.name] = cf
+            loo[cf.name] = cf.loo_rms
     best = min(loo, key=loo.__getitem__)
     if comp:
         # a cut's own model extrapolates as a compression does beyond the matched structures;
@@ -937,8 +1074,10 @@ def register_lm_em(
 
     Raises:
         EvaluationError: bad images, pixel sizes or options.
-        RegistrationError: no transform could be verified (too few structures in common):
-            pass pixel sizes, more or better structure points, or a larger field.
+        RegistrationError: no transform could be verified (too few structures in common),
+            or the refined one does not put its matched structures onto each other within
+            their localisation precision beyond chance: pass pixel sizes, more or better
+            structure points (fiducial beads), or a larger field.
     """
     from skimage.registration import phase_cross_correlation
     from skimage.transform import AffineTransform, SimilarityTransform, rescale, warp
@@ -1095,12 +1234,37 @@ def register_lm_em(
                               max_trials=200, rng=seed)
         if found is not None and found.sum() >= max(min_n, min_matches):
             inliers = found
+    if fit_model == "affine" and inliers.sum() >= 4:
+        # an affine on a handful of matches follows their localisation noise (4 matches leave
+        # it 2 degrees of freedom) and extrapolates it over the field: kept only unless a
+        # similarity predicts the held-out matches clearly better
+        def loo_rms(kind: str) -> float:
+            return float(np.sqrt(np.mean(_loo_point_errors(src[inliers], dst[inliers], kind) ** 2)))
+
+        if loo_rms("similarity") < SIMILARITY_PREFERENCE * loo_rms("affine"):
+            fit_model, cls = "similarity", SimilarityTransform
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tf = cls.from_estimate(src[inliers], dst[inliers])
     if not tf:
         raise RegistrationError(f"could not fit a {fit_model} transform to the {len(src)} matched structures{hint}")
     fine = np.asarray(tf.params, float)
+    if len(lp) >= 3 and len(ep) >= 3 and tree is not None:
+        # 5. precision: the refined transform must put structures onto each other within their
+        # localisation precision, beyond the ones its parameters absorb, more often than the
+        # best of n_hyp chance transforms would. A transform verified only at the wider match
+        # radius (its matches a few pixels off, or some of them wrong) has not been verified
+        # at the precision a TRE below a pixel needs
+        fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
+        absorbed = 3 if fit_model == "affine" else 2
+        n_fine = len(_match(lp, ep, fine, tree, fine_radius))
+        p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
+        if p_fine > max_p_value:
+            raise RegistrationError(
+                f"could not register LM to EM to localisation precision: the {fit_model} fitted to {int(inliers.sum())} matched "
+                f"structures puts {n_fine} within {fine_radius:.1f} EM px of each other (chance p = {min(p_fine, 1.0):.2g} > "
+                f"{max_p_value:g} over {n_hyp} transforms tried){hint}, or pass lm_points/em_points of structures both images show"
+            )
     fre, tre = target_registration_error(src[inliers], dst[inliers], fine, em.shape, n_params=6 if fit_model == "affine" else 4)
     rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
     scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
