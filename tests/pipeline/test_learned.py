@@ -95,3 +95,20 @@ def test_package_and_classical_segmenter_work_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_cache_key_follows_the_training_data_and_the_class_weights(monkeypatch):
+    """Weights trained on an earlier simulator are not picked up: the key hashes the data."""
+    import cryoopt.pipeline.learned as learned
+
+    key = TINY.key()
+    assert TrainingConfig(**{**TINY.__dict__, "pos_weight": (1.0, 1.0, 2.0, 9.0)}).key() != key
+    monkeypatch.setattr(learned, "data_fingerprint", lambda presets, seeds: "another simulator")
+    assert TINY.key() != key
+
+
+def test_class_weights_are_checked_by_name():
+    with pytest.raises(EvaluationError, match="pos_weight"):
+        TrainingConfig(pos_weight=(1.0, 2.0))
+    with pytest.raises(EvaluationError, match="class_weight"):
+        TrainingConfig(class_weight=(1.0, 1.0, 0.0, 1.0))

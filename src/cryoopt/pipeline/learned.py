@@ -24,6 +24,7 @@ without it; without torch, asking for ``"learned"`` raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -75,6 +76,16 @@ class TrainingConfig:
         channels: U-Net widths per level.
         model_pixel_nm: the canonical pixel size the model sees.
         seed: torch and sampling seed.
+        pos_weight: weight of each class's positive pixels in the cross-entropy
+            (:data:`STRUCTURE_KINDS` order): membranes (the plasma membrane and the
+            nuclear envelope's bilayers, a few % of the pixels) and mitochondria are thin
+            or rare and weighted up.
+        class_weight: weight of each class's loss (cross-entropy + Dice) in the total:
+            nuclei, which only their envelope and chromatin tell from cytoplasm, and the
+            membranes count more than the cells.
+
+    The cache key hashes these fields and a fingerprint of the rendered training data
+    (:func:`data_fingerprint`), so weights trained on an earlier simulator are not reused.
     """
 
     presets: tuple[str, ...] = ("neurons", "tissue_block", "bead_calibration")
@@ -87,10 +98,40 @@ class TrainingConfig:
     channels: tuple[int, ...] = (12, 24, 48, 64)
     model_pixel_nm: float = 25.0
     seed: int = 0
+    pos_weight: tuple[float, ...] = (1.0, 1.0, 2.0, 6.0)
+    class_weight: tuple[float, ...] = (1.0, 2.0, 1.0, 1.5)
+
+    def __post_init__(self) -> None:
+        for name in ("pos_weight", "class_weight"):
+            w = getattr(self, name)
+            if len(w) != len(STRUCTURE_KINDS) or not all(math.isfinite(x) and x > 0 for x in w):
+                raise EvaluationError(f"{name} must be {len(STRUCTURE_KINDS)} positive weights "
+                                      f"(one per {', '.join(STRUCTURE_KINDS)}), got {w!r}")
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps({**asdict(self), "data": data_fingerprint(self.presets, self.seeds)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=8)
+def data_fingerprint(presets: tuple[str, ...], seeds: tuple[int, ...]) -> str:
+    """A hash of what the simulator renders for training: one small EM section and its
+    truth across the first cell (nucleus, cytoplasm, membranes) of each preset's first seed.
+    It changes when the phantoms or the image formation change, so a cached model is
+    keyed by the data it was trained on, not only by how it was trained."""
+    from cryoopt.sim.datasets import em_section
+    from cryoopt.sim.specimen import Specimen
+
+    h = hashlib.sha256()
+    for preset in presets:
+        spec = Specimen.from_preset(preset, seed=int(seeds[0]) if seeds else 0)
+        cells = spec.cells.ellipsoids
+        cx, cy, cz, a = (cells[0, :4] if len(cells) else (*(0.5 * spec.extent_nm), 2000.0))
+        sec = em_section(spec, centre_nm=(cx + 0.5 * a, cy, cz), size=48, pixel_size_nm=max(a, 1000.0) / 24.0, rng=0)
+        h.update(np.round(sec.em.astype(np.float64), 4).tobytes())
+        for k in STRUCTURE_KINDS:
+            h.update(np.ascontiguousarray(sec.masks[k], bool).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _build_unet(channels: Sequence[int], n_out: int) -> Any:
@@ -220,8 +261,10 @@ def train_segmenter(
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps)
     p = config.patch_px
-    # membranes are thin and rare: weight their positives up in the cross-entropy
-    pos_weight = torch.tensor([1.0, 1.0, 2.0, 4.0]).view(1, -1, 1, 1)
+    # thin and rare classes weighted up (TrainingConfig.pos_weight, class_weight)
+    pos_weight = torch.tensor(config.pos_weight, dtype=torch.float32).view(1, -1, 1, 1)
+    class_weight = torch.tensor(config.class_weight, dtype=torch.float32)
+    class_weight = class_weight / class_weight.sum()
     net.train()
     bar = tqdm(range(config.steps), desc="training segmenter", disable=not progress, mininterval=2.0)
     losses = []
@@ -240,11 +283,11 @@ def train_segmenter(
             ys.append(yc)
         xb, yb = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
         logits = net(xb)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb, pos_weight=pos_weight, reduction="none")
         prob = torch.sigmoid(logits)
         inter = (prob * yb).sum(dim=(0, 2, 3))
         dice = 1 - (2 * inter + 1) / (prob.sum(dim=(0, 2, 3)) + yb.sum(dim=(0, 2, 3)) + 1)
-        loss = bce + dice.mean()
+        loss = (class_weight * (bce.mean(dim=(0, 2, 3)) + dice)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -2,7 +2,8 @@
 
 A specimen is a set of analytic 3-D shapes (ellipsoid somata and nuclei, capsule
 neurites and mitochondria, spherical labelled targets) drawn once from a seed and
-a preset in ``envs/``. A section is a slab ``[z_top, z_top + t)`` in z (:meth:`Specimen.section_at`;
+a preset in ``envs/``; a nucleus carries its double envelope, pores and chromatin
+(:mod:`cryoopt.sim.nucleus`). A section is a slab ``[z_top, z_top + t)`` in z (:meth:`Specimen.section_at`;
 :meth:`Specimen.section` is the constant-thickness series ``z_top = index * t``),
 rasterised on any pixel grid, so adjacent sections are consistent and an LM field
 and an EM field of the same section share coordinates.
@@ -25,12 +26,15 @@ import numpy as np
 from cryoopt.exceptions import ParameterError
 from cryoopt.sim._validation import as_generator, check_int, check_range
 from cryoopt.sim.diffusion import TissueProperties
+from cryoopt.sim.nucleus import NuclearEnvelope
 from cryoopt.sim.presets import load_preset
 
 __all__ = ["Specimen", "SectionTruth", "pixel_affine", "lm_to_em_transform"]
 
 #: Stain-binding density of a pixel by its structures, indexed by ``cell | nuc << 1 | mito << 2 | membrane << 3``
 #: (``0.25 cell + 0.15 nucleus + 0.3 mitochondrion + 0.5 membrane``, float64 as the sum it replaces).
+#: Nuclei are drawn over it by :mod:`cryoopt.sim.nucleus` (envelope, pores, chromatin), so
+#: :meth:`Specimen.section_at` indexes it with the nucleus bit clear.
 _DENSITY = np.array([0.25 * (k & 1) + 0.15 * (k >> 1 & 1) + 0.3 * (k >> 2 & 1) + 0.5 * (k >> 3 & 1) for k in range(16)])
 
 
@@ -284,6 +288,9 @@ class Specimen:
             targ_own.append(0)
         self.cells = _Shapes(np.array(ells).reshape(-1, 7), np.array(caps).reshape(-1, 7), np.array(e_own, int), np.array(c_own, int))
         self.nuclei = _Shapes(np.array(nucs).reshape(-1, 7), np.zeros((0, 7)), np.arange(1, len(nucs) + 1), np.zeros(0, int))
+        # envelope, pores and chromatin from a seed derived from the nuclei themselves: no
+        # further draws from ``rng``, so every other shape (and a caller's generator) is as before
+        self.envelope = NuclearEnvelope(self.nuclei.ellipsoids)
         self.mitochondria = _Shapes(np.zeros((0, 7)), np.array(mito).reshape(-1, 7), np.zeros(0, int), np.array(mito_own, int))
         self.targets = _Shapes(np.zeros((0, 7)), np.array(targ).reshape(-1, 7), np.zeros(0, int), np.array(targ_own, int))
         self.target_site = str(p.get("target_site", "neurites"))
@@ -364,8 +371,17 @@ class Specimen:
         z_mid = float(z_top_nm) + 0.5 * thickness_nm
         zs = [z_mid] if n_planes == 1 else list(z_mid + thickness_nm * (np.arange(n_planes) + 0.5 - n_planes / 2) / n_planes)
         mem_w = max(self.membrane_nm, pixel_size_nm)
+        pix_nm = pixel_size_nm * math.sqrt(float(stretch))  # side of a square of the pixel's area
         density = np.zeros((H, W), np.float32)
         tdens = np.zeros((H, W), np.float32)
+        # each nucleus the slab cuts: its pixel window (the largest cross-section's) and the
+        # chromatin texture there, averaged over the pixel and the slab once for all planes
+        nuclei = []
+        if organelles:
+            for k, (cz, c) in enumerate(self.nuclei.ellipsoids[:, [2, 5]]):
+                box = self.envelope.box(k, min(max(cz, zs[0]), zs[-1]), inv, H, W, 2.0 * pix_nm)
+                if box is not None:
+                    nuclei.append((k, box, self.envelope.texture(k, X[box], Y[box], pix_nm, z_mid, float(thickness_nm))))
         mid = None
         for z in zs:
             dc, own = _depth_map(self.cells, X, Y, z, inv)
@@ -376,9 +392,15 @@ class Specimen:
             cell = dc > 0
             nuc = (dn > 0) & cell
             mit = (dm > 0) & cell & ~nuc
-            mem = (cell & (dc < mem_w)) | (nuc & (dn < mem_w)) | (mit & (dm < mem_w))
+            mem = (cell & (dc < mem_w)) | (mit & (dm < mem_w))
             tgt = self._targets(dt > 0, mit, cell)
-            density += _DENSITY[cell.view(np.uint8) | (nuc.view(np.uint8) << 1) | (mit.view(np.uint8) << 2) | (mem.view(np.uint8) << 3)]
+            plane = _DENSITY[cell.view(np.uint8) | (mit.view(np.uint8) << 2) | (mem.view(np.uint8) << 3)]
+            for k, box, tex in nuclei:  # the nuclear envelope and chromatin (sim.nucleus)
+                dens_k, reach, env_mem = self.envelope.render(k, X[box], Y[box], z, pix_nm, plane[box], tex)
+                reach &= cell[box]
+                plane[box] = np.where(reach, dens_k, plane[box])
+                mem[box] |= env_mem & cell[box]
+            density += plane
             if self.matrix_density:
                 density += np.where(cell, np.float32(0.0), np.float32(self.matrix_density))
             tdens += tgt
