@@ -50,9 +50,13 @@ def clem_pair(seed: int, *, n: int = 512, lm_scale: float = 4.0, label_on_target
     rng = np.random.default_rng(seed)
     rr, cc = np.mgrid[:n, :n]
     dens = np.where(cc > 0.08 * n, 0.25, 0.0)  # cytoplasm, resin at the left edge
+    nuclei = np.zeros((n, n), bool)
     for _ in range(3):
         c = rng.uniform(0.2 * n, 0.8 * n, 2)
-        dens[(rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= (0.07 * n) ** 2] = 0.6
+        nuclei |= (rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= (0.07 * n) ** 2
+    # nuclei as EM shows them: denser than cytoplasm, with granular chromatin (~2 px grains)
+    grain = ndi.gaussian_filter(np.random.default_rng(seed + 1000).standard_normal((n, n)), 2.0)
+    dens[nuclei] = 0.6 + 0.1 * (grain / grain.std())[nuclei]
     mito = np.zeros((n, n), bool)
     spots = np.zeros((n, n))
     placed = 0
@@ -60,7 +64,7 @@ def clem_pair(seed: int, *, n: int = 512, lm_scale: float = 4.0, label_on_target
         c = rng.uniform(20, n - 20, 2)
         r = rng.uniform(5, 8)
         disk = (rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= r * r
-        if (dens[disk] != 0.25).any() or (ndi.binary_dilation(mito, iterations=6) & disk).any():
+        if (dens[disk] != 0.25).any() or (nuclei & disk).any() or (ndi.binary_dilation(mito, iterations=6) & disk).any():
             continue
         mito |= disk
         placed += 1

@@ -24,7 +24,17 @@ morphology and thresholds, in the order a microscopist reads a section:
 3. **Organelles**, inside cells only: mitochondria are dark compact objects
    (black top-hat of the membrane-free image) of mitochondrial width and area,
    refined at full resolution by the half-maximum between the blob and its
-   surroundings; nuclei are large compact regions of the darkest cell level.
+   surroundings. **Nuclei** are told by their chromatin: granular euchromatin and
+   a dense heterochromatin band under a double envelope (Fawcett, *The Cell*, 1981),
+   against a cytoplasm that is smooth between its organelles. The texture measure
+   is the smaller eigenvalue of the structure tensor at the chromatin's scale (an
+   edge, oriented, raises only the larger one), over its value for the image's
+   noise alone; regions of nuclear size where it stands above the noise, darker
+   than the cytoplasm around them, are nuclei, their edge placed on the strongest
+   gradient between an inner and an outer marker (watershed), i.e. on the envelope.
+   Compact organelles are left out of the texture (their outline turns every way,
+   as chromatin does), and a mitochondrion beside a nucleus bounds it rather than
+   being taken in; one well inside it is dense chromatin and stays nucleus.
 4. The membrane label is the centre line of the dark ridges a membrane wide (Sato
    tubeness, non-maximum suppression across the ridge) at and next to the cells.
 
@@ -39,6 +49,7 @@ and is registered as ``"learned"`` in :data:`cryoopt.pipeline.parser.segmenters`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,6 +155,32 @@ def _disk(radius_px: float) -> object:
     return disk(r, decomposition="crosses") if r > 3 else disk(r)
 
 
+def _masked_noise_sigma(image: np.ndarray, valid: np.ndarray) -> float:
+    """:func:`noise_sigma` from the diagonal differences of valid pixel pairs only."""
+    ok = valid[1:, 1:] & valid[:-1, :-1]
+    d = (image[1:, 1:] - image[:-1, :-1])[ok]
+    return median_sigma(d)[1] / math.sqrt(2.0) if d.size > 16 else noise_sigma(image)
+
+
+def _opening_disk(mask: np.ndarray, radius_px: float) -> np.ndarray:
+    from skimage.morphology import opening
+
+    return opening(mask, _disk(radius_px))
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_eigenvalue(sd: float, si: float) -> float:
+    """Mean smaller structure-tensor eigenvalue of unit white noise at these scales (px),
+    measured once on a fixed noise field (the texture measure's noise floor)."""
+    from skimage.feature import structure_tensor, structure_tensor_eigenvalues
+
+    n = 4 * int(math.ceil(4 * (sd + si))) + 64
+    noise = np.random.default_rng(0).standard_normal((n, n))
+    lam = structure_tensor_eigenvalues(structure_tensor(ndi.gaussian_filter(noise, sd), sigma=si, mode="reflect"))[1]
+    m = n // 4
+    return float(lam[m:-m, m:-m].mean())
+
+
 def _upsample(a: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
     """A block-mean grid back on the full grid (linear, edges held), cropped/padded to ``shape``."""
     if f <= 1:
@@ -192,6 +229,18 @@ class HierarchicalSegmenter:
             which stain level is cytoplasm (a 200 nm bead in resin is 0.03 um^2).
         membrane_z: a membrane's ridge response (Sato tubeness) must exceed its median
             by this many robust sigmas.
+        chromatin_nm: scale of the chromatin texture: granules and fibres 20-30 nm,
+            clustered into domains of 100-300 nm (Fawcett 1981; Ou et al. 2017, Science
+            357:eaag0025): the structure tensor's derivative scale (Gaussian sigma).
+        texture_window_nm: the structure tensor's integration scale (Gaussian sigma).
+        texture_smoothing_nm: the texture map's smoothing before its threshold.
+        texture_ratio: a nucleus's texture (the structure tensor's smaller eigenvalue)
+            exceeds this many times its value for the noise alone.
+        nucleus_darkening: a nucleus is darker than the cytoplasm around it by at least
+            this fraction of the cytoplasm's intensity (chromatin binds the heavy-metal
+            stains more than cytoplasm does; Fawcett 1981).
+        nucleus_edge_min_area_um2: smallest part of a nucleus kept where the field's
+            edge cuts it (``nucleus_min_area_um2`` elsewhere).
     """
 
     smoothing_nm: float = 25.0
@@ -208,6 +257,12 @@ class HierarchicalSegmenter:
     matrix_od_ratio: float = 2.2
     context_min_area_um2: float = 0.06
     membrane_z: float = 4.5
+    chromatin_nm: float = 25.0
+    texture_window_nm: float = 100.0
+    texture_smoothing_nm: float = 200.0
+    texture_ratio: float = 1.3
+    nucleus_darkening: float = 0.05
+    nucleus_edge_min_area_um2: float = 0.25
 
     # -- helpers ------------------------------------------------------------------
     def _levels(self, base: np.ndarray, valid: np.ndarray, sigma: float, min_px: float) -> list[float]:
@@ -283,6 +338,97 @@ class HierarchicalSegmenter:
             peak = np.where(better, d >= 0, peak)
         return strong & peak
 
+    def _texture(self, img: np.ndarray, px: float, valid: np.ndarray | None = None,
+                 organelles: np.ndarray | None = None) -> np.ndarray:
+        """Chromatin texture over noise: the structure tensor's smaller eigenvalue (isotropic
+        structure at ``chromatin_nm``; an edge raises only the larger one) divided by its
+        value for the image's noise alone (white, with Poisson variance scaled to the local
+        intensity), smoothed over ``texture_smoothing_nm``. About 1 in cytoplasm and resin."""
+        from skimage.feature import structure_tensor, structure_tensor_eigenvalues
+
+        sd, si = max(0.5, self.chromatin_nm / px), max(1.0, self.texture_window_nm / px)
+        lam = structure_tensor_eigenvalues(structure_tensor(ndi.gaussian_filter(img, sd), sigma=si, mode="reflect"))[1]
+        sn = noise_sigma(img) if valid is None else _masked_noise_sigma(img, valid)
+        local = ndi.gaussian_filter(img, self.texture_smoothing_nm / px)
+        med = float(np.median(img))
+        scale = np.clip(local / med, 0.2, 5.0) if med > 0 else 1.0  # Poisson: variance follows the intensity
+        ratio = lam / max(_noise_eigenvalue(round(sd, 2), round(si, 2)) * sn**2, 1e-30) / scale
+        if organelles is None or not organelles.any():
+            return ndi.gaussian_filter(ratio, self.texture_smoothing_nm / px)
+        # a compact organelle's outline turns every way (isotropic as chromatin): it is left out
+        # and the map filled in from around it (normalised convolution)
+        w = (~organelles).astype(float)
+        num = ndi.gaussian_filter(ratio * w, self.texture_smoothing_nm / px)
+        den = ndi.gaussian_filter(w, self.texture_smoothing_nm / px)
+        return np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
+
+    def _nuclear_regions(self, img: np.ndarray, px: float, cells: np.ndarray, ignore: np.ndarray,
+                         organelles: np.ndarray | None = None) -> np.ndarray:
+        """Regions of nuclear size whose chromatin texture stands above the noise and that are
+        darker than the cytoplasm round them (module docstring); edges still blurred by the
+        texture map's smoothing (:meth:`_nuclear_edges` places them)."""
+        from skimage.morphology import disk
+
+        ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
+        textured = (ratio > self.texture_ratio) & ~ignore
+        if not textured.any():
+            return textured
+        cand = _opening_disk(textured, 250.0 / px)
+        lab, n = ndi.label(cand)
+        if n == 0:
+            return cand
+        area = np.bincount(lab.ravel(), minlength=n + 1) * px**2 / 1e6
+        edge = np.zeros(n + 1, bool)
+        edge[np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
+        keep = (area >= self.nucleus_min_area_um2) | (edge & (area >= self.nucleus_edge_min_area_um2))
+        keep[0] = False
+        smooth = ndi.gaussian_filter(img, max(0.7, 60.0 / px))
+        r = max(2, int(round(300.0 / px)))
+        for i in np.flatnonzero(keep):
+            comp = lab == i
+            if comp.mean() >= 0.5:  # most of the field: no cytoplasm to compare with
+                continue
+            # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film, resin)
+            ring = ndi.binary_dilation(comp, disk(2 * r)) & ~ndi.binary_dilation(comp, disk(r)) & ~textured & ~ignore
+            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring):
+                if np.count_nonzero(ref) > 20:
+                    break
+            if np.count_nonzero(ref) > 20:
+                around = float(np.median(smooth[ref]))
+                if around > 0 and 1.0 - float(np.median(smooth[comp])) / around < self.nucleus_darkening:
+                    keep[i] = False  # as bright as the cytoplasm round it: edges or organelles, no chromatin
+        return ndi.binary_fill_holes(keep[lab])
+
+    def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
+                       mito: np.ndarray) -> np.ndarray:
+        """The nuclear edge: watershed of the gradient between markers 400 nm inside and outside
+        the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions'
+        ``core`` is outside (one beside a nucleus is not swallowed by it)."""
+        from skimage.morphology import disk
+        from skimage.segmentation import watershed
+
+        if not regions.any():
+            return regions
+        r = max(2, int(round(400.0 / px)))
+        inner = ndi.binary_erosion(regions, disk(r))
+        if not inner.any():  # a small part of a nucleus at the field's edge: a thinner inner marker
+            inner = ndi.binary_erosion(regions, disk(max(1, r // 2)), border_value=1)
+        outer = ~ndi.binary_dilation(regions, disk(r))
+        if mito.any():
+            mlab, nm = ndi.label(mito)
+            share = np.bincount(mlab.ravel(), weights=core.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
+            share[0] = 1.0
+            outer |= (share < 0.5)[mlab]
+            inner &= ~outer
+        nuclei = regions
+        if inner.any() and outer.any():
+            markers = np.where(inner, 2, np.where(outer, 1, 0)).astype(np.int32)
+            grad = ndi.gaussian_gradient_magnitude(ndi.gaussian_filter(img, max(0.7, 40.0 / px)), 1.0)
+            nuclei = watershed(grad, markers) == 2
+            # a tongue into the cytoplasm where the flood crossed a weak stretch of envelope is cut off
+            nuclei = _opening_disk(nuclei, 250.0 / px) | inner
+        return nuclei & ~ignore
+
     # -- the protocol ---------------------------------------------------------------
     def segment_section(
         self, image: np.ndarray, *, pixel_size_nm: float, reference_intensity: float | None = None,
@@ -353,10 +499,20 @@ class HierarchicalSegmenter:
             resin, why = ([], "one level with organelles") if org_level else ([0], "one level, no organelles")
         cell_levels = [k for k in range(k_levels) if k not in resin]
         cell_c = np.isin(cls, cell_levels) & valid_c
-        nuc_c = np.zeros(co.shape, bool)
-        if len(cell_levels) >= 2:
-            nuc_c = opening(cls == min(cell_levels), _disk(300.0 / pc))
-            nuc_c = _remove_small(nuc_c, self.nucleus_min_area_um2 * 1e6 / pc**2)
+        # nuclei by their chromatin (full resolution); their core, on the coarse grid, tells the
+        # organelle step what is nucleus
+        # compact organelles left out of the chromatin texture: those smaller than a nucleus, or
+        # whole in the field (a nucleus cut by the field's edge can look like one)
+        org_lab, n_org = ndi.label(organelles)
+        org_area = np.bincount(org_lab.ravel(), minlength=n_org + 1) * pc**2 / 1e6
+        at_edge = np.zeros(n_org + 1, bool)
+        at_edge[np.unique(np.r_[org_lab[0], org_lab[-1], org_lab[:, 0], org_lab[:, -1]])] = True
+        small = (org_area < self.nucleus_min_area_um2) | ~at_edge
+        small[0] = False
+        compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
+        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
+        nuc_core = ndi.binary_erosion(nuc_cand, iterations=max(1, int(round(2 * self.texture_smoothing_nm / px))), border_value=1)
+        nuc_c = block_mean(nuc_core.astype(float), f)[: co.shape[0], : co.shape[1]] > 0.5
 
         # 3. organelles: darker than the cell around them (resin counts as cytoplasm here,
         # so a thin neurite in resin is no organelle, and a mitochondrion in it is)
@@ -365,7 +521,10 @@ class HierarchicalSegmenter:
         if cell_c.any():
             level = float(np.median(no_mem[cell_c & ~nuc_c])) if (cell_c & ~nuc_c).any() else float(np.median(no_mem[cell_c]))
             # the cell's edge pixels mix in resin through the smoothing: they take the cell level too
-            filled = np.where(ndi.binary_erosion(cell_c, iterations=2), no_mem, max(level, 0.0))
+            # the nucleus (its dark heterochromatin rim included) is background here, save the
+            # compact organelles found in it or at its edge
+            nuc_bg = (block_mean(nuc_cand.astype(float), f)[: co.shape[0], : co.shape[1]] > 0.5) & ~ndi.binary_dilation(organelles)
+            filled = np.where(ndi.binary_erosion(cell_c, iterations=2) & ~nuc_bg, no_mem, max(level, 0.0))
             bg_cell = closing(filled, _disk(0.5 * self.organelle_max_width_nm / pc))
             cand = self._organelles(bg_cell - filled, sig_c, pc, cell_c, compact=False)
             cand_lab, n_cand = ndi.label(cand)
@@ -394,11 +553,6 @@ class HierarchicalSegmenter:
         cells = np.isin(cls_f, cell_levels)
         if cells.any():
             cells = opening(cells, _disk(60.0 / px))
-        nuclei = np.zeros(shape, bool)
-        if nuc_c.any():
-            near = _upsample(ndi.binary_dilation(nuc_c, iterations=2), f, shape) > 0.5
-            nuclei = opening((cls_f == min(cell_levels)) & near & cells, _disk(200.0 / px))
-            nuclei = _remove_small(nuclei, 0.5 * self.nucleus_min_area_um2 * 1e6 / px**2)
         mito = np.zeros(shape, bool)
         if mito_c.any():
             zone_lab, n_zone = ndi.label(mito_zone)
@@ -408,8 +562,14 @@ class HierarchicalSegmenter:
                 high = float(np.median(bg_f[sl][reg]))
                 mito[sl] |= reg & (s[sl] < 0.5 * (low + high))  # half maximum: unbiased edges
             mito = _remove_small(opening(mito, _disk(max(1.0, 50.0 / px))), self.mitochondrion_area_um2[0] * 1e6 / px**2)
-        cells |= mito
-        nuclei &= ~mito
+        nuclei = self._nuclear_edges(img, px, nuc_cand, nuc_core, ign, mito)
+        if nuclei.any() and mito.any():  # dense chromatin taken for a mitochondrion stays nucleus
+            mlab, nm = ndi.label(mito)
+            inside = np.bincount(mlab.ravel(), weights=nuclei.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
+            inside[0] = 0
+            mito &= ~(inside > 0.5)[mlab]
+        cells |= mito | nuclei  # textured chromatin is stained material, never resin
+        nuclei = _remove_small(nuclei & ~mito, self.nucleus_edge_min_area_um2 * 1e6 / px**2)  # no slivers between them
         cells &= ~ign
         # 4. membranes: the centre lines of dark ridges at the membrane's scale (Sato's tubeness),
         # at and next to the stained compartments
