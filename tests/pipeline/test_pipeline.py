@@ -74,18 +74,24 @@ def test_logic_separates_on_target_from_off_target_label(on_target):
 
 
 @pytest.mark.parametrize("on", [True, False])
-def test_estimated_label_sites_give_the_logic_of_the_known_sites(on_target, on):
-    """Every mitochondrion carries the label: the segmented mitochondria grown by one LM pixel
-    are the sites, as the known sites (the true mitochondria grown the same way) are."""
+def test_estimated_label_sites_give_the_logic_of_the_known_sites(on):
+    """Every mitochondrion carries the label: the target structures grown by one LM pixel are the
+    sites, as the known sites (the true mitochondria grown the same way) are; given the true
+    mitochondria instead of the segmenter's (the parser still drops what lies outside cells or on
+    artifacts), the estimated sites give the known logic to a few hundredths."""
     from scipy import ndimage as ndi
 
     lm, em, _, mito = clem_pair(0, label_on_target=on)
-    estimate = on_target[3].scores if on else evaluate_section(lm, em, context=CTX)
+    px = dict(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX)
     sites = ndi.binary_dilation(mito, iterations=round(CLEM_LM_PX / CLEM_EM_PX))
-    known = evaluate_section(lm, em, context=EvaluationContext(lm_pixel_size_nm=CLEM_LM_PX, em_pixel_size_nm=CLEM_EM_PX,
-                                                               label_target_mask=sites))
+    known = evaluate_section(lm, em, context=EvaluationContext(**px, label_target_mask=sites))
+    estimate = evaluate_section(lm, em, context=EvaluationContext(**px, structure_masks={"mitochondria": mito}))
     for k in ("logic", "logic_precision", "logic_recall"):
-        assert estimate[k].value == pytest.approx(known[k].value, abs=0.03), k
+        assert estimate[k].value == pytest.approx(known[k].value, abs=0.06), k
+    near = evaluate_section(lm, em, context=EvaluationContext(**px, structure_masks={"mitochondria": mito},
+                                                              label_sites="near_label"))
+    if on:  # the earlier definition measured something else: recall only against what the label touches
+        assert near["logic_recall"].value > known["logic_recall"].value + 0.05
 
 
 def _state(label: np.ndarray, structures: np.ndarray, **ctx) -> SectionState:
