@@ -451,16 +451,20 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
     for scen in phantoms:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
                                   max_sections=sections) for m in ("known", "estimate")}
+        logs = {m: _record_terms(r.env.unwrapped) for m, r in runners.items()}
         rows = []
         for i, params in enumerate(protocols):
             row = {"protocol": {k: float(v) if isinstance(v, (int, float)) else v for k, v in params.items()}}
             for m, r in runners.items():
+                logs[m].clear()
                 t0 = time.perf_counter()
                 res = r.measure(params, seed=5000 + i)
                 row[m] = {"quality": res["quality"], "cnr": res.get("cnr"), "failed_evaluations": res.get("failed_evaluations"),
-                          "seconds": time.perf_counter() - t0}
+                          "seconds": time.perf_counter() - t0, **_block_terms(logs[m])}
             rows.append(row)
-            print(f"  env {scen:<16} {i:>2}: known {row['known']['quality']:.3f}  estimate {row['estimate']['quality']:.3f}", flush=True)
+            print(f"  env {scen:<16} {i:>2}: known {row['known']['quality']:.3f}  estimate {row['estimate']['quality']:.3f}"
+                  f"  (logic {_fmt(row['known']['logic'])} / {_fmt(row['estimate']['logic'])}, unmeasured sections "
+                  f"{row['known']['no_measurement']} / {row['estimate']['no_measurement']})", flush=True)
         for r in runners.values():
             r.close()
         k = np.array([r["known"]["quality"] for r in rows])
@@ -474,8 +478,17 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
             idx = rng.integers(0, len(k), len(k))
             if k[idx].mean() > 0:
                 boots.append((e[idx].mean() - k[idx].mean()) / k[idx].mean())
+        terms = {}
+        for name in ("logic", "impact"):  # paired over the blocks both modes scored
+            pairs = np.array([(r["known"][name], r["estimate"][name]) for r in rows
+                              if r["known"][name] is not None and r["estimate"][name] is not None]).reshape(-1, 2)
+            terms[name] = {"blocks": len(pairs), "known": float(pairs[:, 0].mean()) if len(pairs) else None,
+                           "estimate": float(pairs[:, 1].mean()) if len(pairs) else None,
+                           "difference_ci95": _boot_ci(pairs[:, 1] - pairs[:, 0]) if len(pairs) > 1 else None}
+        terms["no_measurement_sections"] = {m: int(sum(r[m]["no_measurement"] for r in rows)) for m in ("known", "estimate")}
+        terms["scored_sections"] = {m: int(sum(r[m]["scored"] for r in rows)) for m in ("known", "estimate")}
         out["scenarios"][scen] = {
-            "spearman": rho, "mean_relative_bias": bias,
+            "spearman": rho, "mean_relative_bias": bias, "terms": terms,
             "bias_ci95": (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else None,
             "mean_known": mk, "mean_estimate": float(e.mean()),
             "seconds_per_block": {m: float(np.mean([r[m]["seconds"] for r in rows])) for m in ("known", "estimate")},
@@ -492,7 +505,45 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
         print(f"{scen:<18}{r['spearman']:>10.2f}{r['mean_relative_bias']:>+9.2f}{ci_txt:>20}{r['mean_known']:>8.3f}"
               f"{r['mean_estimate']:>8.3f}{r['seconds_per_block']['known']:>12.1f}{r['seconds_per_block']['estimate']:>11.1f}")
     print(f"{'pooled':<18}{out['pooled']['spearman']:>10.2f}{out['pooled']['mean_relative_bias']:>+9.2f}")
+    print("\nreward terms, mean per block over the blocks both modes scored (known / estimate), sections without a measurement:")
+    for scen, r in out["scenarios"].items():
+        t = r["terms"]
+        print(f"{scen:<18}" + "".join(f"  {n} {_fmt(t[n]['known'])} / {_fmt(t[n]['estimate'])}" for n in ("logic", "impact"))
+              + f"  unmeasured {t['no_measurement_sections']['known']} / {t['no_measurement_sections']['estimate']}"
+              + f" of {sections * len(r['blocks'])}")
     return out
+
+
+def _record_terms(env) -> list[dict]:
+    """Every step's reward terms and flags of ``env`` (its ``step`` wrapped), for the per-term comparison."""
+    log: list[dict] = []
+    step = env.step
+
+    def recording_step(action):
+        obs, reward, terminated, truncated, info = step(action)
+        if not info.get("stopped"):
+            log.append({"terms": {k: v.get("raw") for k, v in (info.get("reward_terms") or {}).items()},
+                        **{k: bool(info.get(k)) for k in ("no_measurement", "evaluation_failed", "section_failed")}})
+        return obs, reward, terminated, truncated, info
+
+    env.step = recording_step
+    return log
+
+
+def _block_terms(log: list[dict]) -> dict:
+    """A block's mean ``logic`` and ``impact`` over its scored sections, and its section counts."""
+    scored = [s for s in log if not (s["no_measurement"] or s["evaluation_failed"] or s["section_failed"])]
+
+    def mean(name: str):
+        v = [s["terms"][name] for s in scored if s["terms"].get(name) is not None and math.isfinite(s["terms"][name])]
+        return float(np.mean(v)) if v else None
+
+    return {"logic": mean("logic"), "impact": mean("impact"), "scored": len(scored),
+            "no_measurement": sum(s["no_measurement"] for s in log)}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def main() -> dict:

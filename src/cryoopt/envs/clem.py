@@ -218,7 +218,9 @@ class CLEMProtocolEnv(InstrumentEnv):
     The fused reward ``R = sum_k w_k term_k`` over ``impact`` (image quality:
     :class:`~cryoopt.pipeline.ImageQualityIndex` of EM/LM CNR, EM FRC resolution and
     artifact fraction, or your fitted forecaster among ``evaluators=``), ``logic``
-    (label on target structures, across registered serial sections), ``d_repro``
+    (label on its labelled sites and absent elsewhere, across registered serial sections:
+    the simulator's sites with ``structures="known"``, the same sites estimated from the
+    segmented target structures otherwise, see :meth:`_label_site_options`), ``d_repro``
     (reproducibility under +-10 % dilution/time), ``meta`` (execution vs the
     simulator's optimal time) and ``novelty`` (vs this block's sections), weights
     :data:`DEFAULT_WEIGHTS` (AHP priorities of :data:`REWARD_JUDGMENTS`: impact 0.55,
@@ -335,7 +337,7 @@ class CLEMProtocolEnv(InstrumentEnv):
         centre = self._field_centre()
         ctx = EvaluationContext(lm_pixel_size_nm=lm_px, em_pixel_size_nm=em_px, protocol=protocol,
                                 previous_sections=self._registered_previous(centre, em_px, em.shape), evaluators=tuple(evs),
-                                target_structures=self._target_structures(),
+                                target_structures=self._target_structures(), **self._label_site_options(),
                                 **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
         if self.registration == "known":
@@ -396,7 +398,9 @@ class CLEMProtocolEnv(InstrumentEnv):
         """The simulator's EM structure masks and labelled sites (``structures="known"``), else nothing.
 
         The labelled sites are dilated by one LM pixel: the label cannot be placed more
-        finely than the LM image resolves it."""
+        finely than the LM image resolves it. They are what ``logic`` compares the label
+        with; with estimated structures the pipeline estimates the same sites in the same
+        geometry (:meth:`_label_site_options`)."""
         truth = getattr(self.chain.physics.get("microscope"), "last_truth", None)
         if self.structures != "known" or truth is None or truth.cells.shape != tuple(shape):
             return {}
@@ -421,6 +425,22 @@ class CLEMProtocolEnv(InstrumentEnv):
             return None
         truth = scope.truth(self.chain.latest(), size=int(shape[0]), pixel_size_nm=lm_px, organelles=False)
         return truth.target_density > 0 if truth.cells.shape == tuple(shape) else None
+
+    def _label_site_options(self) -> dict[str, Any]:
+        """How the estimate path finds the labelled sites (``EvaluationContext.label_sites``), so that
+        ``logic`` measures with estimated structures what it measures with the simulator's sites.
+
+        A marker of whole structures (every mitochondrion; fiducial beads) labels every target
+        structure: the segmented ones, grown by one LM pixel. A punctate marker (puncta on the
+        neurites, ``target_site: neurites``) labels sites the EM does not show: one disc of the
+        sites' radius (the phantom's ``target_radius_um``, what a user states for the marker) at
+        each label spot on the segmented cells, grown by one LM pixel."""
+        specimen = getattr(self.chain.physics.get("microscope"), "specimen", None)
+        site = getattr(specimen, "target_site", "mitochondria")
+        capsules = getattr(getattr(specimen, "targets", None), "capsules", np.zeros((0, 7)))
+        if site in ("mitochondria", "free", "cells") or not len(capsules):
+            return {"label_sites": "structures"}
+        return {"label_sites": "spots", "label_site_radius_nm": float(np.median(capsules[:, 6]))}
 
     def _target_structures(self) -> tuple[str, ...]:
         """EM structures the label is meant for (and whose contrast ``em_cnr`` measures),

@@ -96,7 +96,13 @@ def signature(metrics: Mapping[str, float], names: Sequence[str] = SIGNATURE_MET
 
 @evaluators.register("logic")
 class LogicConsistencyEvaluator(Evaluator):
-    """Is the label where the target structures are, absent elsewhere, across sections?
+    """Is the label where its labelled sites are, absent elsewhere, across sections?
+
+    ``T`` is where the label belongs: the labelled sites, grown by one LM pixel (the finest
+    the label can be placed). The pipeline gives the known sites when it is told them
+    (``EvaluationContext.label_target_mask``, e.g. the simulator's) and otherwise estimates the
+    same sites from the segmented target structures (``EvaluationContext.label_sites``), so
+    the score means the same with and without ground truth.
 
     Per section ``s``: precision ``P_s = |L & T| / |L|`` (label on targets),
     recall ``R_s = |L & T| / |T|``, ``F1_s``. Agreement between consecutive sections

@@ -45,7 +45,10 @@ from cryoopt.pipeline.preprocess import Restorer, block_mean, detect_charging, d
 from cryoopt.pipeline.registration import RegistrationResult, detect_structure_points, register_lm_em
 from cryoopt.pipeline.scores import Score, Scores, score
 
-__all__ = ["EvaluationContext", "Pipeline", "SectionState", "evaluate_section"]
+__all__ = ["LABEL_SITES", "EvaluationContext", "Pipeline", "SectionState", "evaluate_section"]
+
+#: How the pipeline estimates where the label belongs (``EvaluationContext.label_sites``).
+LABEL_SITES = ("structures", "spots", "near_label")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class EvaluationContext:
             instead of the segmenters for those kinds (e.g. simulator ground truth, or
             an operator's annotation). The LM label is always segmented.
         label_target_mask: where the label belongs, on the EM image's grid (e.g. the
-            simulator's labelled sites); default: the union of ``target_structures``.
+            simulator's labelled sites, grown by one LM pixel); default: the sites
+            ``label_sites`` estimates from the segmented ``target_structures``.
         segmenter: the EM section segmenter, a name in
             :data:`~cryoopt.pipeline.parser.segmenters` (``"hierarchical"``, the classical
             default; ``"learned"``, a U-Net trained at first use) or a
@@ -86,10 +90,22 @@ class EvaluationContext:
             navigation to a region of interest leaves them, at the pixel sizes' scale,
             unrotated), a `3 x 3` LM -> EM pixel matrix from stage coordinates, or None
             (no label placement: label scores fail). ``registration_verified`` says which.
-        label_sites: where the label belongs when ``label_target_mask`` is not given:
-            ``"near_label"`` (the target structures within one LM pixel of the placed
-            label: precision is measured against the structures, recall against the
-            structure the label could resolve) or ``"structures"`` (all of them).
+        label_sites: where the label belongs when ``label_target_mask`` is not given: the
+            labelled sites, each grown by one LM pixel (the finest the label can be placed;
+            the simulator's known sites are grown the same way), so precision, recall and
+            ``logic`` mean the same with known and with estimated structures.
+            ``"structures"`` (default): every segmented target structure in the field, for a
+            marker of the whole structure (a mitochondrial marker, fluorescent beads): a
+            structure without label is a miss. ``"spots"``: for a marker of sites on the
+            target structures that the EM does not show (synaptic puncta on neurites): one
+            disc of ``label_site_radius_nm`` at the centre of each label spot that lies on a
+            target structure (within one LM pixel), none for a spot off them; the score then
+            measures whether the label sits on the target structures and is as compact as
+            the sites it marks, not which site it marks. ``"near_label"``: the target
+            structures within one LM pixel of the placed label, not grown (an earlier
+            default, kept for comparison).
+        label_site_radius_nm: radius of one labelled site for ``label_sites="spots"`` (e.g.
+            150 nm for a synaptic punctum), 1-100000 nm.
     """
 
     lm_pixel_size_nm: float
@@ -109,7 +125,8 @@ class EvaluationContext:
     em_reference_intensity: float | None = None
     elastic_registration: bool = False
     registration_prior: Any = "centred"
-    label_sites: str = "near_label"
+    label_sites: str = "structures"
+    label_site_radius_nm: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
@@ -117,8 +134,19 @@ class EvaluationContext:
         if self.em_reference_intensity is not None:
             object.__setattr__(self, "em_reference_intensity",
                                check_pixel_size(self.em_reference_intensity, name="em_reference_intensity"))
-        if self.label_sites not in ("near_label", "structures"):
-            raise EvaluationError(f"label_sites must be 'near_label' or 'structures', got {self.label_sites!r}")
+        if self.label_sites not in LABEL_SITES:
+            raise EvaluationError(f"label_sites must be one of {LABEL_SITES}, got {self.label_sites!r}")
+        if self.label_site_radius_nm is not None:
+            r = self.label_site_radius_nm
+            try:
+                ok = not isinstance(r, bool) and math.isfinite(float(r)) and 1.0 <= float(r) <= 1e5
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise EvaluationError(f"label_site_radius_nm must be a number of nm in [1, 100000], got {r!r}")
+            object.__setattr__(self, "label_site_radius_nm", float(r))
+        elif self.label_sites == "spots":
+            raise EvaluationError("label_sites='spots' needs label_site_radius_nm, the radius of one labelled site in nm")
         prior = self.registration_prior
         if not (prior is None or (isinstance(prior, str) and prior == "centred")):
             m = np.asarray(prior, float)
@@ -147,6 +175,7 @@ class SectionState:
     parsed: ParseResult | None = None
     registration: RegistrationResult | None = None
     label_mask: np.ndarray | None = None
+    #: the target structures (``metrics``, ``register``), then where the label belongs (``evaluate``)
     target_mask: np.ndarray | None = None
     scores: dict[str, Score] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -325,10 +354,6 @@ def stage_register(st: SectionState) -> None:
         s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
     else:
         s["label_in_target_fraction"] = score("label_in_target_fraction", math.nan)
-    if ctx.label_target_mask is None and ctx.label_sites == "near_label" and st.label_mask.any():
-        # the sites the label could mark: target structure within one LM pixel of it
-        reach = max(1, int(round(ctx.lm_pixel_size_nm / (ctx.em_pixel_size_nm * st.f_em))))
-        st.target_mask = st.target_mask & ndi.binary_dilation(st.label_mask, iterations=reach)
 
 
 def _prior(st: SectionState) -> np.ndarray | None:
@@ -349,9 +374,39 @@ def _prior(st: SectionState) -> np.ndarray | None:
     return to_w @ np.asarray(prior, float) @ _grid(st.f_lm)
 
 
+def label_sites(st: SectionState) -> np.ndarray:
+    """Where the placed label belongs on the working grid, estimated from the segmented target
+    structures (``st.target_mask``) as ``context.label_sites`` says; see :class:`EvaluationContext`."""
+    from scipy import ndimage as ndi
+
+    ctx = st.context
+    assert st.label_mask is not None and st.target_mask is not None  # noqa: S101 - stage order
+    structures, label = st.target_mask, st.label_mask
+    reach = max(1, int(round(ctx.lm_pixel_size_nm / (ctx.em_pixel_size_nm * st.f_em))))  # one LM pixel
+    if ctx.label_sites == "near_label":
+        return structures & ndi.binary_dilation(label, iterations=reach) if label.any() else structures
+    grown = ndi.binary_dilation(structures, iterations=reach) if structures.any() else structures
+    if ctx.label_sites == "structures":
+        return grown
+    # "spots": a site-sized disc at the centre of each label spot on the structures
+    spots, n = ndi.label(label, structure=np.ones((3, 3), bool))
+    markers = np.zeros(label.shape, bool)
+    if n:
+        centres = np.rint(ndi.center_of_mass(label, spots, range(1, n + 1))).astype(int).reshape(-1, 2)
+        centres = centres[grown[centres[:, 0], centres[:, 1]]]
+        markers[centres[:, 0], centres[:, 1]] = True
+    if not markers.any():
+        return markers
+    radius_px = (ctx.label_site_radius_nm or 0.0) / (ctx.em_pixel_size_nm * st.f_em)  # set: the context checks it
+    discs = ndi.distance_transform_edt(~markers) <= radius_px
+    return ndi.binary_dilation(discs, iterations=reach)
+
+
 def stage_evaluate(st: SectionState) -> None:
     ctx = st.context
     assert st.label_mask is not None and st.target_mask is not None  # noqa: S101
+    if ctx.label_target_mask is None:
+        st.target_mask = label_sites(st)
     shape = st.label_mask.shape
     previous = []
     for i, pair in enumerate(ctx.previous_sections):
