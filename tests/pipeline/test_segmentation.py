@@ -253,3 +253,19 @@ def test_a_field_inside_one_nucleus_and_one_inside_cytoplasm():
     else:
         pytest.skip("no organelle-free cytoplasm field round this nucleus")
     assert not SEG.segment_section(cyto.em, pixel_size_nm=25.0).mask("nuclei").any()
+
+
+def test_granular_film_filling_most_of_a_small_field_is_not_a_nucleus():
+    """Grainy film round a dark bead over most of a field too small to leave a ring round
+    the textured region, a smooth stretch of the same film beside it: that stretch is the
+    reference, and a region no darker than it is no nucleus (it was taken for one)."""
+    rng = np.random.default_rng(11)
+    px, n = 10.0, 128
+    yy, xx = (np.mgrid[0:n, 0:n] + 0.5) * px
+    grain = ndi.gaussian_filter(rng.standard_normal((n, n)), 25.0 / px)
+    grain *= (xx < 800.0) / grain.std()
+    bead = np.hypot(xx - 400.0, yy - 640.0) < 100.0
+    density = 0.05 + 0.05 * grain + 1.5 * bead
+    image = rng.poisson(300 * np.exp(-1.2 * np.clip(density, 0.0, None))).astype(float)
+    seg = SEG.segment_section(image, pixel_size_nm=px)
+    assert seg.mask("nuclei").mean() < 0.05

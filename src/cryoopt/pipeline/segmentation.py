@@ -386,11 +386,12 @@ class HierarchicalSegmenter:
         r = max(2, int(round(300.0 / px)))
         for i in np.flatnonzero(keep):
             comp = lab == i
-            if comp.mean() >= 0.5:  # most of the field: no cytoplasm to compare with
-                continue
-            # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film, resin)
+            # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
+            # resin); a region filling the field with nothing beside it to compare is kept
             ring = ndi.binary_dilation(comp, disk(2 * r)) & ~ndi.binary_dilation(comp, disk(r)) & ~textured & ~ignore
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring):
+            # (a region filling most of a small field leaves no ring: what is left of the field beside it)
+            rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
+            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring, rest):
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
