@@ -3,6 +3,7 @@ optional (the package and the classical segmenter work without PyTorch)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -70,7 +71,9 @@ def test_weights_round_trip_and_cache(tmp_path, monkeypatch):
         again.segment_section(img, pixel_size_nm=float("nan"))
 
 
-def test_package_and_classical_segmenter_work_without_torch():
+def test_package_and_classical_segmenter_work_without_torch(tmp_path):
+    """Without PyTorch the classical segmenter works, asking for the learned one says what to
+    install, and a cached model is left where it is (a missing backend is no corrupt file)."""
     code = textwrap.dedent("""
         import sys
 
@@ -86,15 +89,20 @@ def test_package_and_classical_segmenter_work_without_torch():
         from cryoopt.pipeline import parse_section, segmenters
         img = np.random.default_rng(0).poisson(200, (64, 64)).astype(float)
         parse_section(img, structures=("cells",), pixel_size_nm=30.0, with_graph=False)
+        from cryoopt.pipeline.learned import TrainingConfig, cache_dir
+        (cache_dir() / f"segmenter-{TrainingConfig().key()}.pt").write_bytes(b"weights")
         try:
             segmenters.get("learned")()
         except BackendUnavailableError as e:
             assert "hierarchical" in str(e)
             print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "CRYOOPT_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+    kept = list(tmp_path.iterdir())
+    assert len(kept) == 1 and kept[0].name.endswith(".pt") and kept[0].read_bytes() == b"weights"
 
 
 def test_cache_key_follows_the_training_data_and_the_class_weights(monkeypatch):

@@ -372,10 +372,13 @@ class LearnedSegmenter:
 
 def load_or_train(config: TrainingConfig = TrainingConfig(), *, progress: bool = True) -> LearnedSegmenter:
     """The cached model for ``config``, trained now (and cached) on first use."""
+    _torch()  # no PyTorch: refuse before the cache is touched (a missing backend is no corrupt file)
     path = cache_dir() / f"segmenter-{config.key()}.pt"
     if path.exists():
         try:
             return LearnedSegmenter.load(path)
+        except BackendUnavailableError:
+            raise
         except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError) as err:
             # a corrupt or foreign file: kept aside for inspection (weights cost CPU-minutes), then train afresh
             aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
