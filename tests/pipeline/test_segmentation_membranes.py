@@ -1,0 +1,109 @@
+"""Membranes of the classical segmenter against scenes with known geometry: a bilayer thinner
+than the pixel is one line of one pixel on the bilayer, and the nuclear envelope's two bilayers
+(37.5 nm apart, centre to centre) are two lines where the pixel resolves them and one where not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from cryoopt.pipeline.segmentation import HierarchicalSegmenter, _rings
+
+SEG = HierarchicalSegmenter()
+#: Stain densities of cytoplasm and of a bilayer (the simulator's scale) and Beer-Lambert's 1.2.
+CYTOPLASM, BILAYER = 0.25, 0.75
+
+
+def _bilayers(pixel_nm: float, centres_nm: tuple[float, ...], *, bilayer_nm: float = 7.5, n: int = 96,
+              dose: float = 2000.0, tilt: float = 0.05, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """EM of straight bilayers through cytoplasm, nearly vertical (``tilt`` nm across per nm down),
+    each pixel the mean over its area (16x supersampled across), Poisson noise at ``dose``
+    electrons per pixel; with each bilayer's centre column per row (pixel units)."""
+    sub = 16
+    x = (np.arange(n * sub) + 0.5) * pixel_nm / sub
+    y = (np.arange(n) + 0.5) * pixel_nm
+    across = x[None, :] - (0.5 * n * pixel_nm + tilt * y[:, None])
+    bilayer = np.zeros(across.shape, bool)
+    for c in centres_nm:
+        bilayer |= np.abs(across - c) < 0.5 * bilayer_nm
+    density = (CYTOPLASM + (BILAYER - CYTOPLASM) * bilayer).reshape(n, n, sub).mean(axis=2)
+    image = np.random.default_rng(seed).poisson(dose * np.exp(-1.2 * density)).astype(float)
+    cols = [(0.5 * n * pixel_nm + c + tilt * y) / pixel_nm - 0.5 for c in centres_nm]
+    return image, cols
+
+
+def _lines_per_row(mask: np.ndarray, margin: int = 8) -> np.ndarray:
+    inner = mask[margin:-margin, margin:-margin]
+    return np.array([ndi.label(row)[1] for row in inner])
+
+
+@pytest.mark.parametrize("pixel_nm", [10.0, 20.0, 30.0])
+def test_a_single_bilayer_is_one_line_of_its_width_on_it(pixel_nm):
+    image, (col,) = _bilayers(pixel_nm, (0.0,), bilayer_nm=8.0)
+    lines = SEG._membrane_lines(image, pixel_nm)
+    m = 8
+    inner = lines[m:-m, m:-m]
+    width = inner.sum(axis=1)  # pixels per row across a nearly vertical line
+    # the truth widens a bilayer thinner than the pixel to the pixel holding it: one pixel wide
+    assert np.mean(width) == pytest.approx(1.0, abs=1.0)
+    assert np.mean(width > 0) > 0.9  # found along the whole line
+    rows, cols = np.nonzero(inner)
+    on_it = np.abs(cols + m - np.round(col[rows + m])) <= 0
+    assert on_it.mean() > 0.9  # and on the pixel that holds the bilayer's centre, not beside it
+    assert not lines[:, : int(col.min()) - 4].any() and not lines[:, int(col.max()) + 5:].any()  # nothing else
+
+
+@pytest.mark.parametrize(("pixel_nm", "lines_expected"), [(7.5, 2), (10.0, 2), (25.0, 1), (30.0, 1)])
+def test_the_envelope_double_bilayer_is_two_lines_only_where_the_pixel_resolves_it(pixel_nm, lines_expected):
+    # two 7.5 nm bilayers around a 30 nm perinuclear space: centres 37.5 nm apart, i.e.
+    # 5 and 3.75 px at 7.5 and 10 nm pixels, 1.5 and 1.25 px at 25 and 30 nm
+    image, cols = _bilayers(pixel_nm, (0.0, 37.5))
+    per_row = _lines_per_row(SEG._membrane_lines(image, pixel_nm))
+    if lines_expected == 2:
+        assert np.mean(per_row == 2) > 0.9
+    else:
+        assert np.all(per_row <= 1)
+        assert np.mean(per_row == 1) > 0.5
+
+
+@pytest.mark.parametrize(("pixel_nm", "rings_expected"), [(8.0, 2), (10.0, 2), (25.0, 1), (40.0, 1)])
+def test_envelope_rings_below_a_nuclear_edge_are_two_only_where_the_pixel_resolves_them(pixel_nm, rings_expected):
+    n = 128
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    radius_nm = 0.35 * n * pixel_nm
+    nucleus = np.hypot(yy - n / 2, xx - n / 2) * pixel_nm < radius_nm
+    env = _rings(nucleus, pixel_nm, (3.75, 41.25))
+    assert env.any() and not (env & ~nucleus).any()
+    # count the runs along a ray from the centre to the edge
+    ray = env[n // 2, n // 2:]
+    assert ndi.label(ray)[1] == rings_expected
+    # each ring pixel's centre lies within half a pixel of a bilayer's centre below the edge
+    k = ray.nonzero()[0]
+    depths_nm = radius_nm - np.hypot(0.5, k + 0.5) * pixel_nm
+    assert np.all(np.minimum(np.abs(depths_nm - 3.75), np.abs(depths_nm - 41.25)) < 0.5 * pixel_nm)
+
+
+def test_a_step_between_two_stain_levels_is_no_membrane():
+    # the edge of a region stained more (a neurite's part through more of the slab, chromatin):
+    # darker on one side only, so not a membrane, which is darker than both its flanks; a line of
+    # that contrast is found in every row, the step in few (noise makes a flank look brighter)
+    n, pixel_nm = 96, 25.0
+    density = np.where(np.arange(n)[None, :] + 0.05 * np.arange(n)[:, None] < n / 2, CYTOPLASM, 2 * CYTOPLASM)
+    density = np.broadcast_to(density, (n, n))
+    image = np.random.default_rng(1).poisson(2000.0 * np.exp(-1.2 * density)).astype(float)
+    assert SEG._membrane_lines(image, pixel_nm).sum() < 0.3 * n
+
+
+def test_a_membrane_through_a_third_of_the_slab_is_not_one_through_all_of_it():
+    # a membrane inclined through the section fills its pixel for part of the thickness: a line a
+    # third as dark as one filling it (the truth keeps what a pixel holds through most of the slab)
+    n, pixel_nm = 96, 25.0
+    cols = np.arange(n)[None, :] - 0.05 * np.arange(n)[:, None]
+    density = np.full((n, n), CYTOPLASM)
+    full, third = (np.abs(cols - 30) < 0.5), (np.abs(cols - 64) < 0.5)
+    density = density + (BILAYER - CYTOPLASM) * (full + third / 3.0)
+    image = np.random.default_rng(2).poisson(2000.0 * np.exp(-1.2 * density)).astype(float)
+    lines = SEG._membrane_lines(image, pixel_nm)
+    assert np.mean(lines[full]) > 0.9
+    assert np.mean(lines[ndi.binary_dilation(third)]) < 0.05
