@@ -107,3 +107,19 @@ def test_a_membrane_through_a_third_of_the_slab_is_not_one_through_all_of_it():
     lines = SEG._membrane_lines(image, pixel_nm)
     assert np.mean(lines[full]) > 0.9
     assert np.mean(lines[ndi.binary_dilation(third)]) < 0.05
+
+
+def test_the_envelope_is_found_along_a_nucleus_edge_and_no_line_inside_it():
+    # a nucleus of granular chromatin with a dense band under its edge (the scene of the
+    # segmentation tests); at 40 nm the envelope's bilayers are the first pixel of the nucleus
+    from tests.pipeline.test_segmentation import _scene
+
+    pixel_nm = 40.0
+    image, truth = _scene(pixel_nm)
+    membranes = SEG.segment_section(image, pixel_size_nm=pixel_nm).mask("membranes")
+    nucleus = truth["nuclei"]
+    edge = nucleus & ~ndi.binary_erosion(nucleus)
+    near = ndi.binary_dilation(membranes, iterations=1)
+    assert np.mean(near[edge]) > 0.7  # found along most of the edge
+    deep = ndi.binary_erosion(nucleus, iterations=4)
+    assert np.count_nonzero(membranes & deep) < 0.02 * np.count_nonzero(edge)  # chromatin makes no membranes
