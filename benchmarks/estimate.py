@@ -66,7 +66,35 @@ def _boot_ci(x: np.ndarray, stat=np.mean, n: int = 2000, seed: int = 0) -> tuple
 
 
 # -- 1. segmentation ------------------------------------------------------------------------
-def bench_segmentation(quick: bool, learned: bool) -> dict:
+def _membrane_kinds(masks: dict) -> dict:
+    """The true membranes split by what they bound: the nuclear envelope (within 3 px of a
+    nucleus), mitochondrial membranes, and plasma membranes (the rest)."""
+    from scipy import ndimage as ndi
+
+    mem, mito = masks["membranes"], masks["mitochondria"]
+    env = mem & ndi.binary_dilation(masks["nuclei"], iterations=3) & ~mito
+    return {"envelope": env, "mitochondrial": mem & mito, "plasma": mem & ~env & ~mito}
+
+
+def membrane_reference(sections: list) -> dict:
+    """What a pixel IoU of these one-pixel membranes allows: the truth against itself moved by
+    one pixel (mean of the four directions) and grown by one pixel (4-connected), pooled."""
+    from scipy import ndimage as ndi
+
+    out = {}
+    for name, f in (("shifted_1px", lambda m: [np.roll(m, s, a) for a in (0, 1) for s in (-1, 1)]),
+                    ("dilated_1px", lambda m: [ndi.binary_dilation(m)])):
+        i = u = 0
+        for s in sections:
+            b = s.masks["membranes"]
+            for a in f(b):
+                i += int(np.count_nonzero(a & b))
+                u += int(np.count_nonzero(a | b))
+        out[name] = i / u if u else None
+    return out
+
+
+def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200, 201, 202, 203)) -> dict:
     from cryoopt.pipeline.segmentation import HierarchicalSegmenter, boundary_f_score
     from cryoopt.sim.datasets import random_em_sections
 
@@ -77,16 +105,18 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         t0 = time.perf_counter()
         methods["learned"] = load_or_train(progress=True)
         print(f"learned segmenter ready in {time.perf_counter() - t0:.0f} s (load {_load():.1f})")
-    seeds = (200, 201) if quick else (200, 201, 202, 203)
+    seeds = tuple(seeds)[:2] if quick else tuple(seeds)
     per = 4 if quick else 8
     sections = list(random_em_sections(PRESETS, seeds=seeds, per_specimen=per, size=128, rng=2024))
-    out: dict = {"n_sections": len(sections), "seeds": list(seeds), "methods": {}}
+    out: dict = {"n_sections": len(sections), "seeds": list(seeds), "methods": {},
+                 "membranes_truth_against_itself": membrane_reference(sections)}
     for name, seg in methods.items():
         inter = {(p, c): 0 for p in PRESETS for c in CLASSES}
         union = dict(inter)
         per_sec: dict = {(p, c): [] for p in PRESETS for c in CLASSES}
         false_area: dict = {p: [] for p in PRESETS}
         bf: dict = {p: [] for p in PRESETS}  # membrane boundary P, R, F per section with membranes
+        kinds = {k: [0, 0] for k in ("plasma", "envelope", "mitochondrial")}  # true membrane pixels found, of all
         t0 = time.perf_counter()
         for s in sections:
             ref = s.params["dose_e_per_px"] if name.endswith("+I0") else None
@@ -104,6 +134,9 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
             if s.masks["membranes"].any():  # BSDS tolerance: 0.75 % of the image diagonal
                 bf[p].append(boundary_f_score(pred.mask("membranes"), s.masks["membranes"],
                                               tolerance_px=BOUNDARY_TOLERANCE * math.hypot(*s.em.shape)))
+                for k, m in _membrane_kinds(s.masks).items():
+                    kinds[k][0] += int(np.count_nonzero(m & pred.mask("membranes")))
+                    kinds[k][1] += int(np.count_nonzero(m))
         dt = (time.perf_counter() - t0) / len(sections)
         res = {}
         for p in PRESETS:
@@ -122,6 +155,7 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
                 "precision": float(prf[:, 0].mean()) if len(prf) else None, "recall": float(prf[:, 1].mean()) if len(prf) else None,
                 "f_score": float(prf[:, 2].mean()) if len(prf) else None,
                 "f_ci95": _boot_ci(prf[:, 2]) if len(prf) > 1 else None, "n_sections": int(len(prf)),
+                "per_section_f": [float(v) for v in prf[:, 2]],  # in section order: paired across runs
             }
         for c in CLASSES:
             i = sum(inter[p, c] for p in PRESETS)
@@ -131,6 +165,7 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         res["all/membrane_boundary"] = {"precision": float(prf[:, 0].mean()), "recall": float(prf[:, 1].mean()),
                                         "f_score": float(prf[:, 2].mean()), "f_ci95": _boot_ci(prf[:, 2]),
                                         "n_sections": int(len(prf)), "tolerance": "0.75 % of the image diagonal (BSDS)"}
+        res["all/membrane_recall_by_kind"] = {k: (f / n if n else None) for k, (f, n) in kinds.items()}
         out["methods"][name] = {"iou": res, "seconds_per_section": dt, "load": _load()}
     print("\n== Segmentation IoU (pooled over held-out sections; mean per section where the class is present) ==")
     print(f"{'method':<17}{'phantom':<18}" + "".join(f"{c:>20}" for c in CLASSES))
@@ -147,7 +182,11 @@ def bench_segmentation(quick: bool, learned: bool) -> dict:
         mb = r["iou"]["all/membrane_boundary"]
         print(f"{'':<17}membrane boundary P {mb['precision']:.2f} R {mb['recall']:.2f} F {mb['f_score']:.2f} "
               f"({mb['f_ci95'][0]:.2f}-{mb['f_ci95'][1]:.2f}, n{mb['n_sections']}; tolerance 0.75 % of the diagonal)")
+        rk = r["iou"]["all/membrane_recall_by_kind"]
+        print(f"{'':<17}true membrane pixels found: " + ", ".join(f"{k} {v:.2f}" for k, v in rk.items() if v is not None))
         print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
+    ref = out["membranes_truth_against_itself"]
+    print(f"membranes: the truth against itself moved by 1 px IoU {ref['shifted_1px']:.2f}, grown by 1 px {ref['dilated_1px']:.2f}")
     return out
 
 
@@ -169,7 +208,14 @@ def paired_segmentation(new: dict, baseline: dict) -> dict:
                 out[f"{name}/{c}"] = {"mean_difference": float(np.mean(d)), "ci95": _boot_ci(np.array(d)), "n_sections": len(d)}
         mb, bb = r["iou"].get("all/membrane_boundary"), b["iou"].get("all/membrane_boundary")
         if mb and bb:
-            out[f"{name}/membrane_boundary_f"] = {"new": mb["f_score"], "baseline": bb["f_score"]}
+            out[f"{name}/membrane_boundary_f"] = row = {"new": mb["f_score"], "baseline": bb["f_score"]}
+            d = []
+            for p in PRESETS:
+                x, y = r["iou"][f"{p}/membrane_boundary"].get("per_section_f"), b["iou"][f"{p}/membrane_boundary"].get("per_section_f")
+                if x is not None and y is not None and len(x) == len(y):
+                    d += [xi - yi for xi, yi in zip(x, y)]
+            if d:
+                row.update(mean_difference=float(np.mean(d)), ci95=_boot_ci(np.array(d)), n_sections=len(d))
     print("\n== Segmentation, paired per-section IoU difference against the baseline run (same sections) ==")
     for k, v in out.items():
         if "ci95" in v:
@@ -559,6 +605,8 @@ def main() -> dict:
     ap.add_argument("--reg-baseline", help="a JSON of the reg part run by other code on the same seeds: paired differences per section")
     ap.add_argument("--reg-key", default="registration", help="the key of --out the reg part is stored under")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
+    ap.add_argument("--seg-seeds", default="200,201,202,203",
+                    help="specimen seeds of the seg part (held out: 200+; tune on others, e.g. 300,301)")
     ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -567,7 +615,7 @@ def main() -> dict:
                     "load_at_start": _load(), "quick": args.quick}
     t0 = time.perf_counter()
     if "seg" in parts:
-        result["segmentation"] = bench_segmentation(args.quick, args.learned)
+        result["segmentation"] = bench_segmentation(args.quick, args.learned, tuple(int(x) for x in args.seg_seeds.split(",")))
         if args.seg_baseline:
             result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
                 result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
