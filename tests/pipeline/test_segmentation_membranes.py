@@ -123,3 +123,20 @@ def test_the_envelope_is_found_along_a_nucleus_edge_and_no_line_inside_it():
     assert np.mean(near[edge]) > 0.7  # found along most of the edge
     deep = ndi.binary_erosion(nucleus, iterations=4)
     assert np.count_nonzero(membranes & deep) < 0.02 * np.count_nonzero(edge)  # chromatin makes no membranes
+
+
+def test_the_envelope_is_placed_only_where_the_image_shows_the_nuclear_edge():
+    from cryoopt.exceptions import EvaluationError
+    from cryoopt.pipeline.segmentation import nuclear_envelope
+
+    n, pixel_nm = 96, 25.0
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    nucleus = np.hypot(yy - n / 2, xx - n / 2) < 30
+    rng = np.random.default_rng(3)
+    shown = rng.poisson(500.0 * np.exp(-1.2 * np.where(nucleus, 0.6, 0.25))).astype(float)
+    flat = rng.poisson(500.0 * np.exp(-1.2 * 0.25), (n, n)).astype(float)  # a nucleus the image does not show
+    env = nuclear_envelope(shown, nucleus, pixel_nm)
+    assert np.mean(env[_rings(nucleus, pixel_nm, (3.75, 41.25))]) > 0.9
+    assert np.count_nonzero(nuclear_envelope(flat, nucleus, pixel_nm)) < 0.05 * np.count_nonzero(env)
+    with pytest.raises(EvaluationError, match="nuclei has shape"):
+        nuclear_envelope(shown, nucleus[:-1], pixel_nm)
