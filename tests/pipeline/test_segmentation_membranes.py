@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cryoopt.pipeline.segmentation import HierarchicalSegmenter, _rings
+from cryoopt.pipeline.segmentation import HierarchicalSegmenter, _depth_bands
 
 SEG = HierarchicalSegmenter()
 #: Stain densities of cytoplasm and of a bilayer (the simulator's scale) and Beer-Lambert's 1.2.
@@ -73,7 +73,7 @@ def test_envelope_rings_below_a_nuclear_edge_are_two_only_where_the_pixel_resolv
     yy, xx = np.mgrid[0:n, 0:n] + 0.5
     radius_nm = 0.35 * n * pixel_nm
     nucleus = np.hypot(yy - n / 2, xx - n / 2) * pixel_nm < radius_nm
-    env = _rings(nucleus, pixel_nm, (3.75, 41.25))
+    env = _depth_bands(nucleus, pixel_nm, (3.75, 41.25))
     assert env.any() and not (env & ~nucleus).any()
     # count the runs along a ray from the centre to the edge
     ray = env[n // 2, n // 2:]
@@ -136,7 +136,7 @@ def test_the_envelope_is_placed_only_where_the_image_shows_the_nuclear_edge():
     shown = rng.poisson(500.0 * np.exp(-1.2 * np.where(nucleus, 0.6, 0.25))).astype(float)
     flat = rng.poisson(500.0 * np.exp(-1.2 * 0.25), (n, n)).astype(float)  # a nucleus the image does not show
     env = nuclear_envelope(shown, nucleus, pixel_nm)
-    assert np.mean(env[_rings(nucleus, pixel_nm, (3.75, 41.25))]) > 0.9
+    assert np.mean(env[_depth_bands(nucleus, pixel_nm, (3.75, 41.25))]) > 0.9
     assert np.count_nonzero(nuclear_envelope(flat, nucleus, pixel_nm)) < 0.05 * np.count_nonzero(env)
     with pytest.raises(EvaluationError, match="nuclei has shape"):
         nuclear_envelope(shown, nucleus[:-1], pixel_nm)

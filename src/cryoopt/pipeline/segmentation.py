@@ -291,7 +291,7 @@ def _half_maximum_edge(img: np.ndarray, mask: np.ndarray, px: float, search_nm: 
     return keep[lab]
 
 
-def _rings(mask: np.ndarray, px: float, depths_nm: tuple[float, ...]) -> np.ndarray:
+def _depth_bands(mask: np.ndarray, px: float, depths_nm: tuple[float, ...]) -> np.ndarray:
     """Pixels of ``mask`` whose centre lies within half a pixel of one of ``depths_nm`` below
     its edge (the edge half a pixel outside the outermost pixels' centres). Two depths
     closer than a pixel or so give one line; further apart, two."""
@@ -313,7 +313,7 @@ def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float
     Biology of the Cell*, 6th ed., ch. 12; Fawcett 1981) fill fractions of a pixel and image
     as the step from cytoplasm to heterochromatin, not as lines: they are placed at
     ``depths_nm`` below the mask's edge (two lines where the pixel resolves them, one where
-    not; :func:`_rings`), only where the image shows that edge: a gradient (Gaussian
+    not; :func:`_depth_bands`), only where the image shows that edge: a gradient (Gaussian
     derivative at 1 px, whose answer to white noise of sigma ``s`` has sigma
     ``s / sqrt(8 pi)``) above ``edge_z`` noise sigmas within a pixel.
     """
@@ -325,7 +325,7 @@ def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float
     if not nuc.any():
         return np.zeros(img.shape, bool)
     grad = ndi.gaussian_gradient_magnitude(img, 1.0) / max(noise_sigma(img) / math.sqrt(8.0 * math.pi), 1e-30)
-    return _rings(nuc, px, depths_nm) & (ndi.maximum_filter(grad, 3) > edge_z)
+    return _depth_bands(nuc, px, depths_nm) & (ndi.maximum_filter(grad, 3) > edge_z)
 
 
 @dataclass(frozen=True)
