@@ -239,14 +239,18 @@ def _line_response(img: np.ndarray, along_px: float, flank_z: float = 1.0) -> tu
     zero unless each flank alone is brighter than the line by ``flank_z`` noise sigmas (a
     step edge between two stain levels is dark on one side only: no membrane); and where it peaks
     across the line (non-maximum suppression along the line's normal)."""
+    from scipy.signal import fftconvolve
+
     kernels = _line_kernels(along_px)
     med = float(np.median(img))
     local = ndi.gaussian_filter(img, 4.0)
     scale = np.sqrt(np.clip(local / med, 0.2, 5.0)) if med > 0 else np.ones(img.shape)  # Poisson: variance follows the intensity
     noise = np.maximum(noise_sigma(img) * scale, 1e-30)
+    h = kernels[0][0].shape[0] // 2
+    padded = np.pad(img, h, mode="symmetric")  # ndimage's "reflect"
     resp = []
-    for k1, k2 in kernels:
-        a, b = ndi.correlate(img, k1, mode="reflect") / noise, ndi.correlate(img, k2, mode="reflect") / noise
+    for k1, k2 in kernels:  # by FFT: 24 kernels up to 25 px wide (direct correlation took seconds per image)
+        a, b = (fftconvolve(padded, k[::-1, ::-1], mode="valid") / noise for k in (k1, k2))
         resp.append(np.where(np.minimum(a, b) > flank_z, 0.5 * (a + b), 0.0))
     resp = np.stack(resp)
     best = resp.argmax(axis=0)
