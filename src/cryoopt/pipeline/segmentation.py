@@ -155,6 +155,25 @@ def _disk(radius_px: float) -> object:
     return disk(r, decomposition="crosses") if r > 3 else disk(r)
 
 
+def _dilate_disk(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """``binary_dilation(mask, disk(radius_px))``, exactly, from one distance transform: a pixel is
+    in the dilation when the mask lies within the disc's radius of it (a large disc as a
+    footprint costs its area per pixel)."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    return ndi.distance_transform_edt(~mask) <= radius_px
+
+
+def _erode_disk(mask: np.ndarray, radius_px: int, *, border_value: int = 0) -> np.ndarray:
+    """``binary_erosion(mask, disk(radius_px), border_value=...)``, exactly, from one distance
+    transform: a pixel stays when nothing outside the mask lies within the disc's radius
+    (outside the image counts as outside the mask unless ``border_value``)."""
+    if border_value:
+        return mask.copy() if mask.all() else ndi.distance_transform_edt(mask) > radius_px
+    r = int(radius_px) + 1
+    return (ndi.distance_transform_edt(np.pad(mask, r, constant_values=False)) > radius_px)[r:-r, r:-r]
+
+
 def _masked_noise_sigma(image: np.ndarray, valid: np.ndarray) -> float:
     """:func:`noise_sigma` from the diagonal differences of valid pixel pairs only."""
     ok = valid[1:, 1:] & valid[:-1, :-1]
@@ -367,8 +386,6 @@ class HierarchicalSegmenter:
         """Regions of nuclear size whose chromatin texture stands above the noise and that are
         darker than the cytoplasm round them (module docstring); edges still blurred by the
         texture map's smoothing (:meth:`_nuclear_edges` places them)."""
-        from skimage.morphology import disk
-
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
         if not textured.any():
@@ -388,10 +405,11 @@ class HierarchicalSegmenter:
             comp = lab == i
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
             # resin); a region filling the field with nothing beside it to compare is kept
-            ring = ndi.binary_dilation(comp, disk(2 * r)) & ~ndi.binary_dilation(comp, disk(r)) & ~textured & ~ignore
+            near = _dilate_disk(comp, r)
+            ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
             rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring, rest):
+            for ref in (ring & cells, cells & ~textured & ~ignore & ~near, ring, rest):
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
@@ -405,16 +423,15 @@ class HierarchicalSegmenter:
         """The nuclear edge: watershed of the gradient between markers 400 nm inside and outside
         the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions'
         ``core`` is outside (one beside a nucleus is not swallowed by it)."""
-        from skimage.morphology import disk
         from skimage.segmentation import watershed
 
         if not regions.any():
             return regions
         r = max(2, int(round(400.0 / px)))
-        inner = ndi.binary_erosion(regions, disk(r))
+        inner = _erode_disk(regions, r)
         if not inner.any():  # a small part of a nucleus at the field's edge: a thinner inner marker
-            inner = ndi.binary_erosion(regions, disk(max(1, r // 2)), border_value=1)
-        outer = ~ndi.binary_dilation(regions, disk(r))
+            inner = _erode_disk(regions, max(1, r // 2), border_value=1)
+        outer = ~_dilate_disk(regions, r)
         if mito.any():
             mlab, nm = ndi.label(mito)
             share = np.bincount(mlab.ravel(), weights=core.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
@@ -512,7 +529,9 @@ class HierarchicalSegmenter:
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
         nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
-        nuc_core = ndi.binary_erosion(nuc_cand, iterations=max(1, int(round(2 * self.texture_smoothing_nm / px))), border_value=1)
+        n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
+        # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
+        nuc_core = nuc_cand.copy() if nuc_cand.all() else ndi.distance_transform_cdt(nuc_cand, metric="taxicab") > n_core
         nuc_c = block_mean(nuc_core.astype(float), f)[: co.shape[0], : co.shape[1]] > 0.5
 
         # 3. organelles: darker than the cell around them (resin counts as cytoplasm here,
