@@ -308,7 +308,10 @@ class HierarchicalSegmenter:
 
     def _organelles(self, tophat: np.ndarray, sigma: float, pixel_nm: float, within: np.ndarray, *,
                     compact: bool = True, min_area_um2: float | None = None) -> np.ndarray:
-        """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide)."""
+        """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide,
+        the width the minor axis of the region's ellipse). Otherwise the width is the region's
+        local thickness: a mitochondrion crossing a small field, or two side by side that the
+        top-hat joins, fills an ellipse as wide as it is long."""
         from skimage.measure import label, regionprops
 
         w_lo, w_hi = self.mitochondrion_width_nm
@@ -317,7 +320,10 @@ class HierarchicalSegmenter:
         out = np.zeros(tophat.shape, bool)
         for rp in regionprops(label((tophat > self.detection_z * sigma) & within)):
             area = rp.area * pixel_nm**2 / 1e6
-            width = rp.axis_minor_length * pixel_nm
+            if compact:
+                width = rp.axis_minor_length * pixel_nm
+            else:  # local thickness: twice the largest inscribed radius (the field's edge bounds it)
+                width = (2.0 * float(ndi.distance_transform_edt(np.pad(rp.image, 1)).max()) - 1.0) * pixel_nm
             long = rp.axis_major_length > 6.0 * max(rp.axis_minor_length, 1.0)
             if a_lo <= area <= a_hi and w_lo <= width <= w_hi and not (compact and long):
                 out[tuple(rp.coords.T)] = True
