@@ -410,7 +410,9 @@ class HierarchicalSegmenter:
         for i in np.flatnonzero(keep):
             comp = lab == i
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
-            # resin); a region filling the field with nothing beside it to compare is kept
+            # resin); a region filling the field with nothing beside it to compare is no nucleus
+            # (at 10 nm pixels the grain of resin and cytoplasm stands 3-16x above the noise's
+            # texture, so a small field can be textured wall to wall without any chromatin)
             near = _dilate_disk(comp, r)
             ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
@@ -422,6 +424,8 @@ class HierarchicalSegmenter:
                 around = float(np.median(smooth[ref]))
                 if around > 0 and 1.0 - float(np.median(smooth[comp])) / around < self.nucleus_darkening:
                     keep[i] = False  # as bright as the cytoplasm round it: edges or organelles, no chromatin
+            else:
+                keep[i] = False  # nothing beside it to compare: texture alone does not make a nucleus
         return ndi.binary_fill_holes(keep[lab])
 
     def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
