@@ -260,6 +260,10 @@ class HierarchicalSegmenter:
             stains more than cytoplasm does; Fawcett 1981).
         nucleus_edge_min_area_um2: smallest part of a nucleus kept where the field's
             edge cuts it (``nucleus_min_area_um2`` elsewhere).
+        grain_resolved_nm: at pixels finer than this the grain of resin and cytoplasm is resolved
+            and stands above the noise's texture (3-16x at 10 nm pixels in the simulator's
+            sections, 0.9-1.3x at 16-39 nm), so a textured region filling the field with nothing
+            beside it to compare is no nucleus there; at coarser pixels texture alone decides.
     """
 
     smoothing_nm: float = 25.0
@@ -282,6 +286,7 @@ class HierarchicalSegmenter:
     texture_ratio: float = 1.3
     nucleus_darkening: float = 0.05
     nucleus_edge_min_area_um2: float = 0.25
+    grain_resolved_nm: float = 15.0
 
     # -- helpers ------------------------------------------------------------------
     def _levels(self, base: np.ndarray, valid: np.ndarray, sigma: float, min_px: float) -> list[float]:
@@ -410,9 +415,8 @@ class HierarchicalSegmenter:
         for i in np.flatnonzero(keep):
             comp = lab == i
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
-            # resin); a region filling the field with nothing beside it to compare is no nucleus
-            # (at 10 nm pixels the grain of resin and cytoplasm stands 3-16x above the noise's
-            # texture, so a small field can be textured wall to wall without any chromatin)
+            # resin); a region filling the field with nothing beside it to compare is kept where the
+            # texture alone tells chromatin (pixels of grain_resolved_nm and coarser), else dropped
             near = _dilate_disk(comp, r)
             ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
@@ -424,8 +428,8 @@ class HierarchicalSegmenter:
                 around = float(np.median(smooth[ref]))
                 if around > 0 and 1.0 - float(np.median(smooth[comp])) / around < self.nucleus_darkening:
                     keep[i] = False  # as bright as the cytoplasm round it: edges or organelles, no chromatin
-            else:
-                keep[i] = False  # nothing beside it to compare: texture alone does not make a nucleus
+            elif px < self.grain_resolved_nm:
+                keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
         return ndi.binary_fill_holes(keep[lab])
 
     def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
