@@ -466,6 +466,20 @@ def pooled_env(scenarios: dict) -> dict:
             "mean_relative_bias": float((e.mean() - k.mean()) / k.mean()) if k.mean() > 0 else math.nan}
 
 
+def spearman_ci(known: np.ndarray, estimate: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """95 % bootstrap interval of Spearman's rho over protocols (resamples with a constant side skipped)."""
+    from scipy.stats import spearmanr
+
+    k, e = np.asarray(known, float), np.asarray(estimate, float)
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(n):
+        idx = rng.integers(0, len(k), len(k))
+        if np.ptp(k[idx]) > 0 and np.ptp(e[idx]) > 0:
+            rhos.append(float(spearmanr(k[idx], e[idx]).statistic))
+    return (float(np.percentile(rhos, 2.5)), float(np.percentile(rhos, 97.5))) if rhos else None
+
+
 def merge_env(previous: dict | None, rerun: dict) -> dict:
     """A rerun of some phantoms (``--phantoms``) merged into the stored env part: its rows replace
     theirs, the other phantoms' rows are kept, and the pooled figures are recomputed from all blocks."""
@@ -534,7 +548,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
         terms["no_measurement_sections"] = {m: int(sum(r[m]["no_measurement"] for r in rows)) for m in ("known", "estimate")}
         terms["scored_sections"] = {m: int(sum(r[m]["scored"] for r in rows)) for m in ("known", "estimate")}
         out["scenarios"][scen] = {
-            "spearman": rho, "mean_relative_bias": bias, "terms": terms,
+            "spearman": rho, "spearman_ci95": spearman_ci(k, e), "mean_relative_bias": bias, "terms": terms,
             "bias_ci95": (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else None,
             "mean_known": mk, "mean_estimate": float(e.mean()),
             "seconds_per_block": {m: float(np.mean([r[m]["seconds"] for r in rows])) for m in ("known", "estimate")},
@@ -544,11 +558,12 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
     out["load"] = _load()
     print(f"\n== Env block quality, estimate vs known ({n_protocols} Sobol protocols x {len(phantoms)} phantoms, "
           f"{sections} sections per block, paired seeds) ==")
-    print(f"{'phantom':<18}{'Spearman':>10}{'bias':>9}{'bias 95% CI':>20}{'known':>8}{'estim.':>8}{'s/blk known':>12}{'s/blk est.':>11}")
+    print(f"{'phantom':<18}{'Spearman':>10}{'rho 95% CI':>16}{'bias':>9}{'bias 95% CI':>20}{'known':>8}{'estim.':>8}{'s/blk known':>12}{'s/blk est.':>11}")
     for scen, r in out["scenarios"].items():
-        ci = r["bias_ci95"]
+        ci, rci = r["bias_ci95"], r["spearman_ci95"]
         ci_txt = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "-"
-        print(f"{scen:<18}{r['spearman']:>10.2f}{r['mean_relative_bias']:>+9.2f}{ci_txt:>20}{r['mean_known']:>8.3f}"
+        rci_txt = f"[{rci[0]:.2f}, {rci[1]:.2f}]" if rci else "-"
+        print(f"{scen:<18}{r['spearman']:>10.2f}{rci_txt:>16}{r['mean_relative_bias']:>+9.2f}{ci_txt:>20}{r['mean_known']:>8.3f}"
               f"{r['mean_estimate']:>8.3f}{r['seconds_per_block']['known']:>12.1f}{r['seconds_per_block']['estimate']:>11.1f}")
     print(f"{'pooled':<18}{out['pooled']['spearman']:>10.2f}{out['pooled']['mean_relative_bias']:>+9.2f}")
     print("\nreward terms, mean per block over the blocks both modes scored (known / estimate), sections without a measurement:")

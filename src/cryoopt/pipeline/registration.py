@@ -1097,8 +1097,13 @@ def register_lm_em(
 
     # 1. working grid: EM reduced by f_em; LM brought to the same pixel size (when known)
     f_em = max(1, math.ceil(max(em.shape) / max_working_px))
-    em_w = block_mean(em, f_em)
-    s_lm = (known_scale / f_em) if known_scale is not None else max(em_w.shape) / max(lm.shape)
+    # the image correlation's grid: with the scale known, an LM field much wider than the EM
+    # field would be brought up to the EM's working pixel (a 128 px LM field at 10 EM px per LM
+    # px: 1280 px, Fourier transforms of 2048^2); the EM is block-averaged further instead until
+    # the LM fits max_working_px. The structure points refine the result on the full grids.
+    f_corr = f_em if known_scale is None else max(f_em, math.ceil(max(lm.shape) * known_scale / max_working_px))
+    em_w = block_mean(em, f_corr)
+    s_lm = (known_scale / f_corr) if known_scale is not None else max(em_w.shape) / max(lm.shape)
     f_lm = max(1, int(1.0 / s_lm)) if s_lm < 1 else 1
     lm_b = block_mean(lm, f_lm)
     s_rest = s_lm * f_lm
@@ -1112,7 +1117,7 @@ def register_lm_em(
     if abs(s_rest - 1) > 1e-6:
         to_lm_w = _mat(1.0, 0.0, (s_rest - 1) / 2.0, (s_rest - 1) / 2.0) @ to_lm_w
     # EM working px -> EM full px: block centre
-    from_em_w = _mat(1.0, 0.0, (f_em - 1) / 2.0, (f_em - 1) / 2.0) @ _mat(float(f_em))
+    from_em_w = _mat(1.0, 0.0, (f_corr - 1) / 2.0, (f_corr - 1) / 2.0) @ _mat(float(f_corr))
 
     # 2a. Fourier-Mellin: rotation (and scale) about the working-grid centre, then shift
     rot, sc = _rotation_scale(fe_raw, fl_raw)

@@ -164,6 +164,25 @@ def _disk(radius_px: float) -> object:
     return disk(r, decomposition="crosses") if r > 3 else disk(r)
 
 
+def _dilate_disk(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """``binary_dilation(mask, disk(radius_px))``, exactly, from one distance transform: a pixel is
+    in the dilation when the mask lies within the disc's radius of it (a large disc as a
+    footprint costs its area per pixel)."""
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    return ndi.distance_transform_edt(~mask) <= radius_px
+
+
+def _erode_disk(mask: np.ndarray, radius_px: int, *, border_value: int = 0) -> np.ndarray:
+    """``binary_erosion(mask, disk(radius_px), border_value=...)``, exactly, from one distance
+    transform: a pixel stays when nothing outside the mask lies within the disc's radius
+    (outside the image counts as outside the mask unless ``border_value``)."""
+    if border_value:
+        return mask.copy() if mask.all() else ndi.distance_transform_edt(mask) > radius_px
+    r = int(radius_px) + 1
+    return (ndi.distance_transform_edt(np.pad(mask, r, constant_values=False)) > radius_px)[r:-r, r:-r]
+
+
 def _masked_noise_sigma(image: np.ndarray, valid: np.ndarray) -> float:
     """:func:`noise_sigma` from the diagonal differences of valid pixel pairs only."""
     ok = valid[1:, 1:] & valid[:-1, :-1]
@@ -389,6 +408,10 @@ class HierarchicalSegmenter:
             stains more than cytoplasm does; Fawcett 1981).
         nucleus_edge_min_area_um2: smallest part of a nucleus kept where the field's
             edge cuts it (``nucleus_min_area_um2`` elsewhere).
+        grain_resolved_nm: at pixels finer than this the grain of resin and cytoplasm is resolved
+            and stands above the noise's texture (3-16x at 10 nm pixels in the simulator's
+            sections, 0.9-1.3x at 16-39 nm), so a textured region filling the field with nothing
+            beside it to compare is no nucleus there; at coarser pixels texture alone decides.
     """
 
     smoothing_nm: float = 25.0
@@ -419,6 +442,7 @@ class HierarchicalSegmenter:
     texture_ratio: float = 1.3
     nucleus_darkening: float = 0.05
     nucleus_edge_min_area_um2: float = 0.25
+    grain_resolved_nm: float = 15.0
 
     # -- helpers ------------------------------------------------------------------
     def _levels(self, base: np.ndarray, valid: np.ndarray, sigma: float, min_px: float) -> list[float]:
@@ -445,7 +469,10 @@ class HierarchicalSegmenter:
 
     def _organelles(self, tophat: np.ndarray, sigma: float, pixel_nm: float, within: np.ndarray, *,
                     compact: bool = True, min_area_um2: float | None = None) -> np.ndarray:
-        """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide)."""
+        """Top-hat regions of mitochondrial width and area (``compact``: at most 6x longer than wide,
+        the width the minor axis of the region's ellipse). Otherwise the width is the region's
+        local thickness: a mitochondrion crossing a small field, or two side by side that the
+        top-hat joins, fills an ellipse as wide as it is long."""
         from skimage.measure import label, regionprops
 
         w_lo, w_hi = self.mitochondrion_width_nm
@@ -454,7 +481,10 @@ class HierarchicalSegmenter:
         out = np.zeros(tophat.shape, bool)
         for rp in regionprops(label((tophat > self.detection_z * sigma) & within)):
             area = rp.area * pixel_nm**2 / 1e6
-            width = rp.axis_minor_length * pixel_nm
+            if compact:
+                width = rp.axis_minor_length * pixel_nm
+            else:  # local thickness: twice the largest inscribed radius (the field's edge bounds it)
+                width = (2.0 * float(ndi.distance_transform_edt(np.pad(rp.image, 1)).max()) - 1.0) * pixel_nm
             long = rp.axis_major_length > 6.0 * max(rp.axis_minor_length, 1.0)
             if a_lo <= area <= a_hi and w_lo <= width <= w_hi and not (compact and long):
                 out[tuple(rp.coords.T)] = True
@@ -522,8 +552,6 @@ class HierarchicalSegmenter:
         """Regions of nuclear size whose chromatin texture stands above the noise and that are
         darker than the cytoplasm round them (module docstring); edges still blurred by the
         texture map's smoothing (:meth:`_nuclear_edges` places them)."""
-        from skimage.morphology import disk
-
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
         if not textured.any():
@@ -542,17 +570,21 @@ class HierarchicalSegmenter:
         for i in np.flatnonzero(keep):
             comp = lab == i
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
-            # resin); a region filling the field with nothing beside it to compare is kept
-            ring = ndi.binary_dilation(comp, disk(2 * r)) & ~ndi.binary_dilation(comp, disk(r)) & ~textured & ~ignore
+            # resin); a region filling the field with nothing beside it to compare is kept where the
+            # texture alone tells chromatin (pixels of grain_resolved_nm and coarser), else dropped
+            near = _dilate_disk(comp, r)
+            ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
             rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring, rest):
+            for ref in (ring & cells, cells & ~textured & ~ignore & ~near, ring, rest):
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
                 around = float(np.median(smooth[ref]))
                 if around > 0 and 1.0 - float(np.median(smooth[comp])) / around < self.nucleus_darkening:
                     keep[i] = False  # as bright as the cytoplasm round it: edges or organelles, no chromatin
+            elif px < self.grain_resolved_nm:
+                keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
         return ndi.binary_fill_holes(keep[lab])
 
     def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
@@ -560,16 +592,15 @@ class HierarchicalSegmenter:
         """The nuclear edge: watershed of the gradient between markers 400 nm inside and outside
         the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions'
         ``core`` is outside (one beside a nucleus is not swallowed by it)."""
-        from skimage.morphology import disk
         from skimage.segmentation import watershed
 
         if not regions.any():
             return regions
         r = max(2, int(round(400.0 / px)))
-        inner = ndi.binary_erosion(regions, disk(r))
+        inner = _erode_disk(regions, r)
         if not inner.any():  # a small part of a nucleus at the field's edge: a thinner inner marker
-            inner = ndi.binary_erosion(regions, disk(max(1, r // 2)), border_value=1)
-        outer = ~ndi.binary_dilation(regions, disk(r))
+            inner = _erode_disk(regions, max(1, r // 2), border_value=1)
+        outer = ~_dilate_disk(regions, r)
         if mito.any():
             mlab, nm = ndi.label(mito)
             share = np.bincount(mlab.ravel(), weights=core.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
@@ -667,7 +698,9 @@ class HierarchicalSegmenter:
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
         nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
-        nuc_core = ndi.binary_erosion(nuc_cand, iterations=max(1, int(round(2 * self.texture_smoothing_nm / px))), border_value=1)
+        n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
+        # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
+        nuc_core = nuc_cand.copy() if nuc_cand.all() else ndi.distance_transform_cdt(nuc_cand, metric="taxicab") > n_core
         nuc_c = block_mean(nuc_core.astype(float), f)[: co.shape[0], : co.shape[1]] > 0.5
 
         # 3. organelles: darker than the cell around them (resin counts as cytoplasm here,
