@@ -384,14 +384,20 @@ class HierarchicalSegmenter:
         keep[0] = False
         smooth = ndi.gaussian_filter(img, max(0.7, 60.0 / px))
         r = max(2, int(round(300.0 / px)))
+        boxes = ndi.find_objects(lab)
         for i in np.flatnonzero(keep):
             comp = lab == i
+            # dilated within the region's box grown by the wider disk (the same pixels as over the
+            # whole field, which cost ~0.15 s a region at 512 px)
+            box = tuple(slice(max(s.start - 2 * r - 1, 0), s.stop + 2 * r + 1) for s in boxes[i - 1])
+            near, far = np.zeros_like(comp), np.zeros_like(comp)
+            near[box], far[box] = ndi.binary_dilation(comp[box], disk(r)), ndi.binary_dilation(comp[box], disk(2 * r))
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
             # resin); a region filling the field with nothing beside it to compare is kept
-            ring = ndi.binary_dilation(comp, disk(2 * r)) & ~ndi.binary_dilation(comp, disk(r)) & ~textured & ~ignore
+            ring = far & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
             rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~ndi.binary_dilation(comp, disk(r)), ring, rest):
+            for ref in (ring & cells, cells & ~textured & ~ignore & ~near, ring, rest):
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
