@@ -35,10 +35,3 @@ def ray_cluster() -> Iterator[str]:
 
     with local_cluster(num_cpus=CLUSTER_CPUS, log_to_driver=False) as address:
         yield address
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``) the Ray tests share one worker, so one cluster."""
-    for item in items:
-        if "ray_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
