@@ -27,9 +27,9 @@ def _short_polytope_burn_in() -> None:
     a space with linear constraints. The tests' spaces have at most a dozen dimensions, where
     1,000 steps mix; every drawn point is still inside the polytope, and seeded."""
     initializers = sys.modules.get("botorch.optim.initializers")
-    if initializers is None or getattr(initializers.sample_q_batches_from_polytope, "_short_burn_in", False):
+    original = getattr(initializers, "sample_q_batches_from_polytope", None)  # None: not loaded, or renamed
+    if original is None or getattr(original, "_short_burn_in", False):
         return
-    original = initializers.sample_q_batches_from_polytope
 
     def sample_q_batches_from_polytope(*args, n_burnin: int, **kwargs):
         return original(*args, n_burnin=min(n_burnin, TEST_POLYTOPE_BURN_IN), **kwargs)
