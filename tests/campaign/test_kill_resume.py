@@ -22,6 +22,9 @@ from campaign_helpers import make_config, value_of
 from cryoopt.campaign import Campaign, Journal
 
 N_KILLS = 20
+#: kills of the tracked campaign: each session pays MLflow's start-up (~2 CPU-s), so fewer
+#: than above; the kill points are drawn from the same windows
+N_MLFLOW_KILLS = 12
 FINAL = ("completed", "failed", "abandoned")
 
 
@@ -141,7 +144,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, idempotent: bool, 
 
 @pytest.mark.slow
 def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGKILL a tracked campaign >= 20 times (the first kills while MLflow's store is still being
+    """SIGKILL a tracked campaign >= 12 times (the first kills while MLflow's store is still being
     made, later ones while trials are being sent), resume: MLflow holds exactly the journal's trials."""
     import mlflow.entities  # noqa: F401 - imported before forking, as the runner's tracker does
     import mlflow.tracking  # noqa: F401
@@ -160,7 +163,7 @@ def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, 
             j.close()
 
     landed, tries, in_creation, with_store = 0, 0, 0, 0
-    while landed < N_KILLS and tries < 60:
+    while landed < N_MLFLOW_KILLS and tries < 60:
         tries += 1
         p = ctx.Process(target=_child, args=(cfg.model_dump_json(), str(d)))
         p.start()
@@ -178,7 +181,7 @@ def test_mlflow_holds_every_journal_trial_after_random_sigkills(tmp_path: Path, 
         landed += 1
         in_creation += not has_store
         with_store += has_store
-    assert landed >= N_KILLS and in_creation >= 1 and with_store >= N_KILLS // 2
+    assert landed >= N_MLFLOW_KILLS and in_creation >= 1 and with_store >= N_MLFLOW_KILLS // 2
     started = Journal.open(d, readonly=True).count(started=True)
     Campaign(cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"experiments": started + 2})}), d,
              progress=False).run()

@@ -166,7 +166,7 @@ def test_finds_branin_optimum_region_within_30_evaluations() -> None:
     hits = 0
     for seed in range(3):
         problem = Branin(noise_frac=0.01, seed=seed)
-        result = optimize(problem, problem.space, budget=30, seed=seed, num_restarts=4, raw_samples=128, progress=False)
+        result = optimize(problem, problem.space, budget=30, seed=seed, num_restarts=2, raw_samples=64, progress=False)
         x = np.array([result.best.params["x1"], result.best.params["x2"]])
         regret = problem.normalized_regret(result.best.params)
         hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)

@@ -143,3 +143,35 @@ def test_fields_without_nuclei_are_unchanged() -> None:
                                                             origin_nm=(0.0, 12800.0))
     assert not field.nuclei.any() and (field.cells > 0).any() and field.mitochondria.any()
     assert _digest(field) == "deb96c7078d2d44b"
+
+
+def test_chromatin_lattice_kept_on_disk_renders_the_same_bits(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lattice read back from the cache is the one built from the seed: a nucleus field
+    rendered from the file is bit-identical to one rendered from a fresh build (pinned against
+    the renderer before the lattice was cached), and a damaged file is rebuilt, not read."""
+    from cryoopt.sim import nucleus
+
+    monkeypatch.setenv("CRYOOPT_CACHE_DIR", str(tmp_path))
+    spec = Specimen.from_preset("neurons", seed=4)
+    cx, cy, cz = spec.nuclei.ellipsoids[0, :3]
+    kw = dict(thickness_nm=80.0, shape=(48, 48), pixel_size_nm=15.0, origin_nm=(cx - 360.0, cy - 360.0))
+    try:
+        nucleus._texture_cumsum.cache_clear()
+        built = spec.section_at(cz, **kw)  # no file yet: built from the seed, then written
+        files = list((tmp_path / "chromatin").iterdir())
+        assert len(files) == 1 and files[0].suffix == ".npy"  # no temporary file left
+        nucleus._texture_cumsum.cache_clear()
+        loaded = spec.section_at(cz, **kw)  # read back
+        assert built.nuclei.all() and _digest(loaded) == _digest(built) == PINNED_NUCLEUS_FIELD
+        g = GEOMETRY
+        args = (g.texture_cells, g.texture_grain_nm / g.texture_cell_nm, g.texture_domain_nm / g.texture_cell_nm)
+        assert np.array_equal(np.load(files[0]), nucleus._build_texture_cumsum(*args))
+        files[0].write_bytes(b"not an array")
+        nucleus._texture_cumsum.cache_clear()
+        assert _digest(spec.section_at(cz, **kw)) == PINNED_NUCLEUS_FIELD
+    finally:
+        nucleus._texture_cumsum.cache_clear()  # later tests read the lattice of their own cache
+
+
+#: ``_digest`` of the nucleus field above, rendered by the code before the lattice was cached
+PINNED_NUCLEUS_FIELD = "5c08698d7e7964f5"

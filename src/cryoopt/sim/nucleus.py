@@ -21,9 +21,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import scipy
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -83,14 +87,52 @@ EUCHROMATIN_DENSITY = 0.40
 TEXTURE_AMPLITUDE = 0.10
 
 
+#: Seed of the one chromatin lattice all specimens share.
+_LATTICE_SEED = 20_250_101
+
+
 @functools.lru_cache(maxsize=2)
 def _texture_cumsum(cells: tuple[int, int, int], grain: float, domain: float) -> np.ndarray:
     """Running sum along z of the chromatin lattice (unit variance, periodic), ``(nz + 1, nx, ny)``.
 
-    One lattice from a fixed seed is shared by all specimens (it costs ~1 s to build);
-    a specimen's nuclei read it at offsets drawn from the specimen's own seed.
+    One lattice from a fixed seed is shared by all specimens; a specimen's nuclei read it at
+    offsets drawn from the specimen's own seed. Building it costs ~1 s of filtering, so it is
+    kept on disk (``$CRYOOPT_CACHE_DIR`` or ``~/.cache/cryoopt``, 17 MB, keyed by the lattice's
+    settings and the NumPy/SciPy versions that drew and filtered it) and read back bit for bit
+    by later processes (a benchmark's or a test run's workers, a resumed campaign). An
+    unreadable or unwritable cache only means building it again.
     """
-    noise = np.random.default_rng(20_250_101).standard_normal(cells).astype(np.float32)
+    path = _lattice_cache_path(cells, grain, domain)
+    shape = (cells[2] + 1, cells[0], cells[1])
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.shape == shape and cached.dtype == np.float64:
+            return cached
+    except (OSError, ValueError, EOFError):
+        pass
+    out = _build_texture_cumsum(cells, grain, domain)
+    tmp = None
+    try:  # written whole under a temporary name, then renamed: a reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            np.save(f, out, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def _lattice_cache_path(cells: tuple[int, int, int], grain: float, domain: float) -> Path:
+    key = repr((cells, float(grain), float(domain), _LATTICE_SEED, np.__version__, scipy.__version__))
+    root = Path(os.environ.get("CRYOOPT_CACHE_DIR") or Path.home() / ".cache" / "cryoopt")
+    return root / "chromatin" / f"lattice-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
+
+
+def _build_texture_cumsum(cells: tuple[int, int, int], grain: float, domain: float) -> np.ndarray:
+    """:func:`_texture_cumsum` computed from the seed."""
+    noise = np.random.default_rng(_LATTICE_SEED).standard_normal(cells).astype(np.float32)
     fine = ndimage.gaussian_filter(noise, grain, mode="wrap")
     coarse = ndimage.gaussian_filter(noise, domain, mode="wrap")
     field = fine / fine.std() + coarse / coarse.std()  # granules and the domains they cluster in
