@@ -667,7 +667,7 @@ class HierarchicalSegmenter:
             if lv.size:
                 org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
         if reference_intensity is not None:
-            od = [-math.log(max(float(np.median(base[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
+            od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
                   for k in range(k_levels)]
             resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
             why = "optical density"
