@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class EvaluationContext:
         ref = self.em_reference_intensity
         if ref is not None:
             try:
-                ok = not isinstance(ref, (bool, np.bool_)) and math.isfinite(float(ref)) and float(ref) > 0
+                ok = isinstance(ref, numbers.Real) and not isinstance(ref, (bool, np.bool_)) and math.isfinite(float(ref)) and float(ref) > 0
             except (TypeError, ValueError):
                 ok = False
             if not ok:
