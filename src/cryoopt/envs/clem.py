@@ -175,6 +175,11 @@ class CLEMProtocolEnv(InstrumentEnv):
     ``structures="known"`` (default on simulated benches) the EM structures and labelled
     sites are the simulator's, and ``lm_cnr`` is the label's contrast on the known labelled
     sites (:func:`known_label_cnr_stage`) rather than on what the LM segmentation picks.
+    ``open_beam`` (None: on with estimated structures on a simulated bench; False: off): the
+    estimate path gets the EM open-beam intensity, dose x gain, as a microscope knows it from
+    its beam current, dwell and detector gain (``EvaluationContext.em_reference_intensity``),
+    so the segmenter tells the embedding matrix from cytoplasm by optical density; True on a
+    bench that does not report it is an error.
 
     ## Action Space
     ``Box(-1, 1, (13,), float32)``: normalized deltas, grouped as
