@@ -62,8 +62,9 @@ def test_segmenter_reads_the_matrix_and_cytoplasm_optical_densities():
     assert np.median(od[cells & (od < 0.45)]) == pytest.approx(CYTOPLASM_OD, abs=0.02)
 
 
-@pytest.mark.parametrize("reference", [0.5 * OPEN_BEAM * math.exp(-CYTOPLASM_OD), 10.0])
+@pytest.mark.parametrize("reference", [0.2 * OPEN_BEAM, 10.0])  # a fifth of the beam: wrong gain; raw counts
 def test_a_reference_darker_than_the_section_is_refused(reference):
+    """The section's median reads exp(-0.2) of the open beam; 3x that is more than charging adds."""
     image, _, _ = _section()
     with pytest.raises(EvaluationError, match="em_reference_intensity"):
         _parse(image, em_reference_intensity=reference)
@@ -73,3 +74,11 @@ def test_a_reference_darker_than_the_section_is_refused(reference):
 def test_a_reference_that_is_no_intensity_is_refused(reference):
     with pytest.raises(EvaluationError, match="em_reference_intensity must be a positive finite raw EM intensity"):
         EvaluationContext(lm_pixel_size_nm=40.0, em_pixel_size_nm=10.0, em_reference_intensity=reference)
+
+
+def test_a_section_reading_somewhat_above_the_open_beam_is_accepted():
+    """A charging beam brightens a transparent film above the open beam: no reason to refuse."""
+    image, _, _ = _section()
+    rec = _Recorder()
+    _parse(image, segmenter=rec, em_reference_intensity=0.5 * OPEN_BEAM)
+    assert rec.reference is not None

@@ -85,8 +85,8 @@ class EvaluationContext:
             the units of the EM image as given, when the instrument reports it (dose x gain):
             tells resin from cytoplasm by optical density ``-ln(I / reference)`` instead of by
             context. The segmenter reads the optical density on the working grid with the raw
-            image's zero restored; a reference darker than the section's median pixel is no
-            open beam and is refused.
+            image's zero restored; a reference over 3x darker than the section's median pixel
+            is no open beam and is refused.
         elastic_registration: refine the LM -> EM transform with a smooth displacement
             field (sections that deformed between the two images).
         registration_prior: what to use when the images do not verify a registration:
@@ -252,23 +252,29 @@ def stage_parse(st: SectionState) -> None:
                               reference_intensity=ref, ignore=artifacts)
 
 
+#: how far above the open beam a section's median pixel may read (charging brightens a
+#: transparent film; the simulator's charging adds up to 2x the beam at its strongest)
+_MAX_OVER_OPEN_BEAM = 3.0
+
+
 def _with_physical_zero(em: np.ndarray, st: SectionState, artifacts: np.ndarray) -> tuple[np.ndarray, float]:
     """The normalised EM working grid and the context's raw reference on one scale that keeps the raw zero.
 
     Normalisation maps the raw ``lo``/``hi`` percentiles to 0 and 1; an optical density
     ``-ln(I / I0)`` needs intensities measured from the detector's zero, so the grid is
     shifted back by ``lo / (hi - lo)`` and the reference divided by ``hi - lo``: their ratio
-    is the raw one. Raises EvaluationError when the reference is darker than the section's
-    median pixel (artifacts aside): no open beam is."""
+    is the raw one. Raises EvaluationError when the section's median pixel (artifacts aside)
+    reads over ``_MAX_OVER_OPEN_BEAM`` times the reference: a nearly transparent film under a
+    charging beam can read somewhat above the open beam, no section that far (wrong units or gain)."""
     ctx = st.context
     assert st.em_raw_range is not None and st.em_raw_w is not None and ctx.em_reference_intensity is not None  # noqa: S101
     lo, hi = st.em_raw_range
     raw = st.em_raw_w[~artifacts] if (~artifacts).any() else st.em_raw_w
     median = float(np.median(raw))
-    if ctx.em_reference_intensity < median:
-        raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is darker than the section's "
-                              f"median pixel ({median:g}); pass the raw intensity of the open beam or bare resin, in the "
-                              "EM image's units (dose x gain), or None")
+    if ctx.em_reference_intensity * _MAX_OVER_OPEN_BEAM < median:
+        raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is over "
+                              f"{_MAX_OVER_OPEN_BEAM:g}x darker than the section's median pixel ({median:g}); pass the raw "
+                              "intensity of the open beam or bare resin, in the EM image's units (dose x gain), or None")
     scale = hi - lo
     return em + lo / scale, ctx.em_reference_intensity / scale
 
