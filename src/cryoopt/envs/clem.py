@@ -175,6 +175,11 @@ class CLEMProtocolEnv(InstrumentEnv):
     ``structures="known"`` (default on simulated benches) the EM structures and labelled
     sites are the simulator's, and ``lm_cnr`` is the label's contrast on the known labelled
     sites (:func:`known_label_cnr_stage`) rather than on what the LM segmentation picks.
+    ``open_beam`` (None: on with estimated structures on a simulated bench; False: off): the
+    estimate path gets the EM open-beam intensity, dose x gain, as a microscope knows it from
+    its beam current, dwell and detector gain (``EvaluationContext.em_reference_intensity``),
+    so the segmenter tells the embedding matrix from cytoplasm by optical density; True on a
+    bench that does not report it is an error.
 
     ## Action Space
     ``Box(-1, 1, (13,), float32)``: normalized deltas, grouped as
@@ -264,7 +269,7 @@ class CLEMProtocolEnv(InstrumentEnv):
     def __init__(self, *, observation: str = "scalar", image_size: int = 256, obs_image_px: int = 64,
                  registration: str | None = None, structures: str | None = None, weights: Any = None,
                  failure_reward: float = -1.0, failure_limit: int = 3, evaluators: Sequence[Evaluator] | None = None,
-                 **kwargs: Any) -> None:
+                 open_beam: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if observation not in ("scalar", "images"):
             raise ValueError(f"observation must be 'scalar' or 'images', got {observation!r}")
@@ -276,6 +281,12 @@ class CLEMProtocolEnv(InstrumentEnv):
         self.structures = structures or ("known" if self.chain.user_bench is None else "estimate")
         if self.structures not in ("known", "estimate"):
             raise ValueError(f"structures must be 'known' or 'estimate', got {self.structures!r}")
+        if open_beam not in (None, True, False):
+            raise ValueError(f"open_beam must be None, True or False, got {open_beam!r}")
+        if open_beam and not self.chain.simulated:
+            raise ValueError("open_beam=True needs a bench that reports the EM dose and gain (a simulated one); "
+                             "on your bench pass None or False")
+        self.open_beam = self.structures == "estimate" and open_beam is not False and self.chain.simulated
         self.weights = DEFAULT_WEIGHTS if weights is None else weights
         self.failure_reward, self.failure_limit = float(failure_reward), int(failure_limit)
         self.user_evaluators = evaluators
@@ -338,6 +349,7 @@ class CLEMProtocolEnv(InstrumentEnv):
         ctx = EvaluationContext(lm_pixel_size_nm=lm_px, em_pixel_size_nm=em_px, protocol=protocol,
                                 previous_sections=self._registered_previous(centre, em_px, em.shape), evaluators=tuple(evs),
                                 target_structures=self._target_structures(), **self._label_site_options(),
+                                em_reference_intensity=self._open_beam_intensity(),
                                 **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
         if self.registration == "known":
@@ -414,6 +426,19 @@ class CLEMProtocolEnv(InstrumentEnv):
         if "beads" in self._target_structures():  # fiducial beads are the structures the label marks
             masks["beads"] = truth.targets
         return {"structure_masks": masks, "label_target_mask": sites}
+
+    def _open_beam_intensity(self) -> float | None:
+        """The raw EM intensity of the open beam for the latest EM image (``open_beam``), else None.
+
+        A microscope knows it from its dose and detector gain (or measures it through a hole
+        or on bare resin); the simulated one images the open beam at ``dose x gain`` ADU
+        (:func:`cryoopt.sim.imaging.image_em`), so it is read from its last EM acquisition."""
+        if not self.open_beam:
+            return None
+        acq = getattr(self.chain.physics.get("microscope"), "last_acquisition", None) or {}
+        if acq.get("modality") != 1.0 or "dose_e_per_px" not in acq:
+            return None
+        return max(float(acq["dose_e_per_px"]), 1.0) * float(acq.get("gain", 1.0))
 
     def _known_label_sites(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The labelled sites of the latest section on the LM grid (``structures="known"`` on a simulated bench), else None."""

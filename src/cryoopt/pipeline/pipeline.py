@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,12 @@ class EvaluationContext:
             default; ``"learned"``, a U-Net trained at first use) or a
             :class:`~cryoopt.pipeline.segmentation.SectionSegmenter`. It works in nm, from
             ``em_pixel_size_nm``.
-        em_reference_intensity: the raw EM intensity of bare resin or the open beam, when
-            the instrument reports it (dose x gain): tells resin from cytoplasm by optical
-            density instead of by context.
+        em_reference_intensity: the raw EM intensity of the open beam (or of bare resin), in
+            the units of the EM image as given, when the instrument reports it (dose x gain):
+            tells resin from cytoplasm by optical density ``-ln(I / reference)`` instead of by
+            context. The segmenter reads the optical density on the working grid with the raw
+            image's zero restored; a reference over 3x darker than the section's median pixel
+            is no open beam and is refused.
         elastic_registration: refine the LM -> EM transform with a smooth displacement
             field (sections that deformed between the two images).
         registration_prior: what to use when the images do not verify a registration:
@@ -131,9 +135,16 @@ class EvaluationContext:
     def __post_init__(self) -> None:
         for name in ("lm_pixel_size_nm", "em_pixel_size_nm"):
             object.__setattr__(self, name, check_pixel_size(getattr(self, name), name=name))
-        if self.em_reference_intensity is not None:
-            object.__setattr__(self, "em_reference_intensity",
-                               check_pixel_size(self.em_reference_intensity, name="em_reference_intensity"))
+        ref = self.em_reference_intensity
+        if ref is not None:
+            try:
+                ok = isinstance(ref, numbers.Real) and not isinstance(ref, (bool, np.bool_)) and math.isfinite(float(ref)) and float(ref) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise EvaluationError("em_reference_intensity must be a positive finite raw EM intensity (the open beam "
+                                      f"or bare resin, in the image's units), got {ref!r}")
+            object.__setattr__(self, "em_reference_intensity", float(ref))
         if self.label_sites not in LABEL_SITES:
             raise EvaluationError(f"label_sites must be one of {LABEL_SITES}, got {self.label_sites!r}")
         if self.label_site_radius_nm is not None:
@@ -169,6 +180,8 @@ class SectionState:
     em_w: np.ndarray | None = None
     lm_w: np.ndarray | None = None
     em_raw_w: np.ndarray | None = None
+    #: the raw EM intensities that the normalised grids' 0 and 1 stand for (their physical zero)
+    em_raw_range: tuple[float, float] | None = None
     lm_raw_w: np.ndarray | None = None
     charging: np.ndarray | None = None
     ice: np.ndarray | None = None
@@ -202,6 +215,7 @@ def stage_preprocess(st: SectionState) -> None:
     st.f_em = max(1, math.ceil(max(st.em.shape) / ctx.max_working_px))
     st.f_lm = max(1, math.ceil(max(st.lm.shape) / ctx.max_working_px))
     st.em_raw_w, st.lm_raw_w = block_mean(st.em, st.f_em), block_mean(st.lm, st.f_lm)
+    st.em_raw_range = tuple(float(v) for v in np.percentile(st.em, (0.5, 99.5)))  # as normalize_intensity maps
     em = normalize_intensity(st.em)
     lm = normalize_intensity(st.lm)
     em_r, lm_r = np.asarray(restorer.restore(em), float), np.asarray(restorer.restore(lm), float)
@@ -231,16 +245,38 @@ def stage_parse(st: SectionState) -> None:
              for kind, mask in (ctx.structure_masks or {}).items()}
     kinds = tuple(dict.fromkeys(("cells", "nuclei", "mitochondria", "membranes", *ctx.target_structures, *known)))
     ref = None
-    if ctx.em_reference_intensity is not None:  # the raw reference on the normalised grid
-        raw = st.em_raw_w
-        lo, hi = np.percentile(raw, (0.5, 99.5))
-        ref = (ctx.em_reference_intensity - lo) / (hi - lo) if hi > lo else None
-        if ref is not None and ref <= 0:
-            raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is darker than the section; "
-                                  "pass the raw intensity of bare resin or the open beam")
+    if ctx.em_reference_intensity is not None:
+        em, ref = _with_physical_zero(em, st, artifacts)
     st.parsed = parse_section(em, st.lm_w, structures=kinds, segmenter_overrides=known, with_graph=False,
                               pixel_size_nm=ctx.em_pixel_size_nm * st.f_em, segmenter=ctx.segmenter,
                               reference_intensity=ref, ignore=artifacts)
+
+
+#: how far above the open beam a section's median pixel may read (charging brightens a
+#: transparent film; the simulator's charging adds up to 2x the beam at its strongest)
+_MAX_OVER_OPEN_BEAM = 3.0
+
+
+def _with_physical_zero(em: np.ndarray, st: SectionState, artifacts: np.ndarray) -> tuple[np.ndarray, float]:
+    """The normalised EM working grid and the context's raw reference on one scale that keeps the raw zero.
+
+    Normalisation maps the raw ``lo``/``hi`` percentiles to 0 and 1; an optical density
+    ``-ln(I / I0)`` needs intensities measured from the detector's zero, so the grid is
+    shifted back by ``lo / (hi - lo)`` and the reference divided by ``hi - lo``: their ratio
+    is the raw one. Raises EvaluationError when the section's median pixel (artifacts aside)
+    reads over ``_MAX_OVER_OPEN_BEAM`` times the reference: a nearly transparent film under a
+    charging beam can read somewhat above the open beam, no section that far (wrong units or gain)."""
+    ctx = st.context
+    assert st.em_raw_range is not None and st.em_raw_w is not None and ctx.em_reference_intensity is not None  # noqa: S101
+    lo, hi = st.em_raw_range
+    raw = st.em_raw_w[~artifacts] if (~artifacts).any() else st.em_raw_w
+    median = float(np.median(raw))
+    if ctx.em_reference_intensity * _MAX_OVER_OPEN_BEAM < median:
+        raise EvaluationError(f"context.em_reference_intensity={ctx.em_reference_intensity:g} is over "
+                              f"{_MAX_OVER_OPEN_BEAM:g}x darker than the section's median pixel ({median:g}); pass the raw "
+                              "intensity of the open beam or bare resin, in the EM image's units (dose x gain), or None")
+    scale = hi - lo
+    return em + lo / scale, ctx.em_reference_intensity / scale
 
 
 def _working_mask(mask: Any, st: SectionState, name: str) -> np.ndarray:

@@ -372,8 +372,8 @@ class HierarchicalSegmenter:
             their surroundings.
         resin_max_od: largest optical density ``-ln(I / reference_intensity)`` of
             bare resin (used only when the reference intensity is known).
-        matrix_od_ratio: with the reference intensity known, the brightest level is the
-            embedding matrix when the next one's optical density is this many times its own
+        matrix_od_ratio: with the reference intensity known, the levels whose optical density
+            the darkest level's exceeds this many times are the embedding matrix
             (stain uptake of a 12 % gelatin matrix vs cytoplasm vs nucleus about 0.08 : 0.25 :
             0.40, the phantoms' densities, so matrix -> cytoplasm ~3x, cytoplasm -> nucleus ~1.6x).
         context_min_area_um2: smallest dark object taken as an organelle when deciding
@@ -667,14 +667,15 @@ class HierarchicalSegmenter:
             if lv.size:
                 org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
         if reference_intensity is not None:
-            od = [-math.log(max(float(np.median(base[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
+            od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
                   for k in range(k_levels)]
             resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
             why = "optical density"
-            if not resin and k_levels >= 2 and od[-1] > 0 and od[-2] / od[-1] > self.matrix_od_ratio:
+            if not resin and k_levels >= 2 and od[-1] > 0 and od[0] / od[-1] > self.matrix_od_ratio:
                 # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
-                # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's
-                resin, why = [k_levels - 1], "optical density ratio"
+                # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's; every
+                # level that far below the darkest is matrix (a small field can split it in two)
+                resin, why = [k for k in range(k_levels) if od[0] / max(od[k], 1e-12) > self.matrix_od_ratio], "optical density ratio"
         elif k_levels == 3:
             resin, why = [2], "three levels"
         elif k_levels == 2:
