@@ -1440,12 +1440,15 @@ def register_near_prior(
     # and against chance as the images make it: the same search with the EM field's content
     # moved round the field (toroidal shifts keep its structures and their spacing, not their
     # place; Lotwick & Silverman 1982, JRSS B 44:406): the peak must beat every such best match
+    # (on the field mirrored to twice its size, periodic without a seam: a rolled copy of the
+    # field itself would cut its structures at straight edges no LM shows, a weaker null)
     rng = np.random.default_rng(0)
-    far = [(a, b) for a in range(h) for b in range(w)
-           if min(a, h - a) * g >= MIN_TOROIDAL_SHIFT_PX or min(b, w - b) * g >= MIN_TOROIDAL_SHIFT_PX]
+    tiled = np.pad(tmpl.astype(float), ((0, h), (0, w)), mode="symmetric")
+    far = [(a, b) for a in range(2 * h) for b in range(2 * w)
+           if min(a, 2 * h - a) * g >= MIN_TOROIDAL_SHIFT_PX or min(b, 2 * w - b) * g >= MIN_TOROIDAL_SHIFT_PX]
     beaten = 0
     for k in rng.permutation(len(far))[:n_null_shifts]:
-        null = match_template(canvas, np.roll(tmpl.astype(float), far[k], axis=(0, 1)))
+        null = match_template(canvas, np.roll(tiled, far[k], axis=(0, 1))[:h, :w])
         if float(np.max(np.where(searched, null, -np.inf))) >= peak:
             beaten += 1
     p_null = (1 + beaten) / (1 + min(n_null_shifts, len(far)))
