@@ -15,7 +15,8 @@ from cryoopt.pipeline.registration import register_near_prior
 
 SCALE = 10.0  # EM px per LM px: 100 nm LM, 10 nm EM pixels, as on the env's bench
 N = 128
-CENTRED = np.array([[SCALE, 0.0, (N - 1) / 2 - SCALE * (N - 1) / 2], [0.0, SCALE, (N - 1) / 2 - SCALE * (N - 1) / 2], [0, 0, 1.0]])
+_OFF = (N - 1) / 2 - SCALE * (N - 1) / 2  # both fields share their centre (the simulator samples pixel centres)
+CENTRED = np.array([[SCALE, 0.0, _OFF], [0.0, SCALE, _OFF], [0, 0, 1.0]])
 
 
 def _label(seed: int, density: float = 0.05) -> np.ndarray:

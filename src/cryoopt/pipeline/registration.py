@@ -1418,7 +1418,8 @@ def register_near_prior(
     dy, dx = np.mgrid[-r_g:r_g + 1, -r_g:r_g + 1]
     searched = full & (np.hypot(dy, dx) * g <= search_radius_px + 1e-9)
     if not searched.any() or np.ptp(tmpl) == 0:
-        raise RegistrationError("could not verify the prior: no shift within the search radius keeps the EM field inside the LM field")
+        raise RegistrationError("could not verify the prior: no shift within the search radius keeps the EM field "
+                                "inside the LM field, or the EM field is blank")
     peak_at = np.unravel_index(int(np.argmax(np.where(searched, ncc, -np.inf))), ncc.shape)
     peak = float(ncc[peak_at])
     # the correlation of two smooth fields has fewer independent pixels than pixels: Bartlett's
