@@ -43,7 +43,7 @@ def _shifted(dx: float, dy: float) -> np.ndarray:
 def test_shift_within_the_stage_uncertainty_is_found_to_a_pixel():
     lm = _label(0)
     true = _shifted(-80.0, 40.0)
-    res = register_near_prior(lm, _em_of(lm, true, 1), CENTRED, search_radius_px=600)
+    res = register_near_prior(lm, _em_of(lm, true, 1), CENTRED, search_radius_px=600, n_null_shifts=49)
     assert res.method == "prior-search"
     centre = np.array([(N - 1) / 2, (N - 1) / 2, 1.0])
     lm_at = np.linalg.solve(true, centre)
@@ -65,7 +65,7 @@ def test_match_far_outside_the_stage_uncertainty_falls_back_to_the_prior():
     lm = _label(2)
     far = _shifted(400.0, -50.0)
     em = _em_of(lm, far, 3)
-    wide = register_near_prior(lm, em, CENTRED, search_radius_px=600)
+    wide = register_near_prior(lm, em, CENTRED, search_radius_px=600, n_null_shifts=49)
     assert np.allclose(wide.matrix[:2, 2], far[:2, 2], atol=1.0)  # a search over 6 um takes the far match
     ctx = EvaluationContext(lm_pixel_size_nm=100.0, em_pixel_size_nm=10.0, stage_relocation_sigma_nm=50.0)
     st = SectionState(lm=lm, em=em, context=ctx, em_w=em, lm_w=lm, target_mask=em > 0.5 * em.max(),

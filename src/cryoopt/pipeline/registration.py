@@ -1340,7 +1340,7 @@ def register_near_prior(
     *,
     search_radius_px: float,
     max_p_value: float = 1e-3,
-    n_null_shifts: int = 49,
+    n_null_shifts: int = 199,
     max_working_px: int = 256,
 ) -> RegistrationResult:
     """Find the shift of a stage prior by image correlation within the stage's uncertainty,
@@ -1375,7 +1375,7 @@ def register_near_prior(
         max_p_value: largest chance probability (corrected for the search) of a peak that is
             accepted.
         n_null_shifts: toroidal shifts of the EM content searched as the images' own null;
-            the peak must beat all of them (chance p <= 1 / (1 + n_null_shifts)).
+            the peak must beat all of them (chance p <= 1 / (1 + n_null_shifts), 0.005 by default).
         max_working_px: largest side of the correlation grid (the EM is block-averaged).
 
     Returns:
@@ -1447,17 +1447,15 @@ def register_near_prior(
     tiled = np.pad(tmpl.astype(float), ((0, h), (0, w)), mode="symmetric")
     far = [(a, b) for a in range(2 * h) for b in range(2 * w)
            if min(a, 2 * h - a) * g >= MIN_TOROIDAL_SHIFT_PX or min(b, 2 * w - b) * g >= MIN_TOROIDAL_SHIFT_PX]
-    beaten = 0
-    for k in rng.permutation(len(far))[:n_null_shifts]:
+    if len(far) < n_null_shifts:
+        raise RegistrationError(f"could not verify the prior: the EM field is too small for {n_null_shifts} shifted copies")
+    for tried, k in enumerate(rng.permutation(len(far))[:n_null_shifts], start=1):
         null = match_template(canvas, np.roll(tiled, far[k], axis=(0, 1))[:h, :w])
-        if float(np.max(np.where(searched, null, -np.inf))) >= peak:
-            beaten += 1
-    p_null = (1 + beaten) / (1 + min(n_null_shifts, len(far)))
-    if not (len(far) >= n_null_shifts and p_null <= 1.0 / (1 + n_null_shifts)):
-        raise RegistrationError(
-            f"could not verify the prior: the best image correlation within {search_radius_px:.0f} EM px of it, "
-            f"{peak:.2f}, was matched or beaten by {beaten} of {min(n_null_shifts, len(far))} searches with the EM "
-            "field's content moved round the field; use the prior unverified, or add fiducials")
+        if float(np.max(np.where(searched, null, -np.inf))) >= peak:  # one is enough to refuse: stop there
+            raise RegistrationError(
+                f"could not verify the prior: the best image correlation within {search_radius_px:.0f} EM px of it, "
+                f"{peak:.2f}, was matched by the search with the EM field's content moved round the field "
+                f"(copy {tried} of {n_null_shifts}); use the prior unverified, or add fiducials")
     # sub-pixel peak: a parabola through the peak and its neighbours on each axis
     off = []
     for axis in (0, 1):
