@@ -43,7 +43,13 @@ from cryoopt.pipeline._validate import (
 from cryoopt.pipeline.evaluators import Evaluator, Evidence, LogicConsistencyEvaluator
 from cryoopt.pipeline.parser import KnownMask, ParseResult, parse_section
 from cryoopt.pipeline.preprocess import Restorer, block_mean, detect_charging, detect_ice, normalize_intensity, restorers
-from cryoopt.pipeline.registration import RegistrationResult, detect_structure_points, register_lm_em
+from cryoopt.pipeline.registration import (
+    STAGE_RELOCATION_SIGMA_NM,
+    RegistrationResult,
+    detect_structure_points,
+    register_lm_em,
+    register_near_prior,
+)
 from cryoopt.pipeline.scores import Score, Scores, score
 
 __all__ = ["LABEL_SITES", "EvaluationContext", "Pipeline", "SectionState", "evaluate_section"]
@@ -94,6 +100,11 @@ class EvaluationContext:
             navigation to a region of interest leaves them, at the pixel sizes' scale,
             unrotated), a `3 x 3` LM -> EM pixel matrix from stage coordinates, or None
             (no label placement: label scores fail). ``registration_verified`` says which.
+            Image evidence is only accepted within three ``stage_relocation_sigma_nm`` of the
+            prior and only where it beats chance over the shifts searched there.
+        stage_relocation_sigma_nm: one-sigma uncertainty (nm, per axis) of the prior, how
+            well the stage relocates the LM field in the EM (default
+            :data:`~cryoopt.pipeline.registration.STAGE_RELOCATION_SIGMA_NM`, 2 um), 0-1e6 nm.
         label_sites: where the label belongs when ``label_target_mask`` is not given: the
             labelled sites, each grown by one LM pixel (the finest the label can be placed;
             the simulator's known sites are grown the same way), so precision, recall and
@@ -129,6 +140,7 @@ class EvaluationContext:
     em_reference_intensity: float | None = None
     elastic_registration: bool = False
     registration_prior: Any = "centred"
+    stage_relocation_sigma_nm: float = STAGE_RELOCATION_SIGMA_NM
     label_sites: str = "structures"
     label_site_radius_nm: float | None = None
 
@@ -158,6 +170,14 @@ class EvaluationContext:
             object.__setattr__(self, "label_site_radius_nm", float(r))
         elif self.label_sites == "spots":
             raise EvaluationError("label_sites='spots' needs label_site_radius_nm, the radius of one labelled site in nm")
+        sigma = self.stage_relocation_sigma_nm
+        try:
+            ok = not isinstance(sigma, bool) and 0.0 <= float(sigma) <= 1e6
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise EvaluationError(f"stage_relocation_sigma_nm must be a number of nm in [0, 1000000], got {sigma!r}")
+        object.__setattr__(self, "stage_relocation_sigma_nm", float(sigma))
         prior = self.registration_prior
         if not (prior is None or (isinstance(prior, str) and prior == "centred")):
             m = np.asarray(prior, float)
@@ -346,20 +366,30 @@ def stage_register(st: SectionState) -> None:
     kwargs = dict(lm_pixel_size_nm=ctx.lm_pixel_size_nm * st.f_lm, em_pixel_size_nm=ctx.em_pixel_size_nm * st.f_em,
                   lm_points=detect_structure_points(lm_feat), em_points=detect_structure_points(em_feat),
                   max_working_px=ctx.max_working_px)
+    prior = _prior(st)
+    # how far from the prior the stage may have put the EM field (working EM px)
+    radius = 3.0 * ctx.stage_relocation_sigma_nm / (ctx.em_pixel_size_nm * st.f_em)
     reg_w = None
-    # structure points verify an affine; too few of them (a neurite and a few puncta), and
-    # the image correlation at the known scale must stand out on its own
-    for model in ("affine", "coarse"):
+    # structure points verify an affine, and it must lie where the stage can have put the field
+    try:
+        reg_w = register_lm_em(lm_feat, em_feat, model="affine", elastic=ctx.elastic_registration, **kwargs)
+        if prior is not None and _offset_from(reg_w.matrix, prior, st.em_w.shape) > radius:
+            reg_w = None
+    except EvaluationError:
+        pass
+    if reg_w is None:
+        # too few points (a neurite and a few puncta): the image correlation must stand out on
+        # its own, against chance over the shifts the stage allows, else the prior is used unverified
         try:
-            reg_w = register_lm_em(lm_feat, em_feat, model=model, elastic=ctx.elastic_registration and model == "affine",
-                                   **kwargs)
-            break
+            if prior is not None:
+                reg_w = register_near_prior(lm_feat, em_feat, prior, search_radius_px=radius)
+            else:
+                reg_w = register_lm_em(lm_feat, em_feat, model="coarse", **kwargs)
         except EvaluationError:
-            continue
+            reg_w = None
     s = st.scores
     s["registration_verified"] = score("registration_verified", float(reg_w is not None))
     if reg_w is None:
-        prior = _prior(st)
         if prior is None:
             for k in ("registration_tre_px", "registration_tre_nm", "registration_fre_px", "label_in_target_fraction"):
                 s[k] = score(k, math.nan)
@@ -390,6 +420,13 @@ def stage_register(st: SectionState) -> None:
         s["label_in_target_fraction"] = score("label_in_target_fraction", inside)
     else:
         s["label_in_target_fraction"] = score("label_in_target_fraction", math.nan)
+
+
+def _offset_from(matrix: np.ndarray, prior: np.ndarray, em_shape: tuple[int, ...]) -> float:
+    """How far (EM px) ``matrix`` puts the EM field's centre from where ``prior`` puts it."""
+    centre = np.array([(em_shape[1] - 1) / 2.0, (em_shape[0] - 1) / 2.0, 1.0])
+    lm_at = np.linalg.solve(prior, centre)
+    return float(np.hypot(*((matrix @ lm_at)[:2] - centre[:2])))
 
 
 def _prior(st: SectionState) -> np.ndarray | None:
