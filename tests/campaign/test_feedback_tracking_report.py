@@ -129,6 +129,37 @@ def test_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     assert "good contrast" in md and "![pareto](pareto.png)" in md
 
 
+def test_report_redraws_a_plot_only_when_its_inputs_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rebuilding the report on an unchanged journal keeps the PNGs and rewrites report.md;
+    one more trial (same config) redraws every plot."""
+    from cryoopt.campaign import report
+
+    drawn: list[str] = []
+    for name in ("_convergence", "_effects", "_parallel"):
+        def counting(path: Path, *args, _draw=getattr(report, name)):
+            drawn.append(path.stem)
+            return _draw(path, *args)
+        monkeypatch.setattr(report, name, counting)
+    d, out = tmp_path / "c", tmp_path / "r"
+    cfg = make_config(budget={"experiments": 5})
+    Campaign(make_config(budget={"experiments": 4}), d).run()
+    first = report.write_report(d, config=cfg, out_dir=out)
+    assert sorted(drawn) == ["convergence", "effects", "parallel"]
+    pngs = {name: (p.read_bytes(), p.stat().st_mtime_ns) for name, p in first.items() if p.suffix == ".png"}
+    (out / "report.md").unlink()
+    again = report.write_report(d, config=cfg, out_dir=out)
+    assert len(drawn) == 3 and again == first  # nothing redrawn, the same paths returned
+    assert {name: (again[name].read_bytes(), again[name].stat().st_mtime_ns) for name in pngs} == pngs
+    assert (out / "report.md").is_file()  # the summary is always rewritten
+    (out / "parallel.png").unlink()  # a missing plot is drawn again whatever its key says
+    report.write_report(d, config=cfg, out_dir=out)
+    assert drawn[3:] == ["parallel"]
+    Campaign(cfg, d).run()  # one more trial: every plot's data changed
+    drawn.clear()
+    report.write_report(d, config=cfg, out_dir=out)
+    assert sorted(drawn) == ["convergence", "effects", "parallel"]
+
+
 def _mlflow_runs(d: Path, experiment: str = "t") -> tuple[list, list]:
     """(parent runs, terminated child runs) of the campaign's MLflow store."""
     from mlflow.tracking import MlflowClient

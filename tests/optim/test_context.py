@@ -94,12 +94,13 @@ def test_state_without_contexts_is_unchanged_and_old_states_load() -> None:
 @pytest.mark.slow
 def test_contextual_bo_beats_context_blind_bo_at_a_given_context() -> None:
     """Same specimens (contexts), same budget: the recommendation at c = 0.1 and 0.9 is better
-    when the GP sees the context, on every one of 3 seeds."""
+    when the GP sees the context, on every one of 3 seeds (10 specimens, 4 of them the initial
+    design; the gain held on 6 seeds at 10 specimens, smallest gain 0.44)."""
     gains = []
     for seed in range(3):
         rng = np.random.default_rng(100 + seed)
-        specimens = rng.random(14)
-        noise = rng.normal(0, 0.05, 14)
+        specimens = rng.random(10)
+        noise = rng.normal(0, 0.05, 10)
         regret = {}
         for aware in (True, False):
             opt = BayesianOptimizer(X_SPACE, seed=seed, contexts=CONTEXTS if aware else None, n_initial=4, **FAST)

@@ -23,7 +23,7 @@ from cryoopt.optim.fused_kernel import KernelLockError
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-MULTI_OBJECTIVE_RUN = textwrap.dedent(
+PROPOSE = textwrap.dedent(
     """
     import json, math
     from cryoopt.optim import BayesianOptimizer
@@ -31,13 +31,33 @@ MULTI_OBJECTIVE_RUN = textwrap.dedent(
     from cryoopt.space import SearchSpace
 
     space = SearchSpace.from_dict({"x": {"type": "float", "low": 0, "high": 1}})
-    opt = BayesianOptimizer(space, seed=0, objectives={"quality": "maximize", "prep_time_h": "minimize"},
-                            n_initial=3, num_restarts=2, raw_samples=16, mc_samples=16)
-    for _ in range(4):
-        (t,) = opt.ask()
-        x = t.params["x"]
-        opt.tell(t, {"quality": x, "prep_time_h": 1 + 4 * x * x})
-    print(json.dumps({"source": t.source, "fused": logei._C is not None}))
+
+    def last_proposal():
+        \"\"\"The first BO proposal of a seeded two-objective run, and whether the fused kernel is loaded.\"\"\"
+        opt = BayesianOptimizer(space, seed=0, objectives={"quality": "maximize", "prep_time_h": "minimize"},
+                                n_initial=3, num_restarts=2, raw_samples=16, mc_samples=16)
+        for _ in range(4):
+            (t,) = opt.ask()
+            x = t.params["x"]
+            opt.tell(t, {"quality": x, "prep_time_h": 1 + 4 * x * x})
+        return t, logei._C is not None
+    """
+)
+MULTI_OBJECTIVE_RUN = PROPOSE + textwrap.dedent(
+    """
+    t, fused = last_proposal()
+    print(json.dumps({"source": t.source, "fused": fused}))
+    """
+)
+# the same seeded run twice in one interpreter: on the fused kernel, then on BoTorch's pure-Python
+# path (``use_fused`` reads ``_C`` at each call; a failed or done load is not attempted again)
+FUSED_THEN_PLAIN = PROPOSE + textwrap.dedent(
+    """
+    t, fused = last_proposal()
+    logei._C = None
+    plain, plain_fused = last_proposal()
+    print(json.dumps({"x": t.params["x"], "source": t.source, "fused": fused,
+                      "plain_x": plain.params["x"], "plain_source": plain.source, "plain_fused": plain_fused}))
     """
 )
 
@@ -129,14 +149,10 @@ def test_set_up_build_is_used_and_gives_the_same_proposals(tmp_path: Path) -> No
         build = _run("from cryoopt.optim.fused_kernel import main; raise SystemExit(main(['build']))", tmp_path, 540)
         assert build.returncode == 0, build.stderr[-2000:]
     compiled = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
-    fused = _run(MULTI_OBJECTIVE_RUN.replace('print(json.dumps({"source"', 'print(json.dumps({"x": t.params["x"], "source"'),
-                 tmp_path, 150)
-    assert fused.returncode == 0, fused.stderr[-2000:]
-    out = json.loads(fused.stdout.strip().splitlines()[-1])
+    both = _run(FUSED_THEN_PLAIN, tmp_path, 150)
+    assert both.returncode == 0, both.stderr[-2000:]
+    out = json.loads(both.stdout.strip().splitlines()[-1])
     assert out["fused"] is True and out["source"] == "bo"
-    plain = _run("import botorch.acquisition.multi_objective.logei as m; m._load_attempted = True\n"
-                 + MULTI_OBJECTIVE_RUN.replace('print(json.dumps({"source"', 'print(json.dumps({"x": t.params["x"], "source"'),
-                 tmp_path, 150)
-    assert plain.returncode == 0, plain.stderr[-2000:]
-    assert json.loads(plain.stdout.strip().splitlines()[-1])["x"] == pytest.approx(out["x"], abs=1e-6)
+    assert out["plain_fused"] is False and out["plain_source"] == "bo"
+    assert out["plain_x"] == pytest.approx(out["x"], abs=1e-6)
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == compiled  # neither run compiled or locked

@@ -37,6 +37,21 @@ def test_dataset_is_seeded():
     np.testing.assert_array_equal(a.test.inputs[0], b.test.inputs[0])
 
 
+def test_shared_phantoms_give_the_datasets_of_fresh_ones():
+    """Phantoms are built once per (preset, seed) and shared: imaging them must leave them unchanged."""
+    from cryoopt.restore.data import _phantom
+
+    _phantom.cache_clear()
+    fresh = make_artifact_dataset(6, shape=(24, 24), seed=3)
+    other = make_artifact_dataset(6, shape=(24, 24), seed=3, settings=ArtifactSettings(ice_coverage=0.0))
+    assert _phantom.cache_info().hits > 0  # the second dataset reused the first one's phantoms
+    shared = make_artifact_dataset(6, shape=(24, 24), seed=3)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(getattr(shared, split).targets, getattr(fresh, split).targets)
+        assert np.array_equal(getattr(shared, split).inputs, getattr(fresh, split).inputs)
+    assert not np.array_equal(other.train.inputs, fresh.train.inputs)
+
+
 def test_settings_are_validated():
     with pytest.raises(ValidationError):
         ArtifactSettings(ice_fractal_dimension=2.5)

@@ -23,12 +23,20 @@ with units from the config:
 
 ``report.md`` starts with the recommendation, then the best observed trial, counts,
 top trials, failures and operator notes.
+
+A plot is drawn only when its inputs changed: each is a function of the config and the
+journal's trials, whose SHA-256 (with the library and matplotlib versions) is kept in
+``<dir>/report/.plot_keys.json``; a report rebuilt on an unchanged journal (a campaign
+rerun with nothing left to do) keeps the PNGs it has and rewrites only ``report.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ from cryoopt.campaign.outcomes import Outcomes, config_from_journal
 from cryoopt.campaign.recommendation import Recommendation, fit_model, recommend, units
 from cryoopt.config import _OUTCOME, CampaignConfig
 from cryoopt.progress import Progress
+
+_PLOT_KEYS = ".plot_keys.json"
 
 __all__ = ["axis_label", "recommendation_lines", "slice_grid", "write_report"]
 
@@ -64,28 +74,61 @@ def write_report(directory: str | Path, *, config: CampaignConfig | None = None,
     out.mkdir(parents=True, exist_ok=True)
     space = cfg.search_space()
     n_plots = 3 + (len(cfg.objectives) >= 2)
+    key = _plot_inputs_key(cfg, trials)
+    stored = _read_plot_keys(out)
+    plots = ["convergence", "effects", "parallel"] + (["pareto"] if len(cfg.objectives) >= 2 else [])
+    fresh = {name for name in plots if stored.get(name) == key and (out / f"{name}.png").is_file()}
     with Progress(f"writing the report to {out}", total=n_plots + 2, unit="parts") as progress:
         model = fit_model(cfg, trials, optimizer=optimizer)
         rec = recommend(cfg, trials, model=model, fit=False)
         progress.update()
         best = outcomes.best(trials)
         paths: dict[str, Path] = {}
-        paths["convergence"] = _convergence(out / "convergence.png", cfg, outcomes, trials, model, rec)
+
+        def plot(name: str, draw: Any, *args: Any) -> None:
+            path = out / f"{name}.png"
+            paths[name] = path if name in fresh else draw(path, *args)
+            stored[name] = key
+
+        plot("convergence", _convergence, cfg, outcomes, trials, model, rec)
         progress.update()
         if len(cfg.objectives) >= 2:
-            paths["pareto"] = _pareto(out / "pareto.png", cfg, outcomes, trials, rec, best)
+            plot("pareto", _pareto, cfg, outcomes, trials, rec, best)
             progress.update()
         if model is not None and rec is not None:
-            paths["effects"] = _effects(out / "effects.png", cfg, space, model, rec, trials)
+            plot("effects", _effects, cfg, space, model, rec, trials)
         progress.update()
-        paths["parallel"] = _parallel(out / "parallel.png", cfg, space, trials, rec)
+        plot("parallel", _parallel, cfg, space, trials, rec)
         progress.update()
+        (out / _PLOT_KEYS).write_text(json.dumps({k: v for k, v in stored.items() if k in paths}, indent=1))
         paths["summary"] = _markdown(out / "report.md", cfg, outcomes, trials, ratings, notes, meta, paths, best, rec)
         progress.update()
     return paths
 
 
 # ---------------------------------------------------------------------------- helpers
+def _plot_inputs_key(cfg: CampaignConfig, trials: list[TrialRecord]) -> str:
+    """SHA-256 of everything the plots are drawn from: the config, the trials (without the
+    MLflow bookkeeping flag) and the versions of the code that draws them."""
+    import matplotlib
+
+    from cryoopt import __version__
+
+    rows = [{k: v for k, v in asdict(t).items() if k != "tracked"} for t in trials]
+    text = json.dumps({"config": cfg.model_dump(mode="json"), "trials": rows,
+                       "versions": [__version__, matplotlib.__version__]}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_plot_keys(out: Path) -> dict[str, str]:
+    """The input keys of the plots already in ``out`` (empty when missing or unreadable: all are drawn)."""
+    try:
+        keys = json.loads((out / _PLOT_KEYS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in keys.items()} if isinstance(keys, dict) else {}
+
+
 def _figure(w: float, h: float) -> Any:
     from matplotlib.figure import Figure
 
