@@ -491,7 +491,8 @@ def merge_env(previous: dict | None, rerun: dict) -> dict:
     return merged
 
 
-def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phantoms: tuple[str, ...] = PRESETS) -> dict:
+def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phantoms: tuple[str, ...] = PRESETS,
+              seed: int = 5000, protocol_seed: int = 17) -> dict:
     from scipy.stats import qmc, spearmanr
 
     from cryoopt.loop.blocks import BlockRunner, block_space
@@ -506,8 +507,9 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
 
         clem.EvaluationContext = lambda **kw: dataclasses.replace(EvaluationContext(**kw), segmenter=segmenter)
     space = block_space()
-    protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=17).random(n_protocols)]
-    out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter, "scenarios": {}}
+    protocols = [space.decode(u) for u in qmc.Sobol(space.dim, seed=protocol_seed).random(n_protocols)]
+    out: dict = {"protocols": n_protocols, "sections_per_block": sections, "segmenter": segmenter,
+                 "seed": seed, "protocol_seed": protocol_seed, "scenarios": {}}
     for scen in phantoms:
         runners = {m: BlockRunner("bo_only", env_kwargs={"scenario": scen, "structures": m, "registration": m, "image_size": 128},
                                   max_sections=sections) for m in ("known", "estimate")}
@@ -518,7 +520,7 @@ def bench_env(quick: bool, n_protocols: int, sections: int, segmenter: str, phan
             for m, r in runners.items():
                 logs[m].clear()
                 t0 = time.perf_counter()
-                res = r.measure(params, seed=5000 + i)
+                res = r.measure(params, seed=seed + i)
                 row[m] = {"quality": res["quality"], "cnr": res.get("cnr"), "failed_evaluations": res.get("failed_evaluations"),
                           "seconds": time.perf_counter() - t0, **_block_terms(logs[m])}
             rows.append(row)
@@ -623,6 +625,10 @@ def main() -> dict:
     ap.add_argument("--seg-seeds", default="200,201,202,203",
                     help="specimen seeds of the seg part (held out: 200+; tune on others, e.g. 300,301)")
     ap.add_argument("--seg-baseline", help="a JSON of an earlier seg run (e.g. the previous segmenter's) to pair against")
+    ap.add_argument("--env-seed", type=int, default=5000,
+                    help="the env part's first specimen seed (block i uses seed + i; the stored runs use 5000)")
+    ap.add_argument("--env-protocol-seed", type=int, default=17,
+                    help="seed of the env part's Sobol protocols (the stored runs use 17; others give fresh protocols)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     parts = set(args.parts.split(","))
@@ -653,7 +659,7 @@ def main() -> dict:
     if "env" in parts:
         key = "env" if args.env_segmenter == "hierarchical" else f"env_{args.env_segmenter}"
         result[key] = bench_env(args.quick, 8 if args.quick else args.protocols, 3 if args.quick else args.sections,
-                                args.env_segmenter, tuple(args.phantoms.split(",")))
+                                args.env_segmenter, tuple(args.phantoms.split(",")), args.env_seed, args.env_protocol_seed)
     result["seconds_total"] = time.perf_counter() - t0
     result["load_at_end"] = _load()
     path = Path(args.out)
