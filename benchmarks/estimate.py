@@ -190,6 +190,17 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
     return out
 
 
+def _per_section_differences(new: dict, baseline: dict, entry: str, field: str) -> list[float]:
+    """Per-section ``new - baseline`` of ``field`` in each phantom's ``entry`` (a class or the
+    membrane boundary), over the phantoms where both runs scored the same sections."""
+    d: list[float] = []
+    for p in PRESETS:
+        x, y = new["iou"][f"{p}/{entry}"].get(field), baseline["iou"][f"{p}/{entry}"].get(field)
+        if x is not None and y is not None and len(x) == len(y):
+            d += [xi - yi for xi, yi in zip(x, y)]
+    return d
+
+
 def paired_segmentation(new: dict, baseline: dict) -> dict:
     """Per-section IoU differences (new - baseline) of each method both runs scored, on the
     same held-out sections, pooled over the phantoms, with bootstrap 95 % intervals."""
@@ -199,21 +210,13 @@ def paired_segmentation(new: dict, baseline: dict) -> dict:
         if b is None:
             continue
         for c in CLASSES:
-            d = []
-            for p in PRESETS:
-                x, y = r["iou"][f"{p}/{c}"].get("per_section"), b["iou"][f"{p}/{c}"].get("per_section")
-                if x is not None and y is not None and len(x) == len(y):
-                    d += [xi - yi for xi, yi in zip(x, y)]
+            d = _per_section_differences(r, b, c, "per_section")
             if d:
                 out[f"{name}/{c}"] = {"mean_difference": float(np.mean(d)), "ci95": _boot_ci(np.array(d)), "n_sections": len(d)}
         mb, bb = r["iou"].get("all/membrane_boundary"), b["iou"].get("all/membrane_boundary")
         if mb and bb:
             out[f"{name}/membrane_boundary_f"] = row = {"new": mb["f_score"], "baseline": bb["f_score"]}
-            d = []
-            for p in PRESETS:
-                x, y = r["iou"][f"{p}/membrane_boundary"].get("per_section_f"), b["iou"][f"{p}/membrane_boundary"].get("per_section_f")
-                if x is not None and y is not None and len(x) == len(y):
-                    d += [xi - yi for xi, yi in zip(x, y)]
+            d = _per_section_differences(r, b, "membrane_boundary", "per_section_f")
             if d:
                 row.update(mean_difference=float(np.mean(d)), ci95=_boot_ci(np.array(d)), n_sections=len(d))
     print("\n== Segmentation, paired per-section IoU difference against the baseline run (same sections) ==")
