@@ -119,6 +119,18 @@ def known_label_cnr_stage(sites: np.ndarray) -> Any:
     return stage
 
 
+def centred_lm_to_em(n_lm: int, n_em: int, lm_px: float, em_px: float) -> np.ndarray:
+    """The LM -> EM pixel transform (3x3, ``(x, y, 1)``) of two fields that share their centre.
+
+    The simulated microscope samples pixel ``i`` of an ``n``-pixel field at ``centre + (i - (n-1)/2) px``
+    (:meth:`~cryoopt.instruments.simulated.sim_physics.SimImaging.truth`), so the middle of the
+    LM field, ``(n_lm - 1)/2``, lands on the middle of the EM field, ``(n_em - 1)/2``, and the LM
+    origin sits at ``(n_em - 1)/2 - s (n_lm - 1)/2`` EM px, ``s = lm_px / em_px``."""
+    s = lm_px / em_px
+    off = (n_em - 1) / 2.0 - s * (n_lm - 1) / 2.0
+    return np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
+
+
 def known_registration_stage(matrix: np.ndarray) -> Any:
     """A ``register`` stage that uses the simulator's known LM->EM pixel transform ``matrix``
     (3x3, ``(x, y, 1)``) instead of estimating it: TRE/FRE are reported as 0 px and
@@ -353,10 +365,7 @@ class CLEMProtocolEnv(InstrumentEnv):
                                 **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
         if self.registration == "known":
-            n = self.image_size
-            s = lm_px / em_px
-            off = (n * em_px / 2.0 - n * lm_px / 2.0) / em_px  # LM origin in EM pixels (both fields centred)
-            matrix = np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
+            matrix = centred_lm_to_em(self.image_size, self.image_size, lm_px, em_px)
             stages = [(name, known_registration_stage(matrix) if name == "register" else fn) for name, fn in stages]
         sites = self._known_label_sites(lm.shape)
         if sites is not None:
