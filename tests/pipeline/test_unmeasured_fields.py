@@ -90,3 +90,16 @@ def test_a_mitochondrion_in_a_field_of_cytoplasm_stays_an_organelle() -> None:
     st = _estimate(em, open_beam, ("mitochondria",))
     assert st.parsed.mask("cells").mean() > 0.95  # the field is inside a cell: no matrix in it
     assert _iou(st.parsed.mask("mitochondria"), mito) > 0.7
+
+
+def test_a_bead_whose_film_is_clipped_flat_has_its_area_but_no_contrast() -> None:
+    # the contrast needs the film's noise, which a clipped film does not show: undefined (a failed
+    # measurement), while the target's area says the bead is there (not "nothing to measure")
+    beads = _beads()
+    img = _film(1.6 * FULL_SCALE, 40.0, beads.astype(float))
+    ctx = EvaluationContext(lm_pixel_size_nm=100.0, em_pixel_size_nm=PX, target_structures=("beads",))
+    st = SectionState(np.random.default_rng(1).random((32, 32)), img, ctx)
+    for stage in (stage_preprocess, stage_parse, stage_metrics):
+        stage(st)
+    assert math.isnan(st.scores["em_cnr"].value)
+    assert abs(st.scores["em_target_fraction"].value - beads.mean()) < 0.3 * beads.mean()
