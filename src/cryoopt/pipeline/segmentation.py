@@ -523,11 +523,28 @@ class HierarchicalSegmenter:
                 out[tuple(rp.coords.T)] = True
         return out
 
+    def _resin_by_od(self, no_mem: np.ndarray, cls: np.ndarray, k_levels: int,
+                     reference_intensity: float) -> tuple[list[int], str, list[float]]:
+        """The levels that are bare resin (optical density below ``resin_max_od``) or, failing
+        that, a stained matrix (``matrix_od_ratio`` below the darkest level), with the rule used
+        and every level's optical density."""
+        od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
+              for k in range(k_levels)]
+        resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
+        why = "optical density"
+        if not resin and k_levels >= 2 and od[-1] > 0 and od[0] / od[-1] > self.matrix_od_ratio:
+            # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
+            # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's; every
+            # level that far below the darkest is matrix (a small field can split it in two)
+            resin, why = [k for k in range(k_levels) if od[0] / max(od[k], 1e-12) > self.matrix_od_ratio], "optical density ratio"
+        return resin, why, od
+
     def _cells_in_matrix(self, org_lab: np.ndarray, n_org: int, no_mem: np.ndarray, organelles: np.ndarray,
                          valid: np.ndarray, reference_intensity: float) -> np.ndarray:
-        """The dark objects of a one-level field that are cells in a stained matrix, not organelles
-        in cytoplasm: their optical density over the level's exceeds ``cell_in_matrix_od_ratio``
-        (optical densities are ratios of stain uptake whatever the thickness and stain)."""
+        """The dark objects that are cells in a stained matrix, not organelles in cytoplasm: their
+        optical density over that of the level ``valid`` (away from the objects) exceeds
+        ``cell_in_matrix_od_ratio`` (optical densities are ratios of stain uptake whatever the
+        thickness and stain)."""
         level = valid & ~ndi.binary_dilation(org_lab > 0, iterations=2)
         if not level.any():
             return np.zeros(org_lab.shape, bool)
@@ -714,12 +731,14 @@ class HierarchicalSegmenter:
         cls = np.digitize(base, thresholds)
 
         org_lab, n_org = ndi.label(organelles)
-        if reference_intensity is not None and k_levels == 1 and n_org:
-            cells_in_matrix = self._cells_in_matrix(org_lab, n_org, no_mem, organelles & valid_c, valid_c, reference_intensity)
+        if reference_intensity is not None and n_org and (k_levels == 1 or not self._resin_by_od(no_mem, cls, k_levels, reference_intensity)[0]):
+            # no level is matrix: are the dark "organelles" cells in a matrix that is the brightest level?
+            brightest = valid_c & (cls == k_levels - 1)
+            cells_in_matrix = self._cells_in_matrix(org_lab, n_org, no_mem, organelles & valid_c, brightest, reference_intensity)
             if cells_in_matrix.any():  # two levels: those cells, and the matrix around them
                 organelles = organelles & ~cells_in_matrix
                 base = np.where(ndi.binary_dilation(organelles), bg, no_mem)
-                level = valid_c & ~ndi.binary_dilation(organelles | cells_in_matrix, iterations=2)
+                level = brightest & ~ndi.binary_dilation(organelles | cells_in_matrix, iterations=2)
                 thresholds = [0.5 * (float(np.median(no_mem[cells_in_matrix])) + float(np.median(no_mem[level])))]
                 k_levels = 2
                 cls = np.digitize(base, thresholds)
@@ -732,15 +751,7 @@ class HierarchicalSegmenter:
                 org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
         od: list[float] = []
         if reference_intensity is not None:
-            od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
-                  for k in range(k_levels)]
-            resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
-            why = "optical density"
-            if not resin and k_levels >= 2 and od[-1] > 0 and od[0] / od[-1] > self.matrix_od_ratio:
-                # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
-                # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's; every
-                # level that far below the darkest is matrix (a small field can split it in two)
-                resin, why = [k for k in range(k_levels) if od[0] / max(od[k], 1e-12) > self.matrix_od_ratio], "optical density ratio"
+            resin, why, od = self._resin_by_od(no_mem, cls, k_levels, reference_intensity)
         elif k_levels == 3:
             resin, why = [2], "three levels"
         elif k_levels == 2:
