@@ -18,7 +18,10 @@ morphology and thresholds, in the order a microscopist reads a section:
    kept only when the classes are several noise sigmas apart and cover at least
    ``min_region_um2``. Which level is resin is decided by the transmitted fraction
    when ``reference_intensity`` (the open-beam or bare-resin intensity) is known
-   (optical density below ``resin_max_od``); without it, by where the mitochondria
+   (optical density below ``resin_max_od``, or a stained matrix ``matrix_od_ratio``
+   below the darkest level; a dark organelle-sized object with ``cell_in_matrix_od_ratio``
+   times the brightest level's optical density is a cell in the matrix, e.g. a neurite
+   crossing a small field, not a mitochondrion); without it, by where the mitochondria
    lie (their surroundings are cytoplasm) and, failing that, by the brightest level
    being resin.
 3. **Organelles**, inside cells only: mitochondria are dark compact objects
@@ -731,7 +734,8 @@ class HierarchicalSegmenter:
         cls = np.digitize(base, thresholds)
 
         org_lab, n_org = ndi.label(organelles)
-        if reference_intensity is not None and n_org and (k_levels == 1 or not self._resin_by_od(no_mem, cls, k_levels, reference_intensity)[0]):
+        no_matrix = reference_intensity is not None and (k_levels == 1 or not self._resin_by_od(no_mem, cls, k_levels, reference_intensity)[0])
+        if no_matrix and n_org:
             # no level is matrix: are the dark "organelles" cells in a matrix that is the brightest level?
             brightest = valid_c & (cls == k_levels - 1)
             cells_in_matrix = self._cells_in_matrix(org_lab, n_org, no_mem, organelles & valid_c, brightest, reference_intensity)
