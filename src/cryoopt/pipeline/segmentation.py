@@ -618,16 +618,12 @@ class HierarchicalSegmenter:
         return np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
 
     def _nuclear_regions(self, img: np.ndarray, px: float, cells: np.ndarray, ignore: np.ndarray,
-                         organelles: np.ndarray | None = None, *, within_cells: bool = False) -> np.ndarray:
+                         organelles: np.ndarray | None = None) -> np.ndarray:
         """Regions of nuclear size whose chromatin texture stands above the noise and that are
         darker than the cytoplasm round them (module docstring); edges still blurred by the
-        texture map's smoothing (:meth:`_nuclear_edges` places them). ``within_cells``: only in
-        ``cells`` (where optical density has told the matrix, whose grain is as textured as
-        chromatin at fine pixels and which holds no nucleus)."""
+        texture map's smoothing (:meth:`_nuclear_edges` places them)."""
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
-        if within_cells:
-            textured &= cells
         if not textured.any():
             return textured
         cand = _opening_disk(textured, 250.0 / px)
@@ -778,8 +774,7 @@ class HierarchicalSegmenter:
         small = (org_area < self.nucleus_min_area_um2) | ~at_edge
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
-        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact,
-                                         within_cells=reference_intensity is not None and bool(resin))
+        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
         n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
         # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
         nuc_core = nuc_cand.copy() if nuc_cand.all() else ndi.distance_transform_cdt(nuc_cand, metric="taxicab") > n_core
