@@ -618,12 +618,17 @@ class HierarchicalSegmenter:
         return np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
 
     def _nuclear_regions(self, img: np.ndarray, px: float, cells: np.ndarray, ignore: np.ndarray,
-                         organelles: np.ndarray | None = None) -> np.ndarray:
+                         organelles: np.ndarray | None = None, *, within_cells: bool = False) -> np.ndarray:
         """Regions of nuclear size whose chromatin texture stands above the noise and that are
         darker than the cytoplasm round them (module docstring); edges still blurred by the
-        texture map's smoothing (:meth:`_nuclear_edges` places them)."""
+        texture map's smoothing (:meth:`_nuclear_edges` places them). ``within_cells`` (optical
+        density has told the matrix): only in ``cells``, and compared with cytoplasm only (the
+        matrix's grain is as textured as chromatin at fine pixels, it holds no nucleus, and a cell
+        is darker than it whether or not it holds one)."""
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
+        if within_cells:
+            textured &= cells
         if not textured.any():
             return textured
         cand = _opening_disk(textured, 250.0 / px)
@@ -646,7 +651,8 @@ class HierarchicalSegmenter:
             ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
             rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~near, ring, rest):
+            refs = (ring & cells, cells & ~textured & ~ignore & ~near) + (() if within_cells else (ring, rest))
+            for ref in refs:
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
@@ -774,7 +780,8 @@ class HierarchicalSegmenter:
         small = (org_area < self.nucleus_min_area_um2) | ~at_edge
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
-        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
+        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact,
+                                         within_cells=reference_intensity is not None and bool(resin))
         n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
         # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
         nuc_core = nuc_cand.copy() if nuc_cand.all() else ndi.distance_transform_cdt(nuc_cand, metric="taxicab") > n_core
