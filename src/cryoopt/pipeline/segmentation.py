@@ -720,7 +720,7 @@ class HierarchicalSegmenter:
         pc = px * f
         co = block_mean(img, f)
         valid_c = block_mean((~ign).astype(float), f) > 0.5
-        sig_c = noise_sigma(co) / (2.0 * math.sqrt(math.pi))  # after a 1-px Gaussian
+        sig_c = unclipped_noise_sigma(co) / (2.0 * math.sqrt(math.pi))  # after a 1-px Gaussian
         sc = ndi.gaussian_filter(co, 1.0)
         no_mem = closing(sc, _disk(max(1.0, self.membrane_nm / pc)))
         bg = closing(no_mem, _disk(0.5 * self.organelle_max_width_nm / pc))
