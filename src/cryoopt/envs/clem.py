@@ -383,7 +383,9 @@ class CLEMProtocolEnv(InstrumentEnv):
         """Whether this section's EM field has nothing to measure: no target structure, or one that
         fills the field (no surroundings to contrast with). On a simulated bench with known
         structures the ground truth decides (a saturated or noisy image of a measurable field is
-        a failed evaluation, not "no measurement"); elsewhere an undefined ``em_cnr`` does."""
+        a failed evaluation, not "no measurement"); elsewhere an undefined ``em_cnr`` does, the same
+        rule read on the estimated target structures (``em_target_fraction``): a target that is
+        there but whose contrast is undefined (its surroundings saturated) is a failed evaluation."""
         truth = getattr(self.chain.physics.get("microscope"), "last_truth", None)
         if self.structures == "known" and truth is not None and self.chain.simulated:
             mask = np.zeros(truth.cells.shape, bool)
@@ -391,7 +393,12 @@ class CLEMProtocolEnv(InstrumentEnv):
                 mask |= truth.masks.get(_TRUTH_KIND.get(kind, kind), np.zeros_like(mask))
             frac = float(mask.mean())
             return frac < 1e-3 or frac > 0.995
-        return scores is not None and "em_cnr" in scores and not math.isfinite(float(scores["em_cnr"].value))
+        if scores is None or "em_cnr" not in scores or math.isfinite(float(scores["em_cnr"].value)):
+            return False
+        if "em_target_fraction" not in scores or not math.isfinite(float(scores["em_target_fraction"].value)):
+            return True
+        frac = float(scores["em_target_fraction"].value)
+        return frac < 1e-3 or frac > 0.995
 
     def _field_centre(self) -> tuple[float, float] | None:
         """Specimen ``(x, y)`` nm of the latest section's field on a simulated bench, else None."""
