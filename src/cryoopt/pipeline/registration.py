@@ -741,7 +741,7 @@ class _CompressionFit:
         probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan,
                     spline_degree=spline_degree)
         x = probe._terms(*probe._st(q))
-        if len(src) < 2 * x.shape[1] + 2:
+        if len(src) < cls.min_matches(pieces, spline_degree):
             return None
         y = (dst - q) @ v
         nb = x.shape[1] // 2
@@ -760,6 +760,13 @@ class _CompressionFit:
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
         return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+
+    @staticmethod
+    def min_matches(pieces: int = 1, spline_degree: int = 1) -> int:
+        """Fewest matches the model is fitted to: two per coefficient (``g`` and ``h`` have
+        ``pieces + degree`` each), plus two left over to judge it by. The default, a compression
+        varying linearly across the cut, is the simplest variation there is: 10 matches."""
+        return 2 * 2 * (pieces + spline_degree) + 2
 
     @property
     def name(self) -> str:
@@ -1274,6 +1281,20 @@ def register_lm_em(
         fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
         absorbed = 3 if fit_model == "affine" else 2
         n_fine = len(_match(lp, ep, fine, tree, fine_radius))
+        need = _CompressionFit.min_matches()
+        if max_compression > 0 and n_fine < need:
+            # a section that may have compressed compresses unevenly across the cut: an affine
+            # through a few matches is right at them and extrapolates a uniform compression
+            # beyond them, pixels off where the compression varied, with a small TRE estimate
+            # (its residuals say nothing about the field away from the matches). Only matches
+            # enough to fit and judge the simplest varying compression tell the two apart
+            raise RegistrationError(
+                f"could not verify the registration of a section that may have compressed: {n_fine} structures "
+                f"matched within {fine_radius:.1f} EM px, fewer than the {need} that tell a compression varying "
+                "across the cut from a uniform one (an affine through fewer is right at its matches and may be "
+                "pixels off away from them); add fiducial beads or pass more lm_points/em_points, or "
+                "max_compression=0 where the section did not deform"
+            )
         p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
         if p_fine > max_p_value:
             raise RegistrationError(
