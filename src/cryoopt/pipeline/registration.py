@@ -39,7 +39,12 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    onto each other within their localisation precision (:data:`VERIFY_RADIUS_PX`) than
    the parameters it fitted absorb, beyond chance as in step 3, or the registration is
    refused. Step 3 accepts matches at the wider match radius, so a transform a few pixels
-   off (some of its few matches wrong or merged structures) passed it.
+   off (some of its few matches wrong or merged structures) passed it. On a section that
+   may have compressed (``max_compression > 0``) an affine through a few matches is right at
+   them and extrapolates a uniform compression beyond them, where a cut compresses unevenly:
+   fewer matches within that precision than the simplest uneven compression (varying
+   linearly across the cut) needs to be fitted and judged
+   (:meth:`_CompressionFit.min_matches`, 10) are refused.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
@@ -1084,6 +1089,8 @@ def register_lm_em(
             up to this fraction relative to the LM (a block-face or pre-section LM image;
             cryo-sections compress 20-60 % along the cut): point patterns are also matched
             after undoing compressions of 0.1, 0.2, ... along directions 15 degrees apart.
+            Such a section is registered only from 10 or more structures matched within
+            localisation precision (what a compression varying across the cut needs).
         scale_range: scales considered when the pixel sizes are not both known.
         seed: RANSAC and sampling seed.
 
