@@ -370,3 +370,35 @@ def test_chance_of_matches_counts_the_local_crowd_of_em_points():
     crowd = np.concatenate([rng.uniform(0, 384, (20, 2)), np.column_stack([200 + r * np.cos(a), 200 + r * np.sin(a)])])
     assert _chance_p_value(lm, spread, m, shape, 2.5, 6, 100) < 1e-3
     assert _chance_p_value(lm, crowd, m, shape, 2.5, 6, 100) > 1e-2
+
+
+def _similar_points(n_matched: int, seed: int = 5):
+    """``n_matched`` LM points a known similarity maps onto EM points to 0.2 px, among 8 EM
+    points that match nothing, and the blank images they stand for."""
+    rng = np.random.default_rng(seed)
+    lm_pts = rng.uniform(10, 118, (n_matched, 2))
+    rot, scale = 1.1, 2.4
+    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 190.0], [scale * math.sin(rot), scale * math.cos(rot), 40.0]])
+    em_pts = lm_pts @ m[:, :2].T + m[:, 2] + rng.normal(0, 0.2, (n_matched, 2))
+    em_pts = np.concatenate([em_pts, rng.uniform(0, 384, (8, 2))])
+    return rng.normal(size=(128, 128)), rng.normal(size=(384, 384)), lm_pts, em_pts, scale
+
+
+@pytest.mark.parametrize("n_matched, accepted", [(4, False), (9, False), (16, True)])
+def test_section_that_may_have_compressed_needs_matches_to_tell_an_uneven_compression(n_matched, accepted):
+    """An affine is pinned down by 3 matches; 4 (one to spare) verify nothing and are refused.
+    On a section that may have compressed (``max_compression > 0``) an affine through 9
+    matches fits them to their noise yet says nothing of a compression varying across the cut
+    away from them: refused, with an error that says so, while 16 are accepted. The same 9
+    matches on a section that did not deform are accepted: the refusal is the compression's."""
+    lm_img, em_img, lm_pts, em_pts, scale = _similar_points(n_matched)
+    kw = dict(lm_points=lm_pts, em_points=em_pts, match_radius_px=8.0, max_compression=0.1)
+    if accepted:
+        r = register_lm_em(lm_img, em_img, **kw)
+        assert r.scale == pytest.approx(scale, rel=0.01) and r.n_matches >= 12
+    else:
+        with pytest.raises(RegistrationError, match="may have compressed" if n_matched == 9 else "could not register"):
+            register_lm_em(lm_img, em_img, **kw)
+    if n_matched == 9:
+        r = register_lm_em(lm_img, em_img, **{**kw, "max_compression": 0.0})
+        assert r.scale == pytest.approx(scale, rel=0.01)

@@ -39,7 +39,12 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    onto each other within their localisation precision (:data:`VERIFY_RADIUS_PX`) than
    the parameters it fitted absorb, beyond chance as in step 3, or the registration is
    refused. Step 3 accepts matches at the wider match radius, so a transform a few pixels
-   off (some of its few matches wrong or merged structures) passed it.
+   off (some of its few matches wrong or merged structures) passed it. On a section that
+   may have compressed (``max_compression > 0``) an affine through a few matches is right at
+   them and extrapolates a uniform compression beyond them, where a cut compresses unevenly:
+   fewer matches within that precision than the simplest uneven compression (varying
+   linearly across the cut) needs to be fitted and judged
+   (:meth:`_CompressionFit.min_matches`, 10) are refused.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
@@ -741,7 +746,7 @@ class _CompressionFit:
         probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan,
                     spline_degree=spline_degree)
         x = probe._terms(*probe._st(q))
-        if len(src) < 2 * x.shape[1] + 2:
+        if len(src) < cls.min_matches(pieces, spline_degree):
             return None
         y = (dst - q) @ v
         nb = x.shape[1] // 2
@@ -760,6 +765,13 @@ class _CompressionFit:
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
         return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+
+    @staticmethod
+    def min_matches(pieces: int = 1, spline_degree: int = 1) -> int:
+        """Fewest matches the model is fitted to: two per coefficient (``g`` and ``h`` have
+        ``pieces + degree`` each), plus two left over to judge it by. The default, a compression
+        varying linearly across the cut, is the simplest variation there is: 10 matches."""
+        return 2 * 2 * (pieces + spline_degree) + 2
 
     @property
     def name(self) -> str:
@@ -1077,6 +1089,8 @@ def register_lm_em(
             up to this fraction relative to the LM (a block-face or pre-section LM image;
             cryo-sections compress 20-60 % along the cut): point patterns are also matched
             after undoing compressions of 0.1, 0.2, ... along directions 15 degrees apart.
+            Such a section is registered only from 10 or more structures matched within
+            localisation precision (what a compression varying across the cut needs).
         scale_range: scales considered when the pixel sizes are not both known.
         seed: RANSAC and sampling seed.
 
@@ -1274,6 +1288,20 @@ def register_lm_em(
         fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
         absorbed = 3 if fit_model == "affine" else 2
         n_fine = len(_match(lp, ep, fine, tree, fine_radius))
+        need = _CompressionFit.min_matches()
+        if max_compression > 0 and n_fine < need:
+            # a section that may have compressed compresses unevenly across the cut: an affine
+            # through a few matches is right at them and extrapolates a uniform compression
+            # beyond them, pixels off where the compression varied, with a small TRE estimate
+            # (its residuals say nothing about the field away from the matches). Only matches
+            # enough to fit and judge the simplest varying compression tell the two apart
+            raise RegistrationError(
+                f"could not verify the registration of a section that may have compressed: {n_fine} structures "
+                f"matched within {fine_radius:.1f} EM px, fewer than the {need} that tell a compression varying "
+                "across the cut from a uniform one (an affine through fewer is right at its matches and may be "
+                "pixels off away from them); add fiducial beads or pass more lm_points/em_points, or "
+                "max_compression=0 where the section did not deform"
+            )
         p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
         if p_fine > max_p_value:
             raise RegistrationError(
