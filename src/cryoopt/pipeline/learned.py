@@ -2,7 +2,8 @@
 
 :class:`LearnedSegmenter` implements :class:`~cryoopt.pipeline.segmentation.SectionSegmenter`:
 the image is resampled to a canonical pixel size (``model_pixel_nm``, 25 nm), scaled by
-robust percentiles, passed through a U-Net (Ronneberger, Fischer & Brox 2015, MICCAI,
+robust percentiles (and, where the open-beam intensity is known, given with its optical
+density ``-ln(I / I0)`` as a second channel), passed through a U-Net (Ronneberger, Fischer & Brox 2015, MICCAI,
 LNCS 9351:234) with four sigmoid outputs (``cells``, ``nuclei``, ``mitochondria``,
 ``membranes``: nested structures are independent labels, not exclusive classes), and
 the probabilities are resampled back and thresholded at 0.5.
@@ -10,10 +11,12 @@ the probabilities are resampled back and thresholded at 0.5.
 Training (:func:`train_segmenter`) uses labelled sections rendered from the specimen
 phantoms (:func:`cryoopt.sim.datasets.random_em_sections`: several presets, specimen
 seeds, section thicknesses, stain contrasts, doses and pixel sizes), with augmentation
-(flips, 90-degree turns, gain, offset and gamma, extra noise, a little blur) and a
+(the defects of an ultramicrotome's cut: chatter, knife marks, cracks; flips, 90-degree
+turns, gain, offset and gamma, extra noise, a little blur; crops as small as a 1.3 um
+field; the open beam known in half of them) and a
 loss of binary cross-entropy plus soft Dice per output (Milletari et al. 2016, 3DV,
 for the thin membrane class). The default :class:`TrainingConfig` (3000 steps of 8
-crops, 640 rendered sections) takes about 15-20 CPU minutes on one core; the weights
+crops, 640 rendered sections) takes about 15-30 CPU minutes on one core; the weights
 are cached (``$CRYOOPT_CACHE_DIR`` or ``~/.cache/cryoopt``), never shipped.
 
 PyTorch is imported only when a model is built, so :mod:`cryoopt.pipeline` imports and
