@@ -130,7 +130,8 @@ class TrainingConfig:
                 raise EvaluationError(f"{name} is a fraction of the training crops, in [0, 1]; got {getattr(self, name)!r}")
         lo, hi = self.chatter_period_nm
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-            raise EvaluationError(f"chatter_period_nm must be a range (low, high) of positive wavelengths, got {self.chatter_period_nm!r}")
+            raise EvaluationError("chatter_period_nm must be a range (low, high) of positive wavelengths, "
+                                  f"got {self.chatter_period_nm!r}")
         for name in ("pos_weight", "class_weight"):
             w = getattr(self, name)
             if len(w) != len(STRUCTURE_KINDS) or not all(math.isfinite(x) and x > 0 for x in w):
@@ -305,7 +306,8 @@ def _render(config: TrainingConfig, progress: Callable[[str], None] | None) -> l
     out = []
     side = config.patch_px + 8
     for sec in random_em_sections(config.presets, seeds=config.seeds, per_specimen=per, rng=rng,
-                                  ranges={"stain_contrast": config.stain_contrast}, size=lambda px: int(math.ceil(side * config.model_pixel_nm / px))):
+                                  ranges={"stain_contrast": config.stain_contrast},
+                                  size=lambda px: int(math.ceil(side * config.model_pixel_nm / px))):
         f = sec.pixel_size_nm / config.model_pixel_nm
         x = (_to_grid(sec.em.astype(float), f, order=1) / sec.params["dose_e_per_px"]).astype(np.float32)
         y = np.stack([_to_grid(t.astype(float), f, order=1) > 0.5 for t in _targets(sec.masks)]).astype(np.float32)
@@ -406,7 +408,8 @@ class LearnedSegmenter:
     final_loss: float = math.nan
     envelope: bool = True
 
-    def probabilities(self, image: np.ndarray, *, pixel_size_nm: float, reference_intensity: float | None = None) -> np.ndarray:
+    def probabilities(self, image: np.ndarray, *, pixel_size_nm: float,
+                      reference_intensity: float | None = None) -> np.ndarray:
         """`4 x H x W` probabilities of :data:`STRUCTURE_KINDS` on the image's grid.
 
         ``reference_intensity`` is the open beam (or bare resin) in the image's units with
