@@ -419,8 +419,8 @@ class LearnedSegmenter:
         img = check_image(image, name="em_image", min_size=8)
         px = check_pixel_size(pixel_size_nm, name="pixel_size_nm")
         if reference_intensity is not None and not (math.isfinite(reference_intensity) and reference_intensity > 0):
-            raise EvaluationError(f"reference_intensity must be a positive finite intensity (the open beam in the image's units), "
-                                  f"got {reference_intensity!r}")
+            raise EvaluationError("reference_intensity must be a positive finite intensity (the open beam in the "
+                                  f"image's units), got {reference_intensity!r}")
         f = px / self.config.model_pixel_nm
         x = _inputs(_to_grid(img, f, order=1), None if reference_intensity is None else float(reference_intensity))
         depth = 2 ** (len(self.config.channels) - 1)
