@@ -390,12 +390,9 @@ class LearnedSegmenter:
     """A trained U-Net behind the :class:`SectionSegmenter` protocol (see the module docstring).
 
     Args:
-        net: the torch module (`3 x H x W` in, :func:`_inputs`; `4 x H x W` logits out).
+        net: the torch module (`1 x H x W` in, `4 x H x W` logits out).
         config: the training configuration (its ``model_pixel_nm`` is the model's grid).
         threshold: probability above which a pixel is labelled.
-        mitochondria_threshold: the same for mitochondria: the net trained with sectioning
-            defects and mitochondria weighted up over-calls them (on development sections,
-            specimen seeds 300-301, their IoU rises from 0.37 at 0.5 to 0.58 at 0.9).
         envelope: add the nuclear envelope below the edge of the segmented nuclei
             (:func:`~cryoopt.pipeline.segmentation.nuclear_envelope`, where the image shows
             that edge) to the membranes: the net finds a quarter to two fifths of the
@@ -408,7 +405,6 @@ class LearnedSegmenter:
     net: Any = field(repr=False)
     config: TrainingConfig = TrainingConfig()
     threshold: float = 0.5
-    mitochondria_threshold: float = 0.9
     final_loss: float = math.nan
     envelope: bool = True
 
@@ -443,8 +439,7 @@ class LearnedSegmenter:
         from scipy import ndimage as ndi
 
         prob = self.probabilities(image, pixel_size_nm=pixel_size_nm, reference_intensity=reference_intensity)
-        masks = {k: prob[i] > (self.mitochondria_threshold if k == "mitochondria" else self.threshold)
-                 for i, k in enumerate(STRUCTURE_KINDS)}
+        masks = {k: prob[i] > self.threshold for i, k in enumerate(STRUCTURE_KINDS)}
         if ignore is not None:
             ign = np.asarray(ignore, bool)
             if ign.shape != masks["cells"].shape:
