@@ -106,7 +106,7 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
         from cryoopt.pipeline.learned import load_or_train
 
         t0 = time.perf_counter()
-        methods["learned"] = load_or_train(progress=True)
+        methods["learned"] = methods["learned+I0"] = load_or_train(progress=True)
         print(f"learned segmenter ready in {time.perf_counter() - t0:.0f} s (load {_load():.1f})")
     seeds = tuple(seeds)[:2] if quick else tuple(seeds)
     per = 4 if quick else 8
