@@ -126,10 +126,11 @@ class SectionSegmenter(Protocol):
     ) -> Segmentation: ...
 
 
-def noise_sigma(image: np.ndarray) -> float:
-    """Pixel noise sigma from the robust spread of diagonal differences (structure-free)."""
+def noise_sigma(image: np.ndarray, pairs: np.ndarray | None = None) -> float:
+    """Pixel noise sigma from the robust spread of diagonal differences (structure-free);
+    ``pairs`` (boolean, one row and column smaller than ``image``) keeps only some of them."""
     d = image[1:, 1:] - image[:-1, :-1]
-    return median_sigma(d)[1] / math.sqrt(2.0)
+    return median_sigma(d if pairs is None else d[pairs])[1] / math.sqrt(2.0)
 
 
 #: more pixels than this at an image's maximum mean its brightest level was clipped at the
@@ -153,8 +154,7 @@ def unclipped_noise_sigma(image: np.ndarray) -> float:
         return noise_sigma(img)
     valid = ~ndi.binary_dilation(clipped, structure=np.ones((3, 3), bool))
     ok = valid[1:, 1:] & valid[:-1, :-1]
-    d = (img[1:, 1:] - img[:-1, :-1])[ok]
-    return median_sigma(d)[1] / math.sqrt(2.0) if d.size > 16 else 0.0
+    return noise_sigma(img, ok) if np.count_nonzero(ok) > 16 else 0.0
 
 
 def boundary_f_score(pred: np.ndarray, truth: np.ndarray, *, tolerance_px: float) -> tuple[float, float, float]:
@@ -736,8 +736,8 @@ class HierarchicalSegmenter:
         cls = np.digitize(base, thresholds)
 
         org_lab, n_org = ndi.label(organelles)
-        no_matrix = reference_intensity is not None and (k_levels == 1 or not self._resin_by_od(no_mem, cls, k_levels, reference_intensity)[0])
-        if no_matrix and n_org:
+        by_od = None if reference_intensity is None else self._resin_by_od(no_mem, cls, k_levels, reference_intensity)
+        if by_od is not None and (k_levels == 1 or not by_od[0]) and n_org:
             # no level is matrix: are the dark "organelles" cells in a matrix that is the brightest level?
             brightest = valid_c & (cls == k_levels - 1)
             cells_in_matrix = self._cells_in_matrix(org_lab, n_org, no_mem, organelles & valid_c, brightest, reference_intensity)
@@ -749,6 +749,7 @@ class HierarchicalSegmenter:
                 k_levels = 2
                 cls = np.digitize(base, thresholds)
                 org_lab, n_org = ndi.label(organelles)
+                by_od = self._resin_by_od(no_mem, cls, k_levels, reference_intensity)  # the levels changed
         owner, in_ring = self._rings(org_lab, pc)
         org_level = []
         for i in range(1, n_org + 1):
@@ -756,8 +757,8 @@ class HierarchicalSegmenter:
             if lv.size:
                 org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
         od: list[float] = []
-        if reference_intensity is not None:
-            resin, why, od = self._resin_by_od(no_mem, cls, k_levels, reference_intensity)
+        if by_od is not None:
+            resin, why, od = by_od
         elif k_levels == 3:
             resin, why = [2], "three levels"
         elif k_levels == 2:
