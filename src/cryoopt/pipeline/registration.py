@@ -44,7 +44,13 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    them and extrapolates a uniform compression beyond them, where a cut compresses unevenly:
    fewer matches within that precision than the simplest uneven compression (varying
    linearly across the cut) needs to be fitted and judged
-   (:meth:`_CompressionFit.min_matches`, 10) are refused.
+   (:meth:`_CompressionFit.min_matches`, 10) are refused. With ``elastic=True`` the matches
+   within that precision are also counted under the cut's model grown from the hypothesis's
+   matches (:func:`_cut_model_matches`), every parameter it fitted taken as a match it
+   absorbed in the chance test: an unevenly compressed section leaves any affine pixels off
+   over much of the field, so a right transform was refused for the few structures an affine
+   puts within a pixel or two there. A registration verified only so must then keep a
+   non-rigid model (step 5), else it is refused.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
