@@ -44,7 +44,13 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    them and extrapolates a uniform compression beyond them, where a cut compresses unevenly:
    fewer matches within that precision than the simplest uneven compression (varying
    linearly across the cut) needs to be fitted and judged
-   (:meth:`_CompressionFit.min_matches`, 10) are refused.
+   (:meth:`_CompressionFit.min_matches`, 10) are refused. With ``elastic=True`` the matches
+   within that precision are also counted under the cut's model grown from the hypothesis's
+   matches (:func:`_cut_model_matches`), every parameter it fitted taken as a match it
+   absorbed in the chance test: an unevenly compressed section leaves any affine pixels off
+   over much of the field, so a right transform was refused for the few structures an affine
+   puts within a pixel or two there. A registration verified only so must then keep a
+   non-rigid model (step 5), else it is refused.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
@@ -834,9 +840,32 @@ def _drop_outlier_matches(src: np.ndarray, dst: np.ndarray, *, max_fraction: flo
     return src, dst, n0 - len(src)
 
 
+def _cut_model_matches(lp: np.ndarray, ep: np.ndarray, pairs: list[tuple[int, int]], tree: cKDTree,
+                       radii: tuple[float, ...]) -> tuple[list[tuple[int, int]], int]:
+    """Matches within the last of ``radii`` under the cut's model grown from a hypothesis's
+    matches: the model fitted to them, all LM points mapped, re-matched at each radius in turn,
+    refitted. A section that compressed unevenly leaves an affine pixels off over much of the
+    field, so its matches at localisation precision undercount a right transform; the cut's
+    model follows the compression there. Returns ``(pairs, parameters fitted)`` (the affine's
+    six plus the model's coefficients), ``([], 0)`` with too few matches to fit it."""
+    need = _CompressionFit.min_matches()
+    cur, n_par = list(pairs), 0
+    for radius in radii:
+        if len(cur) < need:
+            return [], 0
+        src, dst = lp[[a for a, _ in cur]], ep[[b for _, b in cur]]
+        cf = _best_compression_fit(src, dst)
+        if cf is None:
+            return [], 0
+        n_par = 6 + cf.coef.size
+        cur = _match(cf(lp), ep, np.eye(3), tree, radius)
+    return cur, n_par
+
+
 def _nonrigid_refinement(
     lp: np.ndarray, ep: np.ndarray, affine: np.ndarray, radii: tuple[float, float], em_shape: tuple[int, int],
     *, min_per_term: float = 2.0, min_spline: int = 16, fine_radius: float = VERIFY_RADIUS_PX,
+    seed_pairs: list[tuple[int, int]] | None = None,
 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray] | None:
     """A polynomial (order 2 or 3) or a smoothing thin-plate spline on the matched structures,
     where it predicts held-out ones measurably better than the affine (see the module
@@ -877,9 +906,15 @@ def _nonrigid_refinement(
             break
         fits[order] = fit
         model = fit
+    if 1 not in fits and seed_pairs:
+        first = _PolyFit.fit(lp[[a for a, _ in seed_pairs]], ep[[b for _, b in seed_pairs]], 1)
+        if first is not None:
+            fits[1] = first
     if 1 not in fits:
         return None
     pairs = matches(fits[max(fits)], tight)
+    if seed_pairs and len(seed_pairs) > len(pairs):
+        pairs = list(seed_pairs)  # the cut's model's matches at localisation precision reach further
     src, dst = lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]]
     spline_loo, spline_s = None, 0.0
     if len(src) >= min_spline:
@@ -1211,6 +1246,8 @@ def register_lm_em(
     hint = "" if known_scale is not None else "; pass lm_pixel_size_nm and em_pixel_size_nm to fix the scale"
 
     # 3. verification
+    cut_pairs: list[tuple[int, int]] = []
+    cut_par = 0
     if len(lp) >= 3 and len(ep) >= 3:
         # matched structures must beat chance: the best of n_hyp transforms, each mapping the
         # LM points that land in the EM field onto EM points scattered over it
@@ -1221,10 +1258,21 @@ def register_lm_em(
         # inside the match radius: counted there too (a radius fixed in advance, no fitted
         # one), chance is far smaller; the better of the two tests, Bonferroni-corrected
         fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
+        tests = [p_value]
         if tree is not None and fine_radius < match_radius_px:
             n_fine = len(_match(lp, ep, matrix, tree, fine_radius))
-            p_fine = _chance_p_value(lp, ep, matrix, em.shape, fine_radius, n_fine - free, n_hyp, fitted=free)
-            p_value = 2.0 * min(p_value, p_fine)
+            tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, n_fine - free, n_hyp, fitted=free))
+        if max_compression > 0 and elastic and tree is not None:
+            # a section that compressed unevenly across the cut leaves any affine pixels off over
+            # much of the field, so a right transform matches few structures at localisation
+            # precision under it: counted under the cut's model grown from the matches too, every
+            # parameter it fitted (affine and compression) taken as a match it absorbed
+            cut_pairs, cut_par = _cut_model_matches(lp, ep, pairs, tree, (match_radius_px, match_radius_px, fine_radius, fine_radius))
+            if cut_pairs:
+                absorbed_cut = cut_par - 3  # the affine's 6 parameters absorb 3 matches, each 1-D coefficient 1
+                tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, len(cut_pairs) - absorbed_cut, n_hyp,
+                                             fitted=absorbed_cut))
+        p_value = len(tests) * min(tests)
         if n_best < min_matches or p_value > max_p_value:
             raise RegistrationError(
                 f"could not register LM to EM: LM {len(lp)} and EM {len(ep)} structure points, the best of {n_hyp} "
@@ -1279,6 +1327,7 @@ def register_lm_em(
     if not tf:
         raise RegistrationError(f"could not fit a {fit_model} transform to the {len(src)} matched structures{hint}")
     fine = np.asarray(tf.params, float)
+    needs_cut_model = False
     if len(lp) >= 3 and len(ep) >= 3 and tree is not None:
         # 5. precision: the refined transform must put structures onto each other within their
         # localisation precision, beyond the ones its parameters absorb, more often than the
@@ -1289,6 +1338,13 @@ def register_lm_em(
         absorbed = 3 if fit_model == "affine" else 2
         n_fine = len(_match(lp, ep, fine, tree, fine_radius))
         need = _CompressionFit.min_matches()
+        p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
+        if cut_pairs:
+            # the cut's model's matches at localisation precision (step 3) count as the affine's do
+            p_cut = _chance_p_value(lp, ep, fine, em.shape, fine_radius, len(cut_pairs) - (cut_par - 3), n_hyp,
+                                    fitted=cut_par - 3)
+            needs_cut_model = n_fine < need or p_fine > max_p_value
+            n_fine, p_fine = max(n_fine, len(cut_pairs)), 2.0 * min(p_fine, p_cut)
         if max_compression > 0 and n_fine < need:
             # a section that may have compressed compresses unevenly across the cut: an affine
             # through a few matches is right at them and extrapolates a uniform compression
@@ -1302,7 +1358,6 @@ def register_lm_em(
                 "pixels off away from them); add fiducial beads or pass more lm_points/em_points, or "
                 "max_compression=0 where the section did not deform"
             )
-        p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
         if p_fine > max_p_value:
             raise RegistrationError(
                 f"could not register LM to EM to localisation precision: the {fit_model} fitted to {int(inliers.sum())} matched "
@@ -1317,7 +1372,13 @@ def register_lm_em(
     base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
     m_src, m_dst = src[inliers], dst[inliers]
     if elastic and fit_model == "affine":
-        nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape)
+        nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape, seed_pairs=cut_pairs)
+        if nonrigid is None and needs_cut_model:
+            raise RegistrationError(
+                f"could not register LM to EM to localisation precision: only the cut's model put enough structures "
+                f"({len(cut_pairs)}) within {fine_radius:.1f} EM px of each other, and fitted to them it did not predict "
+                f"held-out ones better than the affine{hint}; add fiducial beads or pass more lm_points/em_points"
+            )
         if nonrigid is not None:
             kind, fine, m_src, m_dst, fre_nr, tre_nr, disp = nonrigid
             rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
