@@ -160,13 +160,17 @@ def test_noise_floor_keeps_the_gp_from_interpolating_a_lucky_run() -> None:
 
 
 @pytest.mark.slow
-def test_finds_branin_optimum_region_within_30_evaluations() -> None:
-    """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978)."""
+def test_finds_branin_optimum_region_within_16_evaluations() -> None:
+    """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978).
+
+    Measured: each of seeds 0-2 first observes a hit at evaluation 10, 11 and 13, and recommends one
+    after 16 and after 30; after 20, seed 1 recommends a point just outside (a posterior-mean belief,
+    not the best observation), which is why 2 of 3 seeds are asked."""
     optima = np.array([[-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]])
     hits = 0
     for seed in range(3):
         problem = Branin(noise_frac=0.01, seed=seed)
-        result = optimize(problem, problem.space, budget=30, seed=seed, num_restarts=2, raw_samples=64, progress=False)
+        result = optimize(problem, problem.space, budget=16, seed=seed, num_restarts=2, raw_samples=64, progress=False)
         x = np.array([result.best.params["x1"], result.best.params["x2"]])
         regret = problem.normalized_regret(result.best.params)
         hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)
