@@ -1247,7 +1247,7 @@ def register_lm_em(
 
     # 3. verification
     cut_pairs: list[tuple[int, int]] = []
-    cut_par = 0
+    cut_absorbed = 0  # matches the cut's model's parameters absorb: the affine's 6 absorb 3, each 1-D coefficient 1
     if len(lp) >= 3 and len(ep) >= 3:
         # matched structures must beat chance: the best of n_hyp transforms, each mapping the
         # LM points that land in the EM field onto EM points scattered over it
@@ -1269,9 +1269,9 @@ def register_lm_em(
             # parameter it fitted (affine and compression) taken as a match it absorbed
             cut_pairs, cut_par = _cut_model_matches(lp, ep, pairs, tree, (match_radius_px, match_radius_px, fine_radius, fine_radius))
             if cut_pairs:
-                absorbed_cut = cut_par - 3  # the affine's 6 parameters absorb 3 matches, each 1-D coefficient 1
-                tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, len(cut_pairs) - absorbed_cut, n_hyp,
-                                             fitted=absorbed_cut))
+                cut_absorbed = cut_par - 3
+                tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, len(cut_pairs) - cut_absorbed, n_hyp,
+                                             fitted=cut_absorbed))
         p_value = len(tests) * min(tests)
         if n_best < min_matches or p_value > max_p_value:
             raise RegistrationError(
@@ -1341,8 +1341,8 @@ def register_lm_em(
         p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
         if cut_pairs:
             # the cut's model's matches at localisation precision (step 3) count as the affine's do
-            p_cut = _chance_p_value(lp, ep, fine, em.shape, fine_radius, len(cut_pairs) - (cut_par - 3), n_hyp,
-                                    fitted=cut_par - 3)
+            p_cut = _chance_p_value(lp, ep, fine, em.shape, fine_radius, len(cut_pairs) - cut_absorbed, n_hyp,
+                                    fitted=cut_absorbed)
             needs_cut_model = n_fine < need or p_fine > max_p_value
             n_fine, p_fine = max(n_fine, len(cut_pairs)), 2.0 * min(p_fine, p_cut)
         if max_compression > 0 and n_fine < need:
