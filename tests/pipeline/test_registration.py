@@ -221,6 +221,20 @@ def test_compressed_section_is_registered_with_the_compression_search_and_elasti
     assert err(elastic) < 0.8 * err(affine)
 
 
+def _compressed_along_rows(scale: float, rot: float, shift: tuple[float, float], yc: float, compression):
+    """A similarity ``m`` (LM -> EM) and the EM images of LM points on a section then compressed
+    along its rows towards ``y = yc`` by ``compression(x)``, a function of the EM column: the
+    analytic truth of the cut's model (Al-Amoudi et al. 2005: compression varies across a section)."""
+    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), shift[0]], [scale * math.sin(rot), scale * math.cos(rot), shift[1]]])
+
+    def truth(lm_xy):
+        q = lm_xy @ m[:, :2].T + m[:, 2]
+        c = compression(q[:, 0])
+        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+
+    return m, truth
+
+
 def test_compression_model_is_exact_for_a_compression_varying_linearly_across_the_cut():
     """A section compressed along its rows by ``c(x) = 0.3 + 0.06 (x - xc) / W`` (Al-Amoudi
     et al. 2005: compression varies across a section): no affine maps it, but the cut's
@@ -232,13 +246,7 @@ def test_compression_model_is_exact_for_a_compression_varying_linearly_across_th
 
     rng = np.random.default_rng(3)
     w, yc, xc = 400.0, 200.0, 200.0
-    scale, rot = 2.2, 0.7
-    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 180.0], [scale * math.sin(rot), scale * math.cos(rot), 210.0]])
-
-    def truth(lm_xy):
-        q = lm_xy @ m[:, :2].T + m[:, 2]
-        c = 0.3 + 0.06 * (q[:, 0] - xc) / w
-        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+    m, truth = _compressed_along_rows(2.2, 0.7, (180.0, 210.0), yc, lambda x: 0.3 + 0.06 * (x - xc) / w)
 
     lm = rng.uniform(-75, 75, (30, 2))
     em = truth(lm)
@@ -283,13 +291,7 @@ def _rippled_section(n_points: int, rng: np.random.Generator, period_frac: float
     ``c(x) = 0.3 + 0.02 sin(2 pi x / period)`` (a ripple across the cut, two periods over the
     field) under a rotation and scale: the analytic truth of the cut's model."""
     w, yc = 384.0, 191.5
-    rot, scale = 0.9, 2.2
-    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 192.0], [scale * math.sin(rot), scale * math.cos(rot), 192.0]])
-
-    def truth(lm_xy):
-        q = lm_xy @ m[:, :2].T + m[:, 2]
-        c = 0.3 + 0.02 * np.sin(2 * np.pi * q[:, 0] / (period_frac * w))
-        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+    _, truth = _compressed_along_rows(2.2, 0.9, (192.0, 192.0), yc, lambda x: 0.3 + 0.02 * np.sin(2 * np.pi * x / (period_frac * w)))
 
     lm = rng.uniform(-80, 80, (n_points, 2))
     return lm, truth(lm), truth
@@ -420,13 +422,8 @@ def test_cut_model_recovers_matches_of_an_uneven_compression_and_predicts_held_o
 
     rng = np.random.default_rng(11)
     w, yc, xc = 384.0, 192.0, 192.0
-    rot, scale = 0.9, 2.0
-    m = np.array([[scale * math.cos(rot), -scale * math.sin(rot), 180.0], [scale * math.sin(rot), scale * math.cos(rot), 200.0]])
-
-    def truth(lm_xy):
-        q = lm_xy @ m[:, :2].T + m[:, 2]
-        c = 0.3 + 0.3 * (q[:, 0] - xc) / w + 0.03 * np.sin(2 * np.pi * q[:, 0] / 300.0)
-        return np.column_stack([q[:, 0], yc + (q[:, 1] - yc) * (1 - c)])
+    _, truth = _compressed_along_rows(2.0, 0.9, (180.0, 200.0), yc,
+                                      lambda x: 0.3 + 0.3 * (x - xc) / w + 0.03 * np.sin(2 * np.pi * x / 300.0))
 
     lm_all = rng.uniform(-100, 100, (70, 2))
     em_all = truth(lm_all)
