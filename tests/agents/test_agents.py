@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -99,7 +101,11 @@ def test_random_agent_actions_in_bounds_and_never_stop():
     assert a.shape == (13,) and a.dtype == np.float32 and np.all(np.abs(a[:12]) <= 0.3) and a[12] < 0.5
 
 
-def test_flat_ppo_learns_saves_and_loads(env, tmp_path):
+def test_flat_ppo_learns_saves_and_loads(env, tmp_path, monkeypatch):
+    system_tmp = tmp_path / "system-tmp"  # where SB3's default logger would make its SB3-<date> folders
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
     agent = FlatPPOAgent(seed=0, net_arch=(8,), algo_kwargs={"n_steps": 32, "batch_size": 16, "n_epochs": 1})
     agent.learn(env, 32)
     obs, _ = env.reset(seed=0)
@@ -107,6 +113,8 @@ def test_flat_ppo_learns_saves_and_loads(env, tmp_path):
     agent.save(tmp_path / "ppo")
     loaded = make_agent("ppo").__class__.load(tmp_path / "ppo")
     np.testing.assert_allclose(loaded.act(obs), before, atol=1e-6)
+    loaded.learn(env, 32)  # a loaded model keeps training without a log folder either
+    assert list(system_tmp.glob("SB3-*")) == []
 
 
 def test_flat_sac_smoke(env):

@@ -45,7 +45,7 @@ from gymnasium import spaces
 
 from cryoopt.agents.base import ACTION_DIM, STOP_INDEX, BaseAgent, register_agent
 from cryoopt.agents.drift import DRIFT_FEATURES, TEMPERATURE_KNOBS, DriftTracker
-from cryoopt.agents.sb3 import algo_class, build_model, configure_mlflow_logger, learn_with_progress
+from cryoopt.agents.sb3 import build_model, configure_mlflow_logger, learn_with_progress, load_model
 
 __all__ = ["GROUP_ACTIONS", "GROUP_OBS", "OPTIONS", "ControllerView", "GroupControlEnv", "HRLAgent", "InstrumentView",
            "OptionEnv", "OptionTermination", "regulate_temperatures"]
@@ -506,9 +506,9 @@ class HRLAgent(BaseAgent):
         cfg = json.loads((path / "agent.json").read_text())
         agent = cls(seed=cfg.get("seed"), **cfg.get("kwargs", {}))
         if (path / "option_policy.zip").exists():
-            agent.option_model = algo_class("ppo").load(path / "option_policy.zip", device="cpu")
+            agent.option_model = load_model("ppo", path / "option_policy.zip")
         for group in GROUP_ACTIONS:
             f = path / f"controller_{group}.zip"
             if f.exists():
-                agent.controllers[group] = algo_class(agent.controller_algo).load(f, device="cpu")
+                agent.controllers[group] = load_model(agent.controller_algo, f)
         return agent

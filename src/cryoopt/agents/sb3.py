@@ -26,7 +26,7 @@ from cryoopt.agents.base import BaseAgent, register_agent
 from cryoopt.progress import Progress
 
 __all__ = ["FlatPPOAgent", "FlatSACAgent", "MLflowOutputFormat", "ProgressCallback", "SB3Agent", "algo_class",
-           "configure_mlflow_logger", "learn_with_progress"]
+           "configure_mlflow_logger", "folderless_logger", "learn_with_progress", "load_model"]
 
 
 class ProgressCallback(BaseCallback):
@@ -92,6 +92,22 @@ def configure_mlflow_logger(model: Any, *, prefix: str = "", stdout: bool = Fals
     return logger
 
 
+def folderless_logger(verbose: int = 0) -> Logger:
+    """An SB3 logger that writes nothing to disk (stdout only when ``verbose``).
+
+    Without one, every ``learn`` call of a model whose logger was never set makes an empty
+    ``SB3-<date>`` folder in the system's temporary directory (SB3's ``configure`` with no
+    folder); a campaign trains many controllers, so those folders pile up."""
+    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose >= 1 else [])
+
+
+def load_model(algo: str, path: str | Path) -> Any:
+    """An SB3 model saved by :meth:`SB3Agent.save` (or the HRL agent), on CPU, with a :func:`folderless_logger`."""
+    model = algo_class(algo).load(path, device="cpu")
+    model.set_logger(folderless_logger(int(getattr(model, "verbose", 0) or 0)))
+    return model
+
+
 def algo_class(name: str) -> Any:
     """The SB3 algorithm class for ``"ppo"``, ``"sac"``, ``"a2c"``, ``"td3"``."""
     import stable_baselines3 as sb3
@@ -113,10 +129,12 @@ DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
 
 def build_model(algo: str, env: Any, *, seed: int | None, net_arch: Any, algo_kwargs: Mapping[str, Any] | None,
                 verbose: int = 0) -> Any:
-    """An SB3 model with a small MLP, CPU device and the algorithm's small defaults."""
+    """An SB3 model with a small MLP, CPU device, the algorithm's small defaults and a :func:`folderless_logger`."""
     kw = {**DEFAULT_ALGO_KWARGS.get(algo, {}), **dict(algo_kwargs or {})}
     policy_kwargs = {"net_arch": list(net_arch), **kw.pop("policy_kwargs", {})}
-    return algo_class(algo)("MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", verbose=verbose, **kw)
+    model = algo_class(algo)("MlpPolicy", env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", verbose=verbose, **kw)
+    model.set_logger(folderless_logger(verbose))
+    return model
 
 
 class SB3Agent(BaseAgent):
@@ -170,7 +188,7 @@ class SB3Agent(BaseAgent):
         cfg = json.loads((path / "agent.json").read_text())
         agent = cls(seed=cfg.get("seed"), **cfg.get("kwargs", {}))
         if (path / "model.zip").exists():
-            agent.model = algo_class(cls.algo).load(path / "model.zip", device="cpu")
+            agent.model = load_model(cls.algo, path / "model.zip")
         return agent
 
 
