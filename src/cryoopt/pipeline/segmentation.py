@@ -676,7 +676,11 @@ class HierarchicalSegmenter:
                     stained |= comp & dark  # still stained material darker than round it: no resin
                     continue
                 # the candidate less the organelle-sized dark bodies in it apart from the nucleus's body
-                bodies |= comp & ~(dark & ~body)
+                apart, n_apart = ndi.label(dark & ~body)
+                touch = np.zeros(n_apart + 1, bool)
+                touch[np.unique(apart[ndi.binary_dilation(body) & (apart > 0)])] = True
+                touch[0] = True
+                bodies |= comp & touch[apart]
             elif px < self.grain_resolved_nm:
                 keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
             else:
