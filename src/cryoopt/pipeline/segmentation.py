@@ -680,7 +680,9 @@ class HierarchicalSegmenter:
                 touch = np.zeros(n_apart + 1, bool)
                 touch[np.unique(apart[ndi.binary_dilation(body) & (apart > 0)])] = True
                 touch[0] = True
-                bodies |= comp & touch[apart]
+                # the candidate near that body (its overshoot into the cytoplasm kept for the edge
+                # watershed), less what lies among the bodies apart from it
+                bodies |= comp & _dilate_disk(body | (touch[apart] & (apart > 0)), r)
             elif px < self.grain_resolved_nm:
                 keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
             else:
