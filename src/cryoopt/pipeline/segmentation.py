@@ -37,7 +37,11 @@ morphology and thresholds, in the order a microscopist reads a section:
    gradient between an inner and an outer marker (watershed), i.e. on the envelope.
    Compact organelles are left out of the texture (their outline turns every way,
    as chromatin does), and a mitochondrion beside a nucleus bounds it rather than
-   being taken in; one well inside it is dense chromatin and stays nucleus.
+   being taken in; one well inside it is dense chromatin and stays nucleus. A nucleus
+   is one body several um across, dark throughout: a textured region whose dark pixels
+   keep no disc wider than the widest organelle (an opening; mitochondria side by side
+   with cytoplasm between them, a neurite) is no nucleus, and such dark bodies apart
+   from a nucleus's body are no part of it.
 4. **Membranes**: a bilayer (5-10 nm) is thinner than the pixel, so a membrane is a line
    of one pixel darker than both its flanks: an oriented matched filter in noise sigmas,
    non-maximum suppression across the line, hysteresis thresholds, kept at and next to
@@ -624,7 +628,12 @@ class HierarchicalSegmenter:
         texture map's smoothing (:meth:`_nuclear_edges` places them). ``within_cells`` (optical
         density has told the matrix): only in ``cells``, and compared with cytoplasm only (the
         matrix's grain is as textured as chromatin at fine pixels, it holds no nucleus, and a cell
-        is darker than it whether or not it holds one)."""
+        is darker than it whether or not it holds one).
+
+        A candidate must also hold a nuclear body: its dark pixels keep a disc wider than any
+        organelle (``organelle_max_width_nm``) over ``nucleus_min_area_um2`` (a group of
+        mitochondria, a neurite crossing the field keep none); the candidates that fail only that
+        are returned as well (second array): stained material darker than what is round it."""
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
         if within_cells:
@@ -675,25 +684,27 @@ class HierarchicalSegmenter:
                     keep[i] = False
                     stained |= comp & dark  # still stained material darker than round it: no resin
                     continue
-                # the candidate less the organelle-sized dark bodies in it apart from the nucleus's body
+                # the candidate near that body and the dark bodies touching it (the thin ends of a nucleus
+                # the field's edge cuts at a slant; a mitochondrion against it is left to the edge
+                # watershed), its overshoot into the cytoplasm kept for that watershed; the dark bodies
+                # apart from it, and the cytoplasm among them, are no part of it
                 apart, n_apart = ndi.label(dark & ~body)
                 touch = np.zeros(n_apart + 1, bool)
-                touch[np.unique(apart[ndi.binary_dilation(body) & (apart > 0)])] = True
-                touch[0] = True
-                # the candidate near that body (its overshoot into the cytoplasm kept for the edge
-                # watershed), less what lies among the bodies apart from it
-                bodies |= comp & _dilate_disk(body | (touch[apart] & (apart > 0)), r)
+                touch[np.unique(apart[ndi.binary_dilation(body)])] = True
+                touch[0] = False
+                bodies |= comp & _dilate_disk(body | touch[apart], r)
             elif px < self.grain_resolved_nm:
                 keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
             else:
                 bodies |= comp
         return ndi.binary_fill_holes(bodies), stained
 
-    def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
+    def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, ignore: np.ndarray,
                        mito: np.ndarray) -> np.ndarray:
         """The nuclear edge: watershed of the gradient between markers 400 nm inside and outside
-        the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions'
-        ``core`` is outside (one beside a nucleus is not swallowed by it)."""
+        the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions
+        is outside (one beside a nucleus is not swallowed by it; the regions hold no organelle
+        apart from the nuclear body, :meth:`_nuclear_regions`)."""
         from skimage.segmentation import watershed
 
         if not regions.any():
@@ -862,7 +873,7 @@ class HierarchicalSegmenter:
                 high = float(np.median(bg_f[sl][reg]))
                 mito[sl] |= reg & (s[sl] < 0.5 * (low + high))  # half maximum: unbiased edges
             mito = _remove_small(opening(mito, _disk(max(1.0, 50.0 / px))), self.mitochondrion_area_um2[0] * 1e6 / px**2)
-        nuclei = self._nuclear_edges(img, px, nuc_cand, nuc_core, ign, mito)
+        nuclei = self._nuclear_edges(img, px, nuc_cand, ign, mito)
         if nuclei.any() and mito.any():  # dense chromatin taken for a mitochondrion stays nucleus
             mlab, nm = ndi.label(mito)
             inside = np.bincount(mlab.ravel(), weights=nuclei.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
