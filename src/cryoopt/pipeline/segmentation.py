@@ -37,7 +37,11 @@ morphology and thresholds, in the order a microscopist reads a section:
    gradient between an inner and an outer marker (watershed), i.e. on the envelope.
    Compact organelles are left out of the texture (their outline turns every way,
    as chromatin does), and a mitochondrion beside a nucleus bounds it rather than
-   being taken in; one well inside it is dense chromatin and stays nucleus.
+   being taken in; one well inside it is dense chromatin and stays nucleus. A nucleus
+   is one body several um across, dark throughout: a textured region whose dark pixels
+   keep no disc wider than the widest organelle (an opening; mitochondria side by side
+   with cytoplasm between them, a neurite) is no nucleus, and such dark bodies apart
+   from a nucleus's body are no part of it.
 4. **Membranes**: a bilayer (5-10 nm) is thinner than the pixel, so a membrane is a line
    of one pixel darker than both its flanks: an oriented matched filter in noise sigmas,
    non-maximum suppression across the line, hysteresis thresholds, kept at and next to
@@ -624,24 +628,31 @@ class HierarchicalSegmenter:
         texture map's smoothing (:meth:`_nuclear_edges` places them). ``within_cells`` (optical
         density has told the matrix): only in ``cells``, and compared with cytoplasm only (the
         matrix's grain is as textured as chromatin at fine pixels, it holds no nucleus, and a cell
-        is darker than it whether or not it holds one)."""
+        is darker than it whether or not it holds one).
+
+        A candidate must also hold a nuclear body: its dark pixels keep a disc wider than any
+        organelle (``organelle_max_width_nm``) over ``nucleus_min_area_um2`` (a group of
+        mitochondria, a neurite crossing the field keep none); the candidates that fail only that
+        are returned as well (second array): stained material darker than what is round it."""
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
         if within_cells:
             textured &= cells
         if not textured.any():
-            return textured
+            return textured, textured
         cand = _opening_disk(textured, 250.0 / px)
         lab, n = ndi.label(cand)
         if n == 0:
-            return cand
+            return cand, cand
         area = np.bincount(lab.ravel(), minlength=n + 1) * px**2 / 1e6
         edge = np.zeros(n + 1, bool)
         edge[np.unique(np.r_[lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True
         keep = (area >= self.nucleus_min_area_um2) | (edge & (area >= self.nucleus_edge_min_area_um2))
         keep[0] = False
         smooth = ndi.gaussian_filter(img, max(0.7, 60.0 / px))
+        body_r = max(1, int(round(0.5 * self.organelle_max_width_nm / px)))
         r = max(2, int(round(300.0 / px)))
+        bodies, stained = np.zeros(img.shape, bool), np.zeros(img.shape, bool)
         for i in np.flatnonzero(keep):
             comp = lab == i
             # the cytoplasm round it; else the field's cytoplasm; else whatever surrounds it (film,
@@ -659,15 +670,41 @@ class HierarchicalSegmenter:
                 around = float(np.median(smooth[ref]))
                 if around > 0 and 1.0 - float(np.median(smooth[comp])) / around < self.nucleus_darkening:
                     keep[i] = False  # as bright as the cytoplasm round it: edges or organelles, no chromatin
+                    continue
+                # a nucleus is one body several um across, dark throughout with chromatin (its light
+                # domains enclosed by it): the dark pixels round it keep a disc wider than any organelle
+                # (an opening; the field's edge continues what crosses it, so a nucleus cut by it counts
+                # its chord); dark bodies of an organelle's width (mitochondria side by side with
+                # cytoplasm between them, a neurite) keep none, and are no part of it
+                dark = ndi.binary_fill_holes(near & (smooth < around * (1.0 - self.nucleus_darkening)))
+                pad = 2 * body_r + 1  # a whole disc fits in what continues past the edge
+                body = _dilate_disk(_erode_disk(np.pad(dark, pad, mode="edge"), body_r), body_r)[pad:-pad, pad:-pad]
+                min_um2 = self.nucleus_edge_min_area_um2 if edge[i] else self.nucleus_min_area_um2
+                if np.count_nonzero(body & comp) * px**2 / 1e6 < min_um2:
+                    keep[i] = False
+                    stained |= comp & dark  # still stained material darker than round it: no resin
+                    continue
+                # the candidate near that body and the dark bodies touching it (the thin ends of a nucleus
+                # the field's edge cuts at a slant; a mitochondrion against it is left to the edge
+                # watershed), its overshoot into the cytoplasm kept for that watershed; the dark bodies
+                # apart from it, and the cytoplasm among them, are no part of it
+                apart, n_apart = ndi.label(dark & ~body)
+                touch = np.zeros(n_apart + 1, bool)
+                touch[np.unique(apart[ndi.binary_dilation(body)])] = True
+                touch[0] = False
+                bodies |= comp & _dilate_disk(body | touch[apart], r)
             elif px < self.grain_resolved_nm:
                 keep[i] = False  # grain resolved, nothing beside it to compare: texture alone makes no nucleus
-        return ndi.binary_fill_holes(keep[lab])
+            else:
+                bodies |= comp
+        return ndi.binary_fill_holes(bodies), stained
 
-    def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, core: np.ndarray, ignore: np.ndarray,
+    def _nuclear_edges(self, img: np.ndarray, px: float, regions: np.ndarray, ignore: np.ndarray,
                        mito: np.ndarray) -> np.ndarray:
         """The nuclear edge: watershed of the gradient between markers 400 nm inside and outside
-        the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions'
-        ``core`` is outside (one beside a nucleus is not swallowed by it)."""
+        the textured regions, i.e. on the envelope; a mitochondrion mostly outside the regions
+        is outside (one beside a nucleus is not swallowed by it; the regions hold no organelle
+        apart from the nuclear body, :meth:`_nuclear_regions`)."""
         from skimage.segmentation import watershed
 
         if not regions.any():
@@ -679,7 +716,7 @@ class HierarchicalSegmenter:
         outer = ~_dilate_disk(regions, r)
         if mito.any():
             mlab, nm = ndi.label(mito)
-            share = np.bincount(mlab.ravel(), weights=core.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
+            share = np.bincount(mlab.ravel(), weights=regions.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
             share[0] = 1.0
             outer |= (share < 0.5)[mlab]
             inner &= ~outer
@@ -781,7 +818,7 @@ class HierarchicalSegmenter:
         small = (org_area < self.nucleus_min_area_um2) | ~at_edge
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
-        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact,
+        nuc_cand, stained = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact,
                                          within_cells=reference_intensity is not None and bool(resin))
         n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
         # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
@@ -836,13 +873,13 @@ class HierarchicalSegmenter:
                 high = float(np.median(bg_f[sl][reg]))
                 mito[sl] |= reg & (s[sl] < 0.5 * (low + high))  # half maximum: unbiased edges
             mito = _remove_small(opening(mito, _disk(max(1.0, 50.0 / px))), self.mitochondrion_area_um2[0] * 1e6 / px**2)
-        nuclei = self._nuclear_edges(img, px, nuc_cand, nuc_core, ign, mito)
+        nuclei = self._nuclear_edges(img, px, nuc_cand, ign, mito)
         if nuclei.any() and mito.any():  # dense chromatin taken for a mitochondrion stays nucleus
             mlab, nm = ndi.label(mito)
             inside = np.bincount(mlab.ravel(), weights=nuclei.ravel(), minlength=nm + 1) / np.maximum(np.bincount(mlab.ravel(), minlength=nm + 1), 1)
             inside[0] = 0
             mito &= ~(inside > 0.5)[mlab]
-        cells |= mito | nuclei  # textured chromatin is stained material, never resin
+        cells |= mito | nuclei | stained  # textured chromatin, dark bodies narrower than it: stained material, never resin
         nuclei = _remove_small(nuclei & ~mito, self.nucleus_edge_min_area_um2 * 1e6 / px**2)  # no slivers between them
         cells &= ~ign
         # 4. membranes: the centre lines of dark ridges at the membrane's scale (Sato's tubeness),
