@@ -114,11 +114,13 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
         inter = {(p, c): 0 for p in PRESETS for c in CLASSES}
         union = dict(inter)
         per_sec: dict = {(p, c): [] for p in PRESETS for c in CLASSES}
+        sec_ids: dict = {(p, c): [] for p in PRESETS for c in CLASSES}  # which sections (index in the run) those are
         false_area: dict = {p: [] for p in PRESETS}
         bf: dict = {p: [] for p in PRESETS}  # membrane boundary P, R, F per section with membranes
+        bf_ids: dict = {p: [] for p in PRESETS}
         kinds = {k: [0, 0] for k in ("plasma", "envelope", "mitochondrial")}  # true membrane pixels found, of all
         t0 = time.perf_counter()
-        for s in sections:
+        for j, s in enumerate(sections):
             ref = s.params["dose_e_per_px"] if name.endswith("+I0") else None
             pred = seg.segment_section(s.em, pixel_size_nm=s.pixel_size_nm, reference_intensity=ref)
             p = s.params["specimen"]
@@ -129,11 +131,13 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
                 union[p, c] += u
                 if b.any():
                     per_sec[p, c].append(i / u)
+                    sec_ids[p, c].append(j)
             if not s.masks["cells"].any():
                 false_area[p].append(float(pred.mask("cells").mean()))
             if s.masks["membranes"].any():  # BSDS tolerance: 0.75 % of the image diagonal
                 bf[p].append(boundary_f_score(pred.mask("membranes"), s.masks["membranes"],
                                               tolerance_px=BOUNDARY_TOLERANCE * math.hypot(*s.em.shape)))
+                bf_ids[p].append(j)
                 for k, m in _membrane_kinds(s.masks).items():
                     kinds[k][0] += int(np.count_nonzero(m & pred.mask("membranes")))
                     kinds[k][1] += int(np.count_nonzero(m))
@@ -148,6 +152,7 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
                     "ci95": _boot_ci(vals) if vals.size > 1 else None,
                     "n_sections_with_class": int(vals.size),
                     "per_section": [float(v) for v in vals],  # in section order: paired across runs
+                    "per_section_ids": sec_ids[p, c],  # the sections they are of (a truth change may add or drop some)
                 }
             res[f"{p}/false_cell_area_when_none"] = float(np.mean(false_area[p])) if false_area[p] else None
             prf = np.array(bf[p]).reshape(-1, 3)
@@ -156,6 +161,7 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
                 "f_score": float(prf[:, 2].mean()) if len(prf) else None,
                 "f_ci95": _boot_ci(prf[:, 2]) if len(prf) > 1 else None, "n_sections": int(len(prf)),
                 "per_section_f": [float(v) for v in prf[:, 2]],  # in section order: paired across runs
+                "per_section_ids": bf_ids[p],
             }
         for c in CLASSES:
             i = sum(inter[p, c] for p in PRESETS)
@@ -192,11 +198,19 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
 
 def _per_section_differences(new: dict, baseline: dict, entry: str, field: str) -> list[float]:
     """Per-section ``new - baseline`` of ``field`` in each phantom's ``entry`` (a class or the
-    membrane boundary), over the phantoms where both runs scored the same sections."""
+    membrane boundary), over the sections both runs scored: matched by section where both runs
+    record which sections they scored (a change of the truth may add or drop sections with a
+    class), else by position in the phantoms where both scored as many."""
     d: list[float] = []
     for p in PRESETS:
-        x, y = new["iou"][f"{p}/{entry}"].get(field), baseline["iou"][f"{p}/{entry}"].get(field)
-        if x is not None and y is not None and len(x) == len(y):
+        a, b = new["iou"][f"{p}/{entry}"], baseline["iou"][f"{p}/{entry}"]
+        x, y = a.get(field), b.get(field)
+        if x is None or y is None:
+            continue
+        if "per_section_ids" in a and "per_section_ids" in b:
+            by_id = dict(zip(b["per_section_ids"], y))
+            d += [xi - by_id[i] for i, xi in zip(a["per_section_ids"], x) if i in by_id]
+        elif len(x) == len(y):
             d += [xi - yi for xi, yi in zip(x, y)]
     return d
 
