@@ -247,20 +247,21 @@ def edge_on_membranes(planes: Sequence[np.ndarray]) -> np.ndarray:
     lie within one pixel of each other (a pixel of the one has the other on it or on one of
     its four neighbours), and it holds membrane in one plane at least. So the membrane moves
     laterally by at most about a pixel between the outermost planes, and the projection
-    (the image is the planes' mean) shows it as a sharp line one or two pixels wide. A
+    (the image is the planes' mean) shows it as a sharp line one to three pixels wide. A
     membrane inclined further images as a faint band ``t tan(theta)`` wide and is no line
     (how a membrane appears in a section depends on its angle to the beam: Williams &
     Kallman, J. Biophys. Biochem. Cytol. 1, 301 (1955); projection overlap: Frank,
     *Electron Tomography*, 2nd ed. (2006), ch. 1); nor is a membrane that ends within the
     slab (a surface cut tangentially, missing from some plane). With the three planes of
     :func:`section_truth` (at 1/6, 1/2 and 5/6 of the thickness) a flat membrane is a
-    continuous line when it moves by up to 1.5 px through the whole thickness, in places
-    at 2-2.5 px (where the rasterised lines fall), and none from 3 px on.
+    continuous line when it moves by up to 1.5 px through the whole thickness (1-2 px wide
+    at 0.5 px, up to 3 px at 1.5 px: the planes' lines together), in places at 2-2.5 px
+    (where the rasterised lines fall), and none from 3 px on.
 
-    This replaces a majority vote of the planes, which kept only the pixels where the
-    planes' rasterised lines coincide: a membrane inclined by a fraction of a pixel falls on
-    a slightly different row of pixels in each plane, so the vote left a dotted subset of
-    the sharp line the image shows. The distance is asked of every pair of planes, not of
+    This replaces a majority vote of the planes, which kept a pixel only where two planes'
+    rasterised lines overlap: an inclined membrane falls on a slightly different row of
+    pixels in each plane, so where the planes' lines are offset by about a pixel (and along
+    curved membranes) the vote left a dotted subset of the line the image shows. The distance is asked of every pair of planes, not of
     the pixel to each plane: a pixel of the middle plane is within a pixel of both outer
     planes when these are two pixels apart.
     """
