@@ -78,10 +78,13 @@ def _membrane_kinds(masks: dict) -> dict:
 
 def membrane_reference(sections: list) -> dict:
     """What a pixel IoU of these one-pixel membranes allows: the truth against itself moved by
-    one pixel (mean of the four directions) and grown by one pixel (4-connected), pooled."""
+    one pixel (mean of the four directions) and grown by one pixel (4-connected), pooled; and
+    how continuous the truth is (true pixels per 8-connected piece: a dotted line has few)."""
     from scipy import ndimage as ndi
 
-    out = {}
+    pixels = sum(int(np.count_nonzero(s.masks["membranes"])) for s in sections)
+    pieces = sum(ndi.label(s.masks["membranes"], np.ones((3, 3), bool))[1] for s in sections)
+    out: dict = {"pixels": pixels, "pieces": int(pieces), "pixels_per_piece": pixels / pieces if pieces else None}
     for name, f in (("shifted_1px", lambda m: [np.roll(m, s, a) for a in (0, 1) for s in (-1, 1)]),
                     ("dilated_1px", lambda m: [ndi.binary_dilation(m)])):
         i = u = 0
@@ -192,7 +195,8 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
         print(f"{'':<17}true membrane pixels found: " + ", ".join(f"{k} {v:.2f}" for k, v in rk.items() if v is not None))
         print(f"{'':<17}{r['seconds_per_section'] * 1000:.0f} ms/section (load {r['load']:.1f})")
     ref = out["membranes_truth_against_itself"]
-    print(f"membranes: the truth against itself moved by 1 px IoU {ref['shifted_1px']:.2f}, grown by 1 px {ref['dilated_1px']:.2f}")
+    print(f"membranes: the truth against itself moved by 1 px IoU {ref['shifted_1px']:.2f}, grown by 1 px {ref['dilated_1px']:.2f}; "
+          f"{ref['pixels']} true pixels in {ref['pieces']} 8-connected pieces")
     return out
 
 
