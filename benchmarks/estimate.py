@@ -106,7 +106,7 @@ def bench_segmentation(quick: bool, learned: bool, seeds: tuple[int, ...] = (200
         from cryoopt.pipeline.learned import load_or_train
 
         t0 = time.perf_counter()
-        methods["learned"] = load_or_train(progress=True)
+        methods["learned"] = methods["learned+I0"] = load_or_train(progress=True)
         print(f"learned segmenter ready in {time.perf_counter() - t0:.0f} s (load {_load():.1f})")
     seeds = tuple(seeds)[:2] if quick else tuple(seeds)
     per = 4 if quick else 8
@@ -312,7 +312,9 @@ def _affine_only(result):
     return dataclasses.replace(result, displacement=None)
 
 
-def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) -> dict:
+def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302), only: tuple[str, ...] | None = None) -> dict:
+    """The registration part; ``only`` runs a subset of the variants (a change that touches only
+    compressed sections needs no rerun of the others)."""
     from cryoopt.exceptions import RegistrationError
     from cryoopt.pipeline.registration import register_lm_em
     from cryoopt.sim.datasets import Fiducials, random_clem_pairs
@@ -325,6 +327,8 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
     variants = (("similar", (0.0, 0.0), None), ("compressed", (0.2, 0.4), None),
                 ("similar+fiducials", (0.0, 0.0), Fiducials()), ("compressed+fiducials", (0.2, 0.4), Fiducials()))
     for variant, comp, fid in variants:
+        if only is not None and variant not in only:
+            continue
         rows = []
         for pair in random_clem_pairs(PRESETS, seeds=seeds, per_specimen=per, compression=comp, fiducials=fid,
                                       rng=7 if comp[1] == 0 else 8):
@@ -383,6 +387,8 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302)) ->
         out[variant] = {"summary": summary, "pairs": rows, "load": _load()}
     # paired: the same sections with and without fiducials
     for base in ("similar", "compressed"):
+        if base not in out or f"{base}+fiducials" not in out:
+            continue
         a, b = out[base]["pairs"], out[f"{base}+fiducials"]["pairs"]
 
         d = np.array([_below_1_px(y) - _below_1_px(x) for x, y in zip(a, b)])
@@ -640,6 +646,8 @@ def main() -> dict:
     ap.add_argument("--env-segmenter", default="hierarchical", help="the estimate path's EM segmenter in the env part")
     ap.add_argument("--phantoms", default=",".join(PRESETS), help="the env part's phantoms (comma-separated); a rerun of some replaces only their rows in --out")
     ap.add_argument("--reg-seeds", default="300,301,302", help="specimen seeds of the registration part")
+    ap.add_argument("--reg-variants", default="similar,compressed,similar+fiducials,compressed+fiducials",
+                    help="the registration variants to run (comma-separated)")
     ap.add_argument("--reg-baseline", help="a JSON of the reg part run by other code on the same seeds: paired differences per section")
     ap.add_argument("--reg-key", default="registration", help="the key of --out the reg part is stored under")
     ap.add_argument("--out", default=str(HERE / "results" / "estimate.json"))
@@ -662,7 +670,8 @@ def main() -> dict:
             result["segmentation"]["paired_vs_baseline"] = paired_segmentation(
                 result["segmentation"], json.loads(Path(args.seg_baseline).read_text())["segmentation"])
     if "reg" in parts:
-        result[args.reg_key] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")))
+        result[args.reg_key] = bench_registration(args.quick, tuple(int(x) for x in args.reg_seeds.split(",")),
+                                                 tuple(args.reg_variants.split(",")))
         if args.reg_baseline:
             base = json.loads(Path(args.reg_baseline).read_text())
             base = base.get(args.reg_key, base.get("registration", {}))

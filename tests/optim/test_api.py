@@ -31,14 +31,18 @@ def test_optimize_records_failures_and_trace() -> None:
 
 
 def test_optimize_bo_batch_beats_random_on_staining_landscape() -> None:
+    """12 evaluations: the 6-point initial design, then batches of 4 from the GP (measured regret:
+    bo 0.22, random 0.47; at 16 evaluations bo 0.22, random 0.31, for twice the time)."""
     problem = StainingLandscape(noise_frac=0.0)
     regret = {}
     for strategy in ("bo", "random"):
-        r = optimize(problem, problem.space, budget=16, seed=1, strategy=strategy, batch_size=4,
+        r = optimize(problem, problem.space, budget=12, seed=1, strategy=strategy, batch_size=4,
                      num_restarts=2, raw_samples=64, progress=False) if strategy == "bo" else \
-            optimize(problem, problem.space, budget=16, seed=1, strategy=strategy, progress=False)
+            optimize(problem, problem.space, budget=12, seed=1, strategy=strategy, progress=False)
         regret[strategy] = problem.normalized_regret(r.best.params)
-        assert len(r.history) == 16
+        assert len(r.history) == 12
+        if strategy == "bo":
+            assert r.history[-1].source == "bo"
     assert regret["bo"] < regret["random"]
 
 

@@ -51,7 +51,7 @@ def run(opt: BayesianOptimizer, n_batches: int, q: int = 1, f=mixed_objective) -
 
 def test_same_seed_same_proposals() -> None:
     a, b = BayesianOptimizer(CONTINUOUS, seed=1, **FAST), BayesianOptimizer(CONTINUOUS, seed=1, **FAST)
-    run(a, 7, f=continuous_objective), run(b, 7, f=continuous_objective)
+    run(a, 6, f=continuous_objective), run(b, 6, f=continuous_objective)  # 5 initial points, then BO
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert any(t.source == "bo" for t in a.trials)
 
@@ -66,7 +66,7 @@ def test_proposals_respect_space_and_constraints() -> None:
 
 def test_batch_and_pending_proposals_distinct() -> None:
     opt = BayesianOptimizer(CONTINUOUS, seed=2, **FAST)
-    run(opt, 6, f=continuous_objective)
+    run(opt, 5, f=continuous_objective)  # the initial design: the GP proposes the batches below
     batch = opt.ask(3)
     more = opt.ask(2)  # the 3 above are pending: must not be proposed again
     keys = [tuple(sorted(t.params.items())) for t in batch + more]
@@ -92,7 +92,7 @@ def test_failed_trials_never_modelled_and_region_avoided() -> None:
 
 def test_state_round_trip_continues_identically() -> None:
     opt = BayesianOptimizer(CONTINUOUS, seed=4, **FAST)
-    run(opt, 6, f=continuous_objective)
+    run(opt, 5, f=continuous_objective)  # the initial design: the failed and pending trials are the GP's
     (t,) = opt.ask()
     opt.tell(t, Failure("jam"))
     opt.ask()  # pending
@@ -160,13 +160,17 @@ def test_noise_floor_keeps_the_gp_from_interpolating_a_lucky_run() -> None:
 
 
 @pytest.mark.slow
-def test_finds_branin_optimum_region_within_30_evaluations() -> None:
-    """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978)."""
+def test_finds_branin_optimum_region_within_16_evaluations() -> None:
+    """Branin's maxima (of -f): (-pi, 12.275), (pi, 2.275), (9.42478, 2.475) (Dixon & Szego 1978).
+
+    Measured: each of seeds 0-2 first observes a hit at evaluation 10, 11 and 13, and recommends one
+    after 16 and after 30; after 20, seed 1 recommends a point just outside (a posterior-mean belief,
+    not the best observation), which is why 2 of 3 seeds are asked."""
     optima = np.array([[-math.pi, 12.275], [math.pi, 2.275], [9.42478, 2.475]])
     hits = 0
     for seed in range(3):
         problem = Branin(noise_frac=0.01, seed=seed)
-        result = optimize(problem, problem.space, budget=30, seed=seed, num_restarts=2, raw_samples=64, progress=False)
+        result = optimize(problem, problem.space, budget=16, seed=seed, num_restarts=2, raw_samples=64, progress=False)
         x = np.array([result.best.params["x1"], result.best.params["x2"]])
         regret = problem.normalized_regret(result.best.params)
         hits += bool(np.min(np.linalg.norm(optima - x, axis=1)) < 1.0 and regret < 0.01)

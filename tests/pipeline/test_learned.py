@@ -120,3 +120,42 @@ def test_class_weights_are_checked_by_name():
         TrainingConfig(pos_weight=(1.0, 2.0))
     with pytest.raises(EvaluationError, match="class_weight"):
         TrainingConfig(class_weight=(1.0, 1.0, 0.0, 1.0))
+
+
+def test_the_optical_density_channel_is_minus_log_of_the_transmission():
+    from cryoopt.pipeline.learned import N_INPUTS, _inputs
+
+    img = np.random.default_rng(0).uniform(200.0, 900.0, (24, 32))
+    known = _inputs(img, 1000.0)
+    assert known.shape == (N_INPUTS, 24, 32)
+    np.testing.assert_allclose(known[1], -np.log(img / 1000.0), rtol=1e-6)
+    assert np.all(known[2] == 1.0)
+    unknown = _inputs(img, None)
+    np.testing.assert_array_equal(unknown[0], known[0])  # the stretched image does not depend on the open beam
+    assert not unknown[1:].any()
+
+
+def test_sectioning_defects_scale_the_optical_density_by_a_thickness_profile():
+    """On a uniform film of transmission t0 the defects give t0 ** profile: chatter a sine along
+    the cut at a drawn wavelength, thickness between 0 and twice the mean, no new material."""
+    from cryoopt.pipeline.learned import _section_defects
+
+    t0, px, band = 0.5, 25.0, (150.0, 600.0)
+    for seed in range(20):
+        out = _section_defects(np.full((96, 96), t0), np.random.default_rng(seed), pixel_nm=px, chatter_period_nm=band)
+        thickness = np.log(out) / np.log(t0)
+        assert thickness.min() >= 0.0 and thickness.max() <= 2.0 + 1e-9
+        rows = np.median(thickness, axis=1)  # knife marks are a few columns, cracks a few rows
+        spectrum = np.abs(np.fft.rfft(rows - rows.mean()))
+        k = int(np.argmax(spectrum[1:])) + 1
+        assert band[0] / px * 0.8 <= 96 / k <= band[1] / px * 1.25 or spectrum[k] < 1e-6 * 96
+
+
+def test_open_beam_and_defect_settings_are_checked():
+    with pytest.raises(EvaluationError, match="defects"):
+        TrainingConfig(defects=1.5)
+    with pytest.raises(EvaluationError, match="chatter_period_nm"):
+        TrainingConfig(chatter_period_nm=(600.0, 150.0))
+    model = train_segmenter(TINY, data=_pairs(2, np.random.default_rng(0)), progress=False)
+    with pytest.raises(EvaluationError, match="reference_intensity"):
+        model.probabilities(np.ones((16, 16)), pixel_size_nm=25.0, reference_intensity=0.0)

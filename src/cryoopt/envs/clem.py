@@ -119,6 +119,18 @@ def known_label_cnr_stage(sites: np.ndarray) -> Any:
     return stage
 
 
+def centred_lm_to_em(n_lm: int, n_em: int, lm_px: float, em_px: float) -> np.ndarray:
+    """The LM -> EM pixel transform (3x3, ``(x, y, 1)``) of two fields that share their centre.
+
+    The simulated microscope samples pixel ``i`` of an ``n``-pixel field at ``centre + (i - (n-1)/2) px``
+    (:meth:`~cryoopt.instruments.simulated.sim_physics.SimImaging.truth`), so the middle of the
+    LM field, ``(n_lm - 1)/2``, lands on the middle of the EM field, ``(n_em - 1)/2``, and the LM
+    origin sits at ``(n_em - 1)/2 - s (n_lm - 1)/2`` EM px, ``s = lm_px / em_px``."""
+    s = lm_px / em_px
+    off = (n_em - 1) / 2.0 - s * (n_lm - 1) / 2.0
+    return np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
+
+
 def known_registration_stage(matrix: np.ndarray) -> Any:
     """A ``register`` stage that uses the simulator's known LM->EM pixel transform ``matrix``
     (3x3, ``(x, y, 1)``) instead of estimating it: TRE/FRE are reported as 0 px and
@@ -353,10 +365,7 @@ class CLEMProtocolEnv(InstrumentEnv):
                                 **self._known_structures(em.shape, lm_px / em_px))
         stages = list(DEFAULT_STAGES)
         if self.registration == "known":
-            n = self.image_size
-            s = lm_px / em_px
-            off = (n * em_px / 2.0 - n * lm_px / 2.0) / em_px  # LM origin in EM pixels (both fields centred)
-            matrix = np.array([[s, 0.0, off], [0.0, s, off], [0.0, 0.0, 1.0]])
+            matrix = centred_lm_to_em(self.image_size, self.image_size, lm_px, em_px)
             stages = [(name, known_registration_stage(matrix) if name == "register" else fn) for name, fn in stages]
         sites = self._known_label_sites(lm.shape)
         if sites is not None:
@@ -374,7 +383,9 @@ class CLEMProtocolEnv(InstrumentEnv):
         """Whether this section's EM field has nothing to measure: no target structure, or one that
         fills the field (no surroundings to contrast with). On a simulated bench with known
         structures the ground truth decides (a saturated or noisy image of a measurable field is
-        a failed evaluation, not "no measurement"); elsewhere an undefined ``em_cnr`` does."""
+        a failed evaluation, not "no measurement"); elsewhere an undefined ``em_cnr`` does, the same
+        rule read on the estimated target structures (``em_target_fraction``): a target that is
+        there but whose contrast is undefined (its surroundings saturated) is a failed evaluation."""
         truth = getattr(self.chain.physics.get("microscope"), "last_truth", None)
         if self.structures == "known" and truth is not None and self.chain.simulated:
             mask = np.zeros(truth.cells.shape, bool)
@@ -382,7 +393,12 @@ class CLEMProtocolEnv(InstrumentEnv):
                 mask |= truth.masks.get(_TRUTH_KIND.get(kind, kind), np.zeros_like(mask))
             frac = float(mask.mean())
             return frac < 1e-3 or frac > 0.995
-        return scores is not None and "em_cnr" in scores and not math.isfinite(float(scores["em_cnr"].value))
+        if scores is None or "em_cnr" not in scores or math.isfinite(float(scores["em_cnr"].value)):
+            return False
+        if "em_target_fraction" not in scores or not math.isfinite(float(scores["em_target_fraction"].value)):
+            return True
+        frac = float(scores["em_target_fraction"].value)
+        return frac < 1e-3 or frac > 0.995
 
     def _field_centre(self) -> tuple[float, float] | None:
         """Specimen ``(x, y)`` nm of the latest section's field on a simulated bench, else None."""

@@ -343,6 +343,9 @@ def stage_metrics(st: SectionState) -> None:
     s["n_mitochondria"] = score("n_mitochondria", p.count("mitochondria"))
     s["n_targets"] = score("n_targets", p.count("targets"))
     s["membrane_fraction"] = score("membrane_fraction", float(p.mask("membranes").mean()))
+    # with em_cnr: an undefined contrast of a target that is there (its surroundings saturated) is
+    # a failed measurement; of none, or of one filling the field, there is nothing to measure
+    s["em_target_fraction"] = score("em_target_fraction", float(structures.mean()))
     if ctx.label_target_mask is not None:
         st.target_mask = _working_mask(ctx.label_target_mask, st, "label_target_mask")
     else:

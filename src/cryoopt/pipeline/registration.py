@@ -39,7 +39,18 @@ returned wrong. Method (all image steps from :mod:`skimage`):
    onto each other within their localisation precision (:data:`VERIFY_RADIUS_PX`) than
    the parameters it fitted absorb, beyond chance as in step 3, or the registration is
    refused. Step 3 accepts matches at the wider match radius, so a transform a few pixels
-   off (some of its few matches wrong or merged structures) passed it.
+   off (some of its few matches wrong or merged structures) passed it. On a section that
+   may have compressed (``max_compression > 0``) an affine through a few matches is right at
+   them and extrapolates a uniform compression beyond them, where a cut compresses unevenly:
+   fewer matches within that precision than the simplest uneven compression (varying
+   linearly across the cut) needs to be fitted and judged
+   (:meth:`_CompressionFit.min_matches`, 10) are refused. With ``elastic=True`` the matches
+   within that precision are also counted under the cut's model grown from the hypothesis's
+   matches (:func:`_cut_model_matches`), every parameter it fitted taken as a match it
+   absorbed in the chance test: an unevenly compressed section leaves any affine pixels off
+   over much of the field, so a right transform was refused for the few structures an affine
+   puts within a pixel or two there. A registration verified only so must then keep a
+   non-rigid model (step 5), else it is refused.
 5. Non-rigid (``elastic=True``), for sections that deformed between the two images
    (compression along the cut, drying). An affine already covers a uniform compression
    exactly (anisotropic scale and shear); what is left is compression that varies
@@ -741,7 +752,7 @@ class _CompressionFit:
         probe = cls(affine, q0, u, v, (float(s_m.min()), float(s_m.max())), pieces, np.zeros(0), math.nan,
                     spline_degree=spline_degree)
         x = probe._terms(*probe._st(q))
-        if len(src) < 2 * x.shape[1] + 2:
+        if len(src) < cls.min_matches(pieces, spline_degree):
             return None
         y = (dst - q) @ v
         nb = x.shape[1] // 2
@@ -760,6 +771,13 @@ class _CompressionFit:
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
         return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+
+    @staticmethod
+    def min_matches(pieces: int = 1, spline_degree: int = 1) -> int:
+        """Fewest matches the model is fitted to: two per coefficient (``g`` and ``h`` have
+        ``pieces + degree`` each), plus two left over to judge it by. The default, a compression
+        varying linearly across the cut, is the simplest variation there is: 10 matches."""
+        return 2 * 2 * (pieces + spline_degree) + 2
 
     @property
     def name(self) -> str:
@@ -822,9 +840,32 @@ def _drop_outlier_matches(src: np.ndarray, dst: np.ndarray, *, max_fraction: flo
     return src, dst, n0 - len(src)
 
 
+def _cut_model_matches(lp: np.ndarray, ep: np.ndarray, pairs: list[tuple[int, int]], tree: cKDTree,
+                       radii: tuple[float, ...]) -> tuple[list[tuple[int, int]], int]:
+    """Matches within the last of ``radii`` under the cut's model grown from a hypothesis's
+    matches: the model fitted to them, all LM points mapped, re-matched at each radius in turn,
+    refitted. A section that compressed unevenly leaves an affine pixels off over much of the
+    field, so its matches at localisation precision undercount a right transform; the cut's
+    model follows the compression there. Returns ``(pairs, parameters fitted)`` (the affine's
+    six plus the model's coefficients), ``([], 0)`` with too few matches to fit it."""
+    need = _CompressionFit.min_matches()
+    cur, n_par = list(pairs), 0
+    for radius in radii:
+        if len(cur) < need:
+            return [], 0
+        src, dst = lp[[a for a, _ in cur]], ep[[b for _, b in cur]]
+        cf = _best_compression_fit(src, dst)
+        if cf is None:
+            return [], 0
+        n_par = 6 + cf.coef.size
+        cur = _match(cf(lp), ep, np.eye(3), tree, radius)
+    return cur, n_par
+
+
 def _nonrigid_refinement(
     lp: np.ndarray, ep: np.ndarray, affine: np.ndarray, radii: tuple[float, float], em_shape: tuple[int, int],
     *, min_per_term: float = 2.0, min_spline: int = 16, fine_radius: float = VERIFY_RADIUS_PX,
+    seed_pairs: list[tuple[int, int]] | None = None,
 ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray] | None:
     """A polynomial (order 2 or 3) or a smoothing thin-plate spline on the matched structures,
     where it predicts held-out ones measurably better than the affine (see the module
@@ -865,9 +906,15 @@ def _nonrigid_refinement(
             break
         fits[order] = fit
         model = fit
+    if 1 not in fits and seed_pairs:
+        first = _PolyFit.fit(lp[[a for a, _ in seed_pairs]], ep[[b for _, b in seed_pairs]], 1)
+        if first is not None:
+            fits[1] = first
     if 1 not in fits:
         return None
     pairs = matches(fits[max(fits)], tight)
+    if seed_pairs and len(seed_pairs) > len(pairs):
+        pairs = list(seed_pairs)  # the cut's model's matches at localisation precision reach further
     src, dst = lp[[a for a, _ in pairs]], ep[[b for _, b in pairs]]
     spline_loo, spline_s = None, 0.0
     if len(src) >= min_spline:
@@ -1077,6 +1124,8 @@ def register_lm_em(
             up to this fraction relative to the LM (a block-face or pre-section LM image;
             cryo-sections compress 20-60 % along the cut): point patterns are also matched
             after undoing compressions of 0.1, 0.2, ... along directions 15 degrees apart.
+            Such a section is registered only from 10 or more structures matched within
+            localisation precision (what a compression varying across the cut needs).
         scale_range: scales considered when the pixel sizes are not both known.
         seed: RANSAC and sampling seed.
 
@@ -1197,6 +1246,8 @@ def register_lm_em(
     hint = "" if known_scale is not None else "; pass lm_pixel_size_nm and em_pixel_size_nm to fix the scale"
 
     # 3. verification
+    cut_pairs: list[tuple[int, int]] = []
+    cut_absorbed = 0  # matches the cut's model's parameters absorb: the affine's 6 absorb 3, each 1-D coefficient 1
     if len(lp) >= 3 and len(ep) >= 3:
         # matched structures must beat chance: the best of n_hyp transforms, each mapping the
         # LM points that land in the EM field onto EM points scattered over it
@@ -1207,10 +1258,21 @@ def register_lm_em(
         # inside the match radius: counted there too (a radius fixed in advance, no fitted
         # one), chance is far smaller; the better of the two tests, Bonferroni-corrected
         fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
+        tests = [p_value]
         if tree is not None and fine_radius < match_radius_px:
             n_fine = len(_match(lp, ep, matrix, tree, fine_radius))
-            p_fine = _chance_p_value(lp, ep, matrix, em.shape, fine_radius, n_fine - free, n_hyp, fitted=free)
-            p_value = 2.0 * min(p_value, p_fine)
+            tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, n_fine - free, n_hyp, fitted=free))
+        if max_compression > 0 and elastic and tree is not None:
+            # a section that compressed unevenly across the cut leaves any affine pixels off over
+            # much of the field, so a right transform matches few structures at localisation
+            # precision under it: counted under the cut's model grown from the matches too, every
+            # parameter it fitted (affine and compression) taken as a match it absorbed
+            cut_pairs, cut_par = _cut_model_matches(lp, ep, pairs, tree, (match_radius_px, match_radius_px, fine_radius, fine_radius))
+            if cut_pairs:
+                cut_absorbed = cut_par - 3
+                tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, len(cut_pairs) - cut_absorbed, n_hyp,
+                                             fitted=cut_absorbed))
+        p_value = len(tests) * min(tests)
         if n_best < min_matches or p_value > max_p_value:
             raise RegistrationError(
                 f"could not register LM to EM: LM {len(lp)} and EM {len(ep)} structure points, the best of {n_hyp} "
@@ -1265,6 +1327,7 @@ def register_lm_em(
     if not tf:
         raise RegistrationError(f"could not fit a {fit_model} transform to the {len(src)} matched structures{hint}")
     fine = np.asarray(tf.params, float)
+    needs_cut_model = False
     if len(lp) >= 3 and len(ep) >= 3 and tree is not None:
         # 5. precision: the refined transform must put structures onto each other within their
         # localisation precision, beyond the ones its parameters absorb, more often than the
@@ -1274,7 +1337,27 @@ def register_lm_em(
         fine_radius = max(VERIFY_RADIUS_PX, float(f_em))
         absorbed = 3 if fit_model == "affine" else 2
         n_fine = len(_match(lp, ep, fine, tree, fine_radius))
+        need = _CompressionFit.min_matches()
         p_fine = _chance_p_value(lp, ep, fine, em.shape, fine_radius, n_fine - absorbed, n_hyp, fitted=absorbed)
+        if cut_pairs:
+            # the cut's model's matches at localisation precision (step 3) count as the affine's do
+            p_cut = _chance_p_value(lp, ep, fine, em.shape, fine_radius, len(cut_pairs) - cut_absorbed, n_hyp,
+                                    fitted=cut_absorbed)
+            needs_cut_model = n_fine < need or p_fine > max_p_value
+            n_fine, p_fine = max(n_fine, len(cut_pairs)), 2.0 * min(p_fine, p_cut)
+        if max_compression > 0 and n_fine < need:
+            # a section that may have compressed compresses unevenly across the cut: an affine
+            # through a few matches is right at them and extrapolates a uniform compression
+            # beyond them, pixels off where the compression varied, with a small TRE estimate
+            # (its residuals say nothing about the field away from the matches). Only matches
+            # enough to fit and judge the simplest varying compression tell the two apart
+            raise RegistrationError(
+                f"could not verify the registration of a section that may have compressed: {n_fine} structures "
+                f"matched within {fine_radius:.1f} EM px, fewer than the {need} that tell a compression varying "
+                "across the cut from a uniform one (an affine through fewer is right at its matches and may be "
+                "pixels off away from them); add fiducial beads or pass more lm_points/em_points, or "
+                "max_compression=0 where the section did not deform"
+            )
         if p_fine > max_p_value:
             raise RegistrationError(
                 f"could not register LM to EM to localisation precision: the {fit_model} fitted to {int(inliers.sum())} matched "
@@ -1289,7 +1372,13 @@ def register_lm_em(
     base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
     m_src, m_dst = src[inliers], dst[inliers]
     if elastic and fit_model == "affine":
-        nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape)
+        nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape, seed_pairs=cut_pairs)
+        if nonrigid is None and needs_cut_model:
+            raise RegistrationError(
+                f"could not register LM to EM to localisation precision: only the cut's model put enough structures "
+                f"({len(cut_pairs)}) within {fine_radius:.1f} EM px of each other, and fitted to them it did not predict "
+                f"held-out ones better than the affine{hint}; add fiducial beads or pass more lm_points/em_points"
+            )
         if nonrigid is not None:
             kind, fine, m_src, m_dst, fre_nr, tre_nr, disp = nonrigid
             rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360

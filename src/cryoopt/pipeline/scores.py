@@ -55,6 +55,7 @@ METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "n_mitochondria": ("count", "number of segmented mitochondria"),
         "n_targets": ("count", "number of segmented labelled targets (LM)"),
         "membrane_fraction": ("1", "fraction of EM field segmented as membrane"),
+        "em_target_fraction": ("1", "fraction of EM field covered by the target structures (segmented or given)"),
         "label_in_target_fraction": ("1", "fraction of label objects contained in a target structure"),
         # -- registration ---------------------------------------------------
         "registration_tre_px": ("px", "expected RMS target registration error over the EM field, EM pixels"),

@@ -18,7 +18,10 @@ morphology and thresholds, in the order a microscopist reads a section:
    kept only when the classes are several noise sigmas apart and cover at least
    ``min_region_um2``. Which level is resin is decided by the transmitted fraction
    when ``reference_intensity`` (the open-beam or bare-resin intensity) is known
-   (optical density below ``resin_max_od``); without it, by where the mitochondria
+   (optical density below ``resin_max_od``, or a stained matrix ``matrix_od_ratio``
+   below the darkest level; a dark organelle-sized object with ``cell_in_matrix_od_ratio``
+   times the brightest level's optical density is a cell in the matrix, e.g. a neurite
+   crossing a small field, not a mitochondrion); without it, by where the mitochondria
    lie (their surroundings are cytoplasm) and, failing that, by the brightest level
    being resin.
 3. **Organelles**, inside cells only: mitochondria are dark compact objects
@@ -123,10 +126,35 @@ class SectionSegmenter(Protocol):
     ) -> Segmentation: ...
 
 
-def noise_sigma(image: np.ndarray) -> float:
-    """Pixel noise sigma from the robust spread of diagonal differences (structure-free)."""
+def noise_sigma(image: np.ndarray, pairs: np.ndarray | None = None) -> float:
+    """Pixel noise sigma from the robust spread of diagonal differences (structure-free);
+    ``pairs`` (boolean, one row and column smaller than ``image``) keeps only some of them."""
     d = image[1:, 1:] - image[:-1, :-1]
-    return median_sigma(d)[1] / math.sqrt(2.0)
+    return median_sigma(d if pairs is None else d[pairs])[1] / math.sqrt(2.0)
+
+
+#: more pixels than this at an image's maximum mean its brightest level was clipped at the
+#: detector's full scale (a percentile normalisation to [0, 1] puts 0.5 % there by construction)
+CLIPPED_FRACTION = 0.01
+
+
+def unclipped_noise_sigma(image: np.ndarray) -> float:
+    """:func:`noise_sigma` of an image whose brightest level may be clipped (a saturated detector).
+
+    A film under an open beam brighter than the detector's full scale reads one value over most
+    of the field; its diagonal differences are zero and their robust spread says the noise is
+    zero, so any pixel below the film would be "significant" and none is tested. A clipped
+    pixel carries no noise information, so where more than :data:`CLIPPED_FRACTION` of the
+    field sits at the maximum the noise comes from the pixel pairs with no clipped pixel in
+    their 3 x 3 neighbourhood (the unsaturated structures: beads, dense stain); elsewhere it is
+    :func:`noise_sigma`, unchanged."""
+    img = np.asarray(image, float)
+    clipped = img >= img.max()
+    if clipped.mean() <= CLIPPED_FRACTION:
+        return noise_sigma(img)
+    valid = ~ndi.binary_dilation(clipped, structure=np.ones((3, 3), bool))
+    ok = valid[1:, 1:] & valid[:-1, :-1]
+    return noise_sigma(img, ok) if np.count_nonzero(ok) > 16 else 0.0
 
 
 def boundary_f_score(pred: np.ndarray, truth: np.ndarray, *, tolerance_px: float) -> tuple[float, float, float]:
@@ -376,6 +404,13 @@ class HierarchicalSegmenter:
             the darkest level's exceeds this many times are the embedding matrix
             (stain uptake of a 12 % gelatin matrix vs cytoplasm vs nucleus about 0.08 : 0.25 :
             0.40, the phantoms' densities, so matrix -> cytoplasm ~3x, cytoplasm -> nucleus ~1.6x).
+        cell_in_matrix_od_ratio: with the reference intensity known and one stain level in the
+            field, a dark organelle-sized object whose optical density exceeds the level's by
+            more than this is a cell (a neurite) in the stained matrix, not an organelle in
+            cytoplasm: the two ratios are cytoplasm : matrix ~3.1 (0.25 : 0.08) and
+            mitochondrion : cytoplasm ~2.2 (0.55 : 0.25, the phantoms' densities), and the
+            decision lies at their geometric mean (a neurite 0.6-0.9 um wide is as wide as a
+            mitochondrion, so width cannot tell them apart).
         context_min_area_um2: smallest dark object taken as an organelle when deciding
             which stain level is cytoplasm (a 200 nm bead in resin is 0.03 um^2).
         membrane_z, membrane_z_seed: hysteresis thresholds of the membrane line response,
@@ -426,6 +461,7 @@ class HierarchicalSegmenter:
     detection_z: float = 5.0
     resin_max_od: float = 0.04
     matrix_od_ratio: float = 2.2
+    cell_in_matrix_od_ratio: float = 2.6
     context_min_area_um2: float = 0.06
     membrane_z: float = 2.5
     membrane_z_seed: float = 4.0
@@ -490,6 +526,40 @@ class HierarchicalSegmenter:
                 out[tuple(rp.coords.T)] = True
         return out
 
+    def _resin_by_od(self, no_mem: np.ndarray, cls: np.ndarray, k_levels: int,
+                     reference_intensity: float) -> tuple[list[int], str, list[float]]:
+        """The levels that are bare resin (optical density below ``resin_max_od``) or, failing
+        that, a stained matrix (``matrix_od_ratio`` below the darkest level), with the rule used
+        and every level's optical density."""
+        od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
+              for k in range(k_levels)]
+        resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
+        why = "optical density"
+        if not resin and k_levels >= 2 and od[-1] > 0 and od[0] / od[-1] > self.matrix_od_ratio:
+            # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
+            # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's; every
+            # level that far below the darkest is matrix (a small field can split it in two)
+            resin, why = [k for k in range(k_levels) if od[0] / max(od[k], 1e-12) > self.matrix_od_ratio], "optical density ratio"
+        return resin, why, od
+
+    def _cells_in_matrix(self, org_lab: np.ndarray, n_org: int, no_mem: np.ndarray, organelles: np.ndarray,
+                         valid: np.ndarray, reference_intensity: float) -> np.ndarray:
+        """The dark objects that are cells in a stained matrix, not organelles in cytoplasm: their
+        optical density over that of the level ``valid`` (away from the objects) exceeds
+        ``cell_in_matrix_od_ratio`` (optical densities are ratios of stain uptake whatever the
+        thickness and stain)."""
+        level = valid & ~ndi.binary_dilation(org_lab > 0, iterations=2)
+        if not level.any():
+            return np.zeros(org_lab.shape, bool)
+        od_level = -math.log(max(float(np.median(no_mem[level])), 1e-12) / reference_intensity)
+        if not od_level > 0:
+            return np.zeros(org_lab.shape, bool)
+        ids = np.arange(1, n_org + 1)
+        medians = np.asarray(ndi.median(no_mem, np.where(organelles, org_lab, 0), ids), float)
+        od = -np.log(np.maximum(medians, 1e-12) / reference_intensity)
+        is_cell = np.concatenate([[False], np.nan_to_num(od, nan=0.0) > self.cell_in_matrix_od_ratio * od_level])
+        return is_cell[org_lab]
+
     def _rings(self, labels: np.ndarray, pixel_nm: float) -> tuple[np.ndarray, np.ndarray]:
         """The surroundings (about 200 nm wide) of every labelled object at once: each ring
         pixel's owner label (the largest label nearby where rings meet) and the ring mask."""
@@ -548,12 +618,17 @@ class HierarchicalSegmenter:
         return np.where(den > 0.05, num / np.maximum(den, 1e-6), 1.0)
 
     def _nuclear_regions(self, img: np.ndarray, px: float, cells: np.ndarray, ignore: np.ndarray,
-                         organelles: np.ndarray | None = None) -> np.ndarray:
+                         organelles: np.ndarray | None = None, *, within_cells: bool = False) -> np.ndarray:
         """Regions of nuclear size whose chromatin texture stands above the noise and that are
         darker than the cytoplasm round them (module docstring); edges still blurred by the
-        texture map's smoothing (:meth:`_nuclear_edges` places them)."""
+        texture map's smoothing (:meth:`_nuclear_edges` places them). ``within_cells`` (optical
+        density has told the matrix): only in ``cells``, and compared with cytoplasm only (the
+        matrix's grain is as textured as chromatin at fine pixels, it holds no nucleus, and a cell
+        is darker than it whether or not it holds one)."""
         ratio = self._texture(img, px, ~ignore if ignore.any() else None, organelles)
         textured = (ratio > self.texture_ratio) & ~ignore
+        if within_cells:
+            textured &= cells
         if not textured.any():
             return textured
         cand = _opening_disk(textured, 250.0 / px)
@@ -576,7 +651,8 @@ class HierarchicalSegmenter:
             ring = _dilate_disk(comp, 2 * r) & ~near & ~textured & ~ignore
             # (a region filling most of a small field leaves no ring: what is left of the field beside it)
             rest = ~comp & ~textured & ~ignore & (~organelles if organelles is not None else True)
-            for ref in (ring & cells, cells & ~textured & ~ignore & ~near, ring, rest):
+            refs = (ring & cells, cells & ~textured & ~ignore & ~near) + (() if within_cells else (ring, rest))
+            for ref in refs:
                 if np.count_nonzero(ref) > 20:
                     break
             if np.count_nonzero(ref) > 20:
@@ -644,7 +720,7 @@ class HierarchicalSegmenter:
         pc = px * f
         co = block_mean(img, f)
         valid_c = block_mean((~ign).astype(float), f) > 0.5
-        sig_c = noise_sigma(co) / (2.0 * math.sqrt(math.pi))  # after a 1-px Gaussian
+        sig_c = unclipped_noise_sigma(co) / (2.0 * math.sqrt(math.pi))  # after a 1-px Gaussian
         sc = ndi.gaussian_filter(co, 1.0)
         no_mem = closing(sc, _disk(max(1.0, self.membrane_nm / pc)))
         bg = closing(no_mem, _disk(0.5 * self.organelle_max_width_nm / pc))
@@ -660,22 +736,29 @@ class HierarchicalSegmenter:
         cls = np.digitize(base, thresholds)
 
         org_lab, n_org = ndi.label(organelles)
+        by_od = None if reference_intensity is None else self._resin_by_od(no_mem, cls, k_levels, reference_intensity)
+        if by_od is not None and (k_levels == 1 or not by_od[0]) and n_org:
+            # no level is matrix: are the dark "organelles" cells in a matrix that is the brightest level?
+            brightest = valid_c & (cls == k_levels - 1)
+            cells_in_matrix = self._cells_in_matrix(org_lab, n_org, no_mem, organelles & valid_c, brightest, reference_intensity)
+            if cells_in_matrix.any():  # two levels: those cells, and the matrix around them
+                organelles = organelles & ~cells_in_matrix
+                base = np.where(ndi.binary_dilation(organelles), bg, no_mem)
+                level = brightest & ~ndi.binary_dilation(organelles | cells_in_matrix, iterations=2)
+                thresholds = [0.5 * (float(np.median(no_mem[cells_in_matrix])) + float(np.median(no_mem[level])))]
+                k_levels = 2
+                cls = np.digitize(base, thresholds)
+                org_lab, n_org = ndi.label(organelles)
+                by_od = self._resin_by_od(no_mem, cls, k_levels, reference_intensity)  # the levels changed
         owner, in_ring = self._rings(org_lab, pc)
         org_level = []
         for i in range(1, n_org + 1):
             lv = cls[in_ring & (owner == i)]
             if lv.size:
                 org_level.append(int(np.bincount(lv, minlength=k_levels).argmax()))
-        if reference_intensity is not None:
-            od = [-math.log(max(float(np.median(no_mem[cls == k])), 1e-12) / reference_intensity) if (cls == k).any() else math.inf
-                  for k in range(k_levels)]
-            resin = [k for k in range(k_levels) if od[k] < self.resin_max_od]
-            why = "optical density"
-            if not resin and k_levels >= 2 and od[-1] > 0 and od[0] / od[-1] > self.matrix_od_ratio:
-                # a stained embedding matrix (gelatin) is no bare resin, but the cytoplasm next to it
-                # takes up several times its stain, a nucleus only about 1.6x the cytoplasm's; every
-                # level that far below the darkest is matrix (a small field can split it in two)
-                resin, why = [k for k in range(k_levels) if od[0] / max(od[k], 1e-12) > self.matrix_od_ratio], "optical density ratio"
+        od: list[float] = []
+        if by_od is not None:
+            resin, why, od = by_od
         elif k_levels == 3:
             resin, why = [2], "three levels"
         elif k_levels == 2:
@@ -698,7 +781,8 @@ class HierarchicalSegmenter:
         small = (org_area < self.nucleus_min_area_um2) | ~at_edge
         small[0] = False
         compact = _upsample(ndi.binary_dilation(small[org_lab], iterations=2).astype(float), f, shape) > 0.5
-        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact)
+        nuc_cand = self._nuclear_regions(img, px, _upsample(cell_c.astype(float), f, shape) > 0.5, ign, compact,
+                                         within_cells=reference_intensity is not None and bool(resin))
         n_core = max(1, int(round(2 * self.texture_smoothing_nm / px)))
         # (an n-fold erosion by the 4-neighbour cross is the city-block distance above n: one transform)
         nuc_core = nuc_cand.copy() if nuc_cand.all() else ndi.distance_transform_cdt(nuc_cand, metric="taxicab") > n_core
@@ -778,7 +862,7 @@ class HierarchicalSegmenter:
             "membranes": ndi.label(membranes, structure=np.ones((3, 3)))[0].astype(np.int32),
         }
         info = {"levels": k_levels, "resin_levels": tuple(resin), "resin_rule": why, "coarse_factor": f,
-                "noise_sigma": float(sig_c)}
+                "noise_sigma": float(sig_c), "level_od": tuple(od)}
         return Segmentation(labels, px, info)
 
     def _instances(self, cells: np.ndarray, membranes: np.ndarray, px: float) -> np.ndarray:
@@ -815,7 +899,8 @@ class BeadSegmenter:
         sm = ndi.gaussian_filter(img, self.sigma_px)
         med = float(np.median(sm))
         # noise of the smoothed image: the raw pixel noise shrunk by the Gaussian's footprint
-        sig = noise_sigma(img) / (2.0 * math.sqrt(math.pi) * self.sigma_px)
+        # (from the unclipped pixels where an over-exposed film saturated the detector)
+        sig = unclipped_noise_sigma(img) / (2.0 * math.sqrt(math.pi) * self.sigma_px)
         if not sig > 0:
             return np.zeros(img.shape, np.int32)
         seeds = sm < med - self.z * sig
