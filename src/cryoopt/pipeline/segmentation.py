@@ -43,7 +43,9 @@ morphology and thresholds, in the order a microscopist reads a section:
    non-maximum suppression across the line, hysteresis thresholds, kept at and next to
    the cells, and only where the line is at least ``membrane_occupancy`` of the field's
    strongest lines (a membrane inclined through the slab fills its pixels for part of the
-   thickness: fainter lines, one per depth). Inside a nucleus the only membranes are its
+   thickness: fainter lines, one per depth), then drawn as wide as the section shows them (a
+   membrane moving by up to a pixel through the slab darkens the pixel beside its line too:
+   a neighbour across the line with a response near the line's joins it). Inside a nucleus the only membranes are its
    envelope's: at 15-50 nm pixels its two bilayers (37.5 nm apart) image as the step from
    cytoplasm to heterochromatin, so they are placed at their published depths below the
    nucleus's edge (moved to half maximum), two lines where the pixel resolves them, one
