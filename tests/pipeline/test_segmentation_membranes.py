@@ -140,3 +140,48 @@ def test_the_envelope_is_placed_only_where_the_image_shows_the_nuclear_edge():
     assert np.count_nonzero(nuclear_envelope(flat, nucleus, pixel_nm)) < 0.05 * np.count_nonzero(env)
     with pytest.raises(EvaluationError, match="nuclei has shape"):
         nuclear_envelope(shown, nucleus[:-1], pixel_nm)
+
+
+def _moving_bilayer(pixel_nm: float, shift_px: float, *, n: int = 96, seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """EM of a bilayer that moves laterally by ``shift_px`` through the section's thickness (the
+    image is the mean of the three planes the simulator samples, at 1/6, 1/2 and 5/6 of it), and
+    the truth of it (:func:`cryoopt.sim.datasets.edge_on_membranes` of the planes' lines)."""
+    from cryoopt.sim.datasets import edge_on_membranes
+
+    sub = 16
+    x = (np.arange(n * sub) + 0.5) / sub  # pixel units
+    y = np.arange(n) + 0.5
+    density, planes = np.zeros((n, n)), []
+    for f in (1 / 6, 1 / 2, 5 / 6):
+        centre = 0.5 * n + 0.05 * y[:, None] + shift_px * (f - 0.5)
+        bilayer = np.abs(x[None, :] - centre) < 0.5 * 7.5 / pixel_nm
+        density += (CYTOPLASM + (BILAYER - CYTOPLASM) * bilayer).reshape(n, n, sub).mean(axis=2) / 3.0
+        planes.append(np.floor(centre[:, 0]).astype(int)[:, None] == np.arange(n)[None, :])  # the pixel holding it
+    image = np.random.default_rng(seed).poisson(2000.0 * np.exp(-1.2 * density)).astype(float)
+    return image, edge_on_membranes(planes)
+
+
+@pytest.mark.parametrize("pixel_nm", [15.0, 25.0])
+def test_a_membrane_moving_a_pixel_through_the_slab_is_shown_as_wide_as_the_truth_says(pixel_nm):
+    image, truth = _moving_bilayer(pixel_nm, 1.0)
+    m = slice(8, -8)
+    assert truth[m, m].sum(axis=1).mean() > 1.3  # the truth: the planes' lines together, wider than one
+    response = SEG._membrane_response(image, pixel_nm)
+    lines = SEG._membrane_lines(image, pixel_nm, response=response)
+    shown = SEG._membrane_width(lines, response[0])
+
+    def iou(a):
+        return np.count_nonzero(a[m, m] & truth[m, m]) / np.count_nonzero(a[m, m] | truth[m, m])
+
+    assert iou(shown) > iou(lines) + 0.1
+    assert np.mean(truth[shown]) > 0.9  # the width it adds is the truth's
+
+
+def test_a_membrane_crossing_the_slab_edge_on_stays_one_pixel_wide():
+    image, truth = _moving_bilayer(25.0, 0.0)
+    response = SEG._membrane_response(image, 25.0)
+    shown = SEG._membrane_width(SEG._membrane_lines(image, 25.0, response=response), response[0])
+    m = slice(8, -8)
+    assert truth[m, m].sum(axis=1).mean() == pytest.approx(1.0)
+    assert shown[m, m].sum(axis=1).mean() < 1.25
+    assert np.mean(truth[shown]) > 0.8

@@ -47,7 +47,9 @@ morphology and thresholds, in the order a microscopist reads a section:
    non-maximum suppression across the line, hysteresis thresholds, kept at and next to
    the cells, and only where the line is at least ``membrane_occupancy`` of the field's
    strongest lines (a membrane inclined through the slab fills its pixels for part of the
-   thickness: fainter lines, one per depth). Inside a nucleus the only membranes are its
+   thickness: fainter lines, one per depth), then drawn as wide as the section shows them (a
+   membrane moving by up to a pixel through the slab darkens the pixel beside its line too:
+   a neighbour across the line with a response near the line's joins it). Inside a nucleus the only membranes are its
    envelope's: at 15-50 nm pixels its two bilayers (37.5 nm apart) image as the step from
    cytoplasm to heterochromatin, so they are placed at their published depths below the
    nucleus's edge (moved to half maximum), two lines where the pixel resolves them, one
@@ -429,6 +431,9 @@ class HierarchicalSegmenter:
             for part of the thickness only).
         membrane_full_percentile: percentile of the detected lines' response taken as a
             membrane filling its pixel through the whole thickness.
+        membrane_spread: a pixel beside a membrane line (across it) is membrane too where its
+            line response is at least this fraction of the line's (a membrane moving by up to
+            a pixel or so through the slab darkens both; chosen on development sections).
         envelope_depths_nm: depths of the nuclear envelope's two bilayer centres below the
             nucleus's outer surface: 7.5 nm bilayers around a 30 nm perinuclear space
             (Alberts et al., ch. 12; Fawcett 1981), i.e. 3.75 and 41.25 nm.
@@ -473,6 +478,7 @@ class HierarchicalSegmenter:
     membrane_flank_z: float = 1.0
     membrane_occupancy: float = 0.6
     membrane_full_percentile: float = 97.0
+    membrane_spread: float = 0.6
     envelope_depths_nm: tuple[float, ...] = (3.75, 41.25)
     envelope_search_nm: float = 100.0
     envelope_edge_z: float = 4.0
@@ -573,7 +579,13 @@ class HierarchicalSegmenter:
         owner = ndi.grey_dilation(labels, footprint=disk(width))
         return owner, (owner > 0) & (labels == 0)
 
-    def _membrane_lines(self, img: np.ndarray, px: float, cells: np.ndarray | None = None) -> np.ndarray:
+    def _membrane_response(self, img: np.ndarray, px: float) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_line_response` at this segmenter's membrane scale: the line response (noise
+        sigmas) and where it peaks across the line."""
+        return _line_response(img, max(1.5, self.membrane_along_nm / px), self.membrane_flank_z)
+
+    def _membrane_lines(self, img: np.ndarray, px: float, cells: np.ndarray | None = None, *,
+                        response: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Membranes a pixel's stain says hold a bilayer through most of the section: thin dark
         lines darker than both flanks (:func:`_line_response`, in noise sigmas), kept where
         the response peaks across the line (a one-pixel line: a bilayer is thinner than the
@@ -583,11 +595,11 @@ class HierarchicalSegmenter:
         inclined through the slab fills a pixel for part of the thickness only and shows as
         fainter lines, one per depth, which are no membrane of the truth (what a pixel holds
         through most of the section's thickness). ``cells`` (optional) limits the lines to the
-        stained compartments and their edge."""
+        stained compartments and their edge. ``response``: :meth:`_membrane_response` of
+        ``img``, when already computed."""
         from skimage.filters import apply_hysteresis_threshold
 
-        along = max(1.5, self.membrane_along_nm / px)
-        resp, peak = _line_response(img, along, self.membrane_flank_z)
+        resp, peak = self._membrane_response(img, px) if response is None else response
         lines = apply_hysteresis_threshold(np.where(peak, resp, 0.0), self.membrane_z, self.membrane_z_seed)
         if cells is not None:
             lines &= ndi.binary_dilation(cells, iterations=2)
@@ -596,6 +608,20 @@ class HierarchicalSegmenter:
             keep = self.membrane_occupancy * full
             lines &= apply_hysteresis_threshold(np.where(lines, resp, 0.0), 0.8 * keep, keep)
         return lines
+
+    def _membrane_width(self, lines: np.ndarray, resp: np.ndarray) -> np.ndarray:
+        """The membrane ``lines`` (one pixel wide) with the width the section shows them at:
+        a membrane that moves laterally by a fraction of a pixel to a pixel or so through the
+        section's thickness darkens each pixel it crosses for part of the thickness, so its
+        projection is a line one to three pixels wide (the truth,
+        :func:`cryoopt.sim.datasets.edge_on_membranes`). A line's neighbour across it (4-connected)
+        joins the membrane where its line response is at least ``membrane_spread`` of the
+        strongest line pixel beside it."""
+        if not lines.any():
+            return lines
+        beside = ndi.binary_dilation(lines) & ~lines
+        line_level = ndi.grey_dilation(np.where(lines, resp, 0.0), size=3)
+        return lines | (beside & (resp > 0) & (resp >= self.membrane_spread * line_level))
 
     def _texture(self, img: np.ndarray, px: float, valid: np.ndarray | None = None,
                  organelles: np.ndarray | None = None) -> np.ndarray:
@@ -884,12 +910,13 @@ class HierarchicalSegmenter:
         cells &= ~ign
         # 4. membranes: the centre lines of dark ridges at the membrane's scale (Sato's tubeness),
         # at and next to the stained compartments
-        lines = self._membrane_lines(img, px, cells)
-        membranes = lines
+        response = self._membrane_response(img, px)
+        lines = self._membrane_lines(img, px, cells, response=response)
+        membranes = self._membrane_width(lines, response[0])  # the lines as wide as the section shows them
         if nuclei.any():  # inside a nucleus the only membranes are its envelope's (chromatin makes lines too)
             edge = _half_maximum_edge(img, nuclei, px, self.envelope_search_nm)
             lines &= ~edge
-            membranes = lines | nuclear_envelope(img, edge, px, depths_nm=self.envelope_depths_nm,
+            membranes = (membranes & ~edge) | nuclear_envelope(img, edge, px, depths_nm=self.envelope_depths_nm,
                                                  edge_z=self.envelope_edge_z)
 
         labels = {
