@@ -1105,6 +1105,10 @@ def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.n
 
     if lm_polarity not in ("bright", "dark") or em_polarity not in ("bright", "dark"):
         return None, "no block matching without the polarity of the structures in both images"
+    if max_compression > 0:
+        # an affine through a dozen blocks is pixels off where a cut compressed unevenly, and the
+        # cut's model is not fitted to blocks (yet): refused, as before
+        return None, "no block matching on a section that may have compressed"
     lm_s = _structure_image(lm, lm_polarity)
     em_s = _structure_image(em, em_polarity)
     mats = [np.asarray(m, float)[None] for m in seeds]

@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 
 #: side (EM px) of a block, and the largest displacement (EM px) searched around it
 BLOCK_PX = 40
-SEARCH_PX = 16
+SEARCH_PX = 24
 #: LM structure above this many robust sigmas of its field marks a block with label in it
 BLOCK_LABEL_Z = 6.0
 #: hypotheses (best by image correlation at the LM's structure pixels) that are block-matched
@@ -128,7 +128,7 @@ def _match_blocks(lm_on_em: np.ndarray, em_s: np.ndarray, corners: list[tuple[in
 
 
 def _null_rate(lm_on_em: np.ndarray, em_s: np.ndarray, corners: list[tuple[int, int]], radius: float,
-               rng: np.random.Generator, rounds: int = 3) -> float:
+               rng: np.random.Generator, rounds: int = 8) -> float:
     """Fraction of blocks matched against other blocks' EM windows (shuffled copies: no true
     match) whose peak lands within ``radius`` of no displacement, with +1 smoothing: the chance
     that a block agrees with a transform that already puts it in place (the last round of
