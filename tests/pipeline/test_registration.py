@@ -444,3 +444,37 @@ def test_cut_model_recovers_matches_of_an_uneven_compression_and_predicts_held_o
     cf = _best_compression_fit(lm_pts[[i for i, _ in pairs]], em_pts[[j for _, j in pairs]])
     err = np.linalg.norm(cf(lm_all[held]) - em_all[held], axis=1)
     assert float(np.sqrt(np.mean(err**2))) < 1.0
+
+
+def test_blocks_verify_and_refine_where_the_lm_shows_a_labelled_subset_of_the_em():
+    """An LM that shows 30 of the EM's 60 rods (a labelled subset, blurred): block matching
+    brings a hypothesis 4 px off to within a pixel and verifies it against chance; a wrong
+    hypothesis (rotated a quarter turn) is not verified."""
+    from skimage.draw import ellipse
+    from skimage.transform import AffineTransform
+
+    from cryoopt.pipeline.registration_blocks import verify_by_blocks
+
+    rng = np.random.default_rng(3)
+    truth = np.array([[2.0 * math.cos(0.5), -2.0 * math.sin(0.5), 60.0], [2.0 * math.sin(0.5), 2.0 * math.cos(0.5), -30.0],
+                      [0, 0, 1.0]])  # LM -> EM
+    em_s, labelled = np.zeros((256, 256)), np.zeros((256, 256))
+    for k in range(60):
+        c, theta = rng.uniform(20, 236, 2), rng.uniform(0, math.pi)
+        rr, cc = ellipse(c[1], c[0], 3.0, 12.0, shape=em_s.shape, rotation=theta)
+        em_s[rr, cc] = 1.0
+        if k % 2 == 0:  # labelled: seen in the LM too
+            labelled[rr, cc] = 1.0
+    lm_s = warp(ndi.gaussian_filter(labelled, 2.0), AffineTransform(matrix=truth), output_shape=(128, 128), order=1)
+    em_s = em_s + 0.05 * rng.standard_normal(em_s.shape)
+    lm_s = lm_s + 0.02 * rng.standard_normal(lm_s.shape)
+    off = truth.copy()
+    off[:2, 2] += (3.0, -2.5)
+    match, why = verify_by_blocks(lm_s, em_s, [off], n_tried=100, radius=2.5, max_p_value=1e-3, affine=False)
+    assert match is not None, why
+    grid = np.stack(np.meshgrid(np.arange(0, 128, 16.0), np.arange(0, 128, 16.0)), -1).reshape(-1, 2)
+    err = grid @ match.matrix[:2, :2].T + match.matrix[:2, 2] - (grid @ truth[:2, :2].T + truth[:2, 2])
+    assert float(np.sqrt(np.mean(np.sum(err**2, axis=1)))) < 1.0
+    assert match.p_value < 1e-3
+    wrong = truth @ np.array([[0, -1, 128.0], [1, 0, 0], [0, 0, 1]])
+    assert verify_by_blocks(lm_s, em_s, [wrong], n_tried=100, radius=2.5, max_p_value=1e-3, affine=False)[0] is None

@@ -311,6 +311,48 @@ def _similarities(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+def triangle_hypotheses(
+    lm_points: np.ndarray,
+    em_points: np.ndarray,
+    *,
+    scale_range: tuple[float, float] = (1e-2, 1e2),
+    neighbours: tuple[int, int] = (5, 5),
+    tolerance: float = 0.03,
+    max_hypotheses: int = 4000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Every similarity (LM -> EM, `H x 3 x 3`) that maps a triangle of LM points onto an EM
+    triangle of the same shape (invariants within ``tolerance``, same orientation, scale in
+    ``scale_range``); triangles of each point with its nearest ``neighbours`` (LM, EM): more EM
+    neighbours find the triangles of an LM that shows a subset of the EM's structures."""
+    lp = np.asarray(lm_points, float).reshape(-1, 2)
+    ep = np.asarray(em_points, float).reshape(-1, 2)
+    if len(lp) < 3 or len(ep) < 3:
+        return np.zeros((0, 3, 3))
+    inv_l, tri_l = _triangles(lp, neighbours[0])
+    inv_e, tri_e = _triangles(ep, neighbours[1])
+    if not len(inv_l) or not len(inv_e):
+        return np.zeros((0, 3, 3))
+    # compare invariants in log space: a relative tolerance
+    cands = cKDTree(np.log(inv_e)).query_ball_point(np.log(inv_l), r=tolerance)
+    pairs = np.array([(i, j) for i, js in enumerate(cands) for j in js], int).reshape(-1, 2)
+    if not len(pairs):
+        return np.zeros((0, 3, 3))
+    if len(pairs) > max_hypotheses:
+        pairs = pairs[np.random.default_rng(seed).choice(len(pairs), max_hypotheses, replace=False)]
+    src, dst = lp[tri_l[pairs[:, 0]]], ep[tri_e[pairs[:, 1]]]
+
+    # a reflection matches the invariants but is no similarity
+    def orient(t: np.ndarray) -> np.ndarray:
+        u, v = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        return np.sign(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
+
+    keep = orient(src) == orient(dst)
+    mats = _similarities(src[keep], dst[keep])
+    scale = np.sqrt(np.abs(mats[:, 0, 0] ** 2 + mats[:, 1, 0] ** 2))
+    return mats[(scale >= scale_range[0]) & (scale <= scale_range[1])]
+
+
 def match_point_patterns(
     lm_points: np.ndarray,
     em_points: np.ndarray,
@@ -332,29 +374,8 @@ def match_point_patterns(
     """
     lp = np.asarray(lm_points, float).reshape(-1, 2)
     ep = np.asarray(em_points, float).reshape(-1, 2)
-    if len(lp) < 3 or len(ep) < 3:
-        return np.eye(3), 0, 0
-    inv_l, tri_l = _triangles(lp, neighbours)
-    inv_e, tri_e = _triangles(ep, neighbours)
-    if not len(inv_l) or not len(inv_e):
-        return np.eye(3), 0, 0
-    # compare invariants in log space: a relative tolerance
-    cands = cKDTree(np.log(inv_e)).query_ball_point(np.log(inv_l), r=tolerance)
-    pairs = np.array([(i, j) for i, js in enumerate(cands) for j in js], int).reshape(-1, 2)
-    if not len(pairs):
-        return np.eye(3), 0, 0
-    if len(pairs) > max_hypotheses:
-        pairs = pairs[np.random.default_rng(seed).choice(len(pairs), max_hypotheses, replace=False)]
-    src, dst = lp[tri_l[pairs[:, 0]]], ep[tri_e[pairs[:, 1]]]
-    # a reflection matches the invariants but is no similarity
-    def orient(t: np.ndarray) -> np.ndarray:
-        u, v = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
-        return np.sign(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
-
-    keep = orient(src) == orient(dst)
-    mats = _similarities(src[keep], dst[keep])
-    scale = np.sqrt(np.abs(mats[:, 0, 0] ** 2 + mats[:, 1, 0] ** 2))
-    mats = mats[(scale >= scale_range[0]) & (scale <= scale_range[1])]
+    mats = triangle_hypotheses(lp, ep, scale_range=scale_range, neighbours=(neighbours, neighbours), tolerance=tolerance,
+                               max_hypotheses=max_hypotheses, seed=seed)
     if not len(mats):
         return np.eye(3), 0, 0
     tree = cKDTree(ep)
@@ -1071,6 +1092,63 @@ def _elastic(lm: np.ndarray, em: np.ndarray, base: RegistrationResult, lm_sigma_
     return np.stack([resize(d, em.shape, order=1, mode="edge", anti_aliasing=False) for d in disp_w])
 
 
+def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.ndarray, lm_polarity: str, em_polarity: str,
+                        seeds: list[np.ndarray], n_hyp: int, scales: tuple[float, float], max_compression: float,
+                        max_p_value: float, seed: int) -> tuple[RegistrationResult | None, str]:
+    """Register from the images where the structure points could not verify a transform: the
+    coarse hypotheses, and every triangle hypothesis with more EM neighbours (an LM showing a
+    labelled subset of the EM's structures), ranked by how well the LM's structure pixels land
+    on the EM's, then block-matched and verified against chance
+    (:func:`~cryoopt.pipeline.registration_blocks.verify_by_blocks`); every transform ranked
+    counts in that test."""
+    from cryoopt.pipeline.registration_blocks import BLOCK_HYPOTHESES, structure_hypothesis_scores, verify_by_blocks
+
+    if lm_polarity not in ("bright", "dark") or em_polarity not in ("bright", "dark"):
+        return None, "no block matching without the polarity of the structures in both images"
+    if max_compression > 0:
+        # an affine through a dozen blocks is pixels off where a cut compressed unevenly, and the
+        # cut's model is not fitted to blocks (yet): refused, as before
+        return None, "no block matching on a section that may have compressed"
+    lm_s = _structure_image(lm, lm_polarity)
+    em_s = _structure_image(em, em_polarity)
+    mats = [np.asarray(m, float)[None] for m in seeds]
+    for frame in _compression_frames(max_compression):
+        ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
+        tri = triangle_hypotheses(lp, ep_frame, scale_range=scales, neighbours=(5, 10), seed=seed)
+        if len(tri):
+            mats.append(np.linalg.inv(frame)[None] @ tri)
+    allm = np.concatenate(mats) if mats else np.zeros((0, 3, 3))
+    if not len(allm):
+        return None, "no hypothesis to match blocks under"
+    scale = np.sqrt(np.abs(np.linalg.det(allm[:, :2, :2])))
+    allm = allm[(scale >= scales[0] * 0.7) & (scale <= scales[1])]
+    if not len(allm):
+        return None, "no hypothesis of a plausible scale to match blocks under"
+    score = structure_hypothesis_scores(lm_s, ndi.gaussian_filter(em_s, 3.0), allm, seed=seed)
+    order = np.argsort(-score)
+    chosen: list[np.ndarray] = []
+    for k in order:
+        m = allm[k]
+        # distinct hypotheses: a near-duplicate adds nothing
+        if any(np.abs(m[:2, 2] - c[:2, 2]).max() < 8 and np.abs(m[:2, :2] - c[:2, :2]).max() < 0.05 for c in chosen):
+            continue
+        chosen.append(m)
+        if len(chosen) >= BLOCK_HYPOTHESES:
+            break
+    s_em = float(np.sqrt(abs(np.linalg.det(chosen[0][:2, :2]))))
+    n_tried = n_hyp + len(allm)
+    match, why = verify_by_blocks(lm_s, em_s, chosen, n_tried=n_tried, radius=VERIFY_RADIUS_PX, max_p_value=max_p_value,
+                                  min_blocks=_CompressionFit.min_matches() if max_compression > 0 else 6,
+                                  lm_blur_em_px=max(1.0, s_em), affine=max_compression > 0, seed=seed)
+    if match is None:
+        return None, why
+    m = match.matrix
+    kind = "affine" if max_compression > 0 else "similarity"
+    fre, tre = target_registration_error(match.src, match.dst, m, em.shape, n_params=6 if kind == "affine" else 4)
+    return RegistrationResult(m, math.degrees(math.atan2(m[1, 0], m[0, 0])) % 360, math.sqrt(abs(np.linalg.det(m[:2, :2]))),
+                              len(match.src), fre, tre, kind, "blocks"), why
+
+
 def register_lm_em(
     lm_image: np.ndarray,
     em_image: np.ndarray,
@@ -1274,10 +1352,16 @@ def register_lm_em(
                                              fitted=cut_absorbed))
         p_value = len(tests) * min(tests)
         if n_best < min_matches or p_value > max_p_value:
+            # the points do not prove a transform (an LM that shows a labelled subset of the EM's
+            # structures shares few points with it): the images may, where the label is
+            by_blocks, why = _register_by_blocks(lm, em, lp, ep, lm_polarity, em_polarity, [fm_matrix] + [t[3] for t in scored],
+                                                 n_hyp, scales, max_compression, max_p_value, seed)
+            if by_blocks is not None:
+                return by_blocks
             raise RegistrationError(
                 f"could not register LM to EM: LM {len(lp)} and EM {len(ep)} structure points, the best of {n_hyp} "
-                f"transforms matched {n_best} (need {min_matches}, chance p = {min(p_value, 1.0):.2g} > {max_p_value:g}){hint}, "
-                "or pass lm_points/em_points of structures both images show"
+                f"transforms matched {n_best} (need {min_matches}, chance p = {min(p_value, 1.0):.2g} > {max_p_value:g}); "
+                f"{why}{hint}, or pass lm_points/em_points of structures both images show"
             )
     else:
         z = _peak_z(fe, aligned, rng) if model == "coarse" else math.nan
