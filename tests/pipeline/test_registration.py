@@ -444,3 +444,36 @@ def test_cut_model_recovers_matches_of_an_uneven_compression_and_predicts_held_o
     cf = _best_compression_fit(lm_pts[[i for i, _ in pairs]], em_pts[[j for _, j in pairs]])
     err = np.linalg.norm(cf(lm_all[held]) - em_all[held], axis=1)
     assert float(np.sqrt(np.mean(err**2))) < 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tre_estimate_grows_away_from_the_matches_and_covers_an_unmodelled_curvature(seed):
+    """Matches in a 120 px square at one side of a 400 px field, the true map the identity
+    plus ``k (x - 80)^2`` along x (a curvature an affine cannot follow), noise 0.15 px per
+    axis. The least-squares affine's error at a point is known exactly: ``true(p) - A(p)``.
+    240 px beyond the matches it is ~17 px, which the affine's own variance (< 1 px) does not
+    see; the estimate, from the error of held-out matches against their distance outside the
+    rest, must cover it there and 160 px out. At the matches' centre, where the affine is
+    right to its noise, the estimate stays near the least-squares value (below 0.3 px), and
+    it grows with the distance from the matches."""
+    from cryoopt.pipeline.registration import RegistrationResult, _TREEstimate, _linear_refit
+
+    rng = np.random.default_rng(seed)
+    k = 2e-4
+
+    def true(p):
+        return p + np.column_stack([k * (p[:, 0] - 80.0) ** 2, np.zeros(len(p))])
+
+    lm = np.column_stack([rng.uniform(20, 140, 30), rng.uniform(140, 260, 30)])
+    em = true(lm) + rng.normal(0, 0.15, lm.shape)
+    affine = _linear_refit(lm, em, "affine")
+    estimate = _TREEstimate.build("affine", lm, em, affine)
+    r = RegistrationResult(affine, 0.0, 1.0, len(lm), 0.0, 0.0, "affine", "points", None, estimate)
+    probe = np.array([[80.0, 200.0], [140.0, 200.0], [200.0, 200.0], [300.0, 200.0], [380.0, 200.0]])
+    actual = np.linalg.norm(true(probe) - r.apply(probe), axis=1)  # the fit is the identity's neighbour: EM ~ LM here
+    est = r.tre_at(true(probe))
+    assert actual[-1] > 15.0 and np.all(est[-2:] >= actual[-2:])
+    least_squares = np.sqrt(estimate.sigma2 * estimate.leverage(true(probe[:1])))[0]
+    assert least_squares <= est[0] < 0.3
+    assert np.all(np.diff(est) > 0)
+    assert np.isnan(RegistrationResult(affine, 0.0, 1.0, 0, math.nan, math.nan, "coarse").tre_at(probe)).all()
