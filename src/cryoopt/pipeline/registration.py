@@ -77,11 +77,15 @@ returned wrong. Method (all image steps from :mod:`skimage`):
 Target registration error: for a least-squares fit, each output coordinate is a
 linear regression on ``[x, y, 1]``, so the expected squared TRE at a point ``r`` is
 ``2 sigma^2 h(r)`` with ``h(r) = r^T (X^T X)^-1 r`` and ``sigma^2 = RSS / (2N - p)``
-(Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694, for the rigid analogue).
-``tre_px`` is its RMS over the EM field. It is the error of the fitted model where the
-model is right: a model that cannot follow the deformation (an affine on a non-uniformly
-compressed section) errs more than it says. For a non-rigid model ``tre_px`` is its
-leave-one-out RMS error at the matched structures.
+(Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694, for the rigid analogue); it is the
+error of the fitted model where the model is right, and says nothing of a model that
+cannot follow the deformation (an affine on a non-uniformly compressed section) or that
+extrapolates away from the matched structures. :meth:`RegistrationResult.tre_at` adds to
+the fitted model's own variance at the point (its design's leverage there, for every model
+kept) the model's inadequacy measured by spatial cross-validation of the matches, which
+grows with the distance from them (:class:`_TREEstimate`). ``tre_px`` is that estimate's
+RMS over the EM field, for every model (:func:`target_registration_error` keeps the
+least-squares figure alone).
 
 Coordinates follow skimage: ``(x, y) = (column, row)``; ``transform`` maps LM pixel
 coordinates to EM pixel coordinates.
@@ -151,8 +155,10 @@ class RegistrationResult:
         rotation_deg, scale: of the transform's linear part (scale: EM px per LM px).
         n_matches: structure centroids used in the refinement (0: coarse only).
         fre_px: RMS residual of the matched centroids, EM px (NaN if no refinement).
-        tre_px: expected RMS target registration error over the EM field, EM px
-            (NaN when too few matches leave no residual degrees of freedom).
+        tre_px: expected RMS target registration error over the EM field, EM px: the RMS
+            of :meth:`tre_at` over the field, so it counts the model's inadequacy and its
+            extrapolation away from the matched structures, not only its noise (NaN when too
+            few matches leave no residual degrees of freedom).
         model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+compressionK"`` (the
             cut's model, K cubic pieces across the cut; ``"+compression-linear"`` or
             ``"-quadratic"`` for a compression varying so across it), ``"+polynomial2"``, ``"+polynomial3"``
@@ -161,6 +167,7 @@ class RegistrationResult:
         method: which coarse hypothesis won (``"fourier-mellin"``, ``"points"``).
         displacement: `2 x H x W` (x, y) displacement on the EM grid, EM px, or None:
             EM pixel ``p`` shows LM point ``matrix^-1 (p + displacement[:, p])``.
+        tre_estimate: what :meth:`tre_at` evaluates (None without matched structures).
     """
 
     matrix: np.ndarray
@@ -1105,24 +1112,27 @@ def _cv_folds(dst: np.ndarray) -> list[np.ndarray]:
 class _TREEstimate:
     """Expected target registration error (EM px) at any EM point, from the matched structures.
 
-    Two parts, added in quadrature. ``2 sigma^2 h(r)``: the fitted model's own prediction
-    variance at ``r``, ``h`` the leverage of a point at ``r`` under the model's design (as in
-    :func:`target_registration_error`, but at the point, not averaged; Fitzpatrick, West &
-    Maurer 1998, IEEE TMI 17:694; it grows with the distance from the fiducial configuration,
-    Fitzpatrick & West 2001, IEEE TMI 20:917), ``sigma^2`` the residual variance per
-    coordinate over the ``2N - tr(H)`` degrees of freedom left. ``e(d)^2``: the model's
-    inadequacy, which its residuals cannot show, at the distance ``d`` of ``r`` from the
-    nearest matched structure, measured by spatial cross-validation: matches are held out
-    (the outer quarter along each of 8 directions, spatial k-means blocks, each alone),
-    predicted by the model refitted to the rest with the same settings, and their error
-    beyond what noise explains (``2 sigma^2 (1 + h_out)``, their own localisation noise and
-    the refitted model's variance there) related to their distance from the nearest match
-    left in (Roberts et al. 2017, Ecography 40:913: point-wise cross-validation measures
-    interpolation, held-out blocks measure extrapolation). ``e(d) = alpha (R + d)^2``, ``R``
-    the matches' RMS distance from their centroid, ``alpha`` by least squares on the
-    squares: what a model that misses a quadratic term of the true map does away from the
-    configuration, more than one that misses a linear term does, and the form carried
-    beyond the largest distance the cross-validation saw."""
+    Two parts, added in quadrature. ``sigma^2 L(r)``: the fitted model's own prediction
+    variance at ``r``, ``L`` from its design as in :func:`target_registration_error` but at the
+    point, not averaged (Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694; it grows with the
+    distance from the fiducial configuration, Fitzpatrick & West 2001, IEEE TMI 20:917; for
+    the cut's penalised B-splines the sandwich ``x^T C X^T X C x``, for the thin-plate spline
+    the squared weights of the linear smoother), ``sigma^2`` the residual variance per
+    coordinate over the ``2N - tr(H)`` degrees of freedom left. ``e(r)^2``: the model's
+    inadequacy, which its residuals cannot show, by spatial cross-validation (Roberts et al.
+    2017, Ecography 40:913: point-wise cross-validation measures interpolation, held-out
+    blocks extrapolation): matches are held out (the outer quarter along each of 8
+    directions, spatial k-means blocks, each match alone), predicted by the model refitted to
+    the rest with the same settings, and their squared error beyond what noise explains
+    (``sigma^2 (2 + L_out)``: their own localisation and the refitted model's variance there)
+    related to where they lie. Inside the hull of the matches left in: ``a^2 + (a1 d_nn)^2``,
+    ``d_nn`` the distance to the nearest (non-negative least squares). Outside it, at distance
+    ``d`` from the hull, plus ``(alpha ((R + d)^2 - R^2))^2``, ``R`` the matches' RMS distance
+    from their centroid per axis: the growth of a model that misses a quadratic term of the
+    true map (more than one missing a linear term shows), ``alpha`` fitted per held-out
+    direction and the worst direction taken (a model may fail on one side only), at its
+    one-sided 95 % upper bound (a squared 2-D error scatters by its own mean), since it is
+    carried beyond the largest distance the cross-validation saw."""
 
     em: np.ndarray  # matched EM points
     sigma2: float  # per-coordinate noise variance of a matched structure, EM px^2
