@@ -1088,11 +1088,11 @@ def _refit_map(kind: str, model: object, src: np.ndarray, dst: np.ndarray) -> tu
     return None if refit is None else (affine, refit)
 
 
-def _cv_folds(dst: np.ndarray) -> list[np.ndarray]:
-    """Which matches each fold of the TRE estimate's cross-validation holds out: the outer
-    :data:`TRE_CV_OUTER_FRACTION` along each of :data:`TRE_CV_DIRECTIONS` directions
-    (extrapolation outward), spatial k-means blocks (interpolation across a gap), each
-    match alone."""
+def _cv_folds(dst: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """Which matches each fold of the TRE estimate's cross-validation holds out, and whether
+    it is a direction's: the outer :data:`TRE_CV_OUTER_FRACTION` along each of
+    :data:`TRE_CV_DIRECTIONS` directions (extrapolation outward), spatial k-means blocks
+    (interpolation across a gap), each match alone."""
     from scipy.cluster.vq import kmeans2
 
     n = len(dst)
@@ -1100,12 +1100,12 @@ def _cv_folds(dst: np.ndarray) -> list[np.ndarray]:
     c = dst - dst.mean(axis=0)
     for theta in np.arange(TRE_CV_DIRECTIONS) * (2.0 * math.pi / TRE_CV_DIRECTIONS):
         along = c @ np.array([math.cos(theta), math.sin(theta)])
-        folds.append(along > np.quantile(along, 1.0 - TRE_CV_OUTER_FRACTION))
+        folds.append((along > np.quantile(along, 1.0 - TRE_CV_OUTER_FRACTION), True))
     k = int(np.clip(n // 4, 2, TRE_CV_MAX_BLOCKS))
     _, labels = kmeans2(dst, k, seed=0, minit="++")
-    folds += [labels == j for j in range(k)]
-    folds += [np.arange(n) == i for i in range(n)]
-    return [f for f in folds if 0 < np.count_nonzero(f) < n]
+    folds += [(labels == j, False) for j in range(k)]
+    folds += [(np.arange(n) == i, False) for i in range(n)]
+    return [(f, outward) for f, outward in folds if 0 < np.count_nonzero(f) < n]
 
 
 @dataclass(frozen=True)
@@ -1216,8 +1216,10 @@ class _TREEstimate:
             return None
         sigma2 = rss / dof
         radius = math.sqrt(float(np.mean(np.sum((dst - dst.mean(axis=0)) ** 2, axis=1))) / 2.0) or 1.0
-        groups: list[tuple[np.ndarray, np.ndarray]] = []  # (distance outside, squared error beyond noise) per fold
-        for out in _cv_folds(dst):
+        # per fold: distance outside the rest's hull, squared error beyond noise, distance to the nearest left in
+        groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        outward: list[bool] = []
+        for out, is_direction in _cv_folds(dst):
             refit = _refit_map(kind, model, src[~out], dst[~out])
             if refit is None:
                 continue
@@ -1232,6 +1234,7 @@ class _TREEstimate:
                 # beyond the noise (own localisation, refitted model's variance): mean 0 where the model is right
                 groups.append((_outside_distance(dst[~out], dst[out]), e2 - sigma2 * (2.0 + l_out),
                                cKDTree(dst[~out]).query(dst[out])[0]))
+                outward.append(is_direction)
         d = np.concatenate([g[0] for g in groups]) if groups else np.zeros(0)
         x2 = np.concatenate([g[1] for g in groups]) if groups else np.zeros(0)
         d_nn = np.concatenate([g[2] for g in groups]) if groups else np.zeros(0)
@@ -1243,7 +1246,7 @@ class _TREEstimate:
             a, a1 = math.sqrt(a2), math.sqrt(a12)
         # growth outside: the worst direction held out (a model may fail on one side only)
         alphas = [0.0]
-        for dg, xg, ng in groups[:TRE_CV_DIRECTIONS] + [(d, x2, d_nn)]:
+        for dg, xg, ng in [grp for grp, o in zip(groups, outward) if o] + [(d, x2, d_nn)]:
             g = ((radius + dg[dg > 0]) ** 2 - radius**2) ** 2
             if g.size:
                 base = a * a + (a1 * ng[dg > 0]) ** 2
