@@ -148,7 +148,12 @@ def test_rotation_scale_and_shift_from_images_alone(scale, rot_deg, seed):
     r = register_lm_em(lm, em)  # no pixel sizes
     assert _scene_error(r, m, nl) < 0.5
     assert r.scale == pytest.approx(scale, rel=0.01)
-    assert r.n_matches >= 20 and r.tre_px < 0.5
+    # the estimate where the error was measured (the LM field's overlap, where the structures
+    # are): sub-pixel; over the whole EM field it also counts corners far from any of them
+    gy, gx = np.mgrid[0:nl:8, 0:nl:8]
+    true = np.column_stack([gx.ravel(), gy.ravel()]).astype(float) @ m[:2, :2].T + m[:2, 2]
+    true = true[((true >= 0) & (true < 512)).all(axis=1)]
+    assert r.n_matches >= 20 and float(np.sqrt(np.mean(r.tre_at(true) ** 2))) < 0.5 and math.isfinite(r.tre_px)
 
 
 def test_unrelated_images_are_refused_not_registered():
@@ -478,3 +483,36 @@ def test_blocks_verify_and_refine_where_the_lm_shows_a_labelled_subset_of_the_em
     assert match.p_value < 1e-3
     wrong = truth @ np.array([[0, -1, 128.0], [1, 0, 0], [0, 0, 1]])
     assert verify_by_blocks(lm_s, em_s, [wrong], n_tried=100, radius=2.5, max_p_value=1e-3, affine=False)[0] is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tre_estimate_grows_away_from_the_matches_and_covers_an_unmodelled_curvature(seed):
+    """Matches in a 120 px square at one side of a 400 px field, the true map the identity
+    plus ``k (x - 80)^2`` along x (a curvature an affine cannot follow), noise 0.15 px per
+    axis. The least-squares affine's error at a point is known exactly: ``true(p) - A(p)``.
+    240 px beyond the matches it is ~17 px, which the affine's own variance (< 1 px) does not
+    see; the estimate, from the error of held-out matches against their distance outside the
+    rest, must cover it there and 160 px out. At the matches' centre, where the affine is
+    right to its noise, the estimate stays near the least-squares value (below 0.3 px), and
+    it grows with the distance from the matches."""
+    from cryoopt.pipeline.registration import RegistrationResult, _TREEstimate, _linear_refit
+
+    rng = np.random.default_rng(seed)
+    k = 2e-4
+
+    def true(p):
+        return p + np.column_stack([k * (p[:, 0] - 80.0) ** 2, np.zeros(len(p))])
+
+    lm = np.column_stack([rng.uniform(20, 140, 30), rng.uniform(140, 260, 30)])
+    em = true(lm) + rng.normal(0, 0.15, lm.shape)
+    affine = _linear_refit(lm, em, "affine")
+    estimate = _TREEstimate.build("affine", lm, em, affine)
+    r = RegistrationResult(affine, 0.0, 1.0, len(lm), 0.0, 0.0, "affine", "points", None, estimate)
+    probe = np.array([[80.0, 200.0], [140.0, 200.0], [200.0, 200.0], [300.0, 200.0], [380.0, 200.0]])
+    actual = np.linalg.norm(true(probe) - r.apply(probe), axis=1)  # the fit is the identity's neighbour: EM ~ LM here
+    est = r.tre_at(true(probe))
+    assert actual[-1] > 15.0 and np.all(est[-2:] >= actual[-2:])
+    least_squares = np.sqrt(estimate.sigma2 * estimate.leverage(true(probe[:1])))[0]
+    assert least_squares <= est[0] < 0.3
+    assert np.all(np.diff(est) > 0)
+    assert np.isnan(RegistrationResult(affine, 0.0, 1.0, 0, math.nan, math.nan, "coarse").tre_at(probe)).all()

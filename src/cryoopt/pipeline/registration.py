@@ -77,11 +77,15 @@ returned wrong. Method (all image steps from :mod:`skimage`):
 Target registration error: for a least-squares fit, each output coordinate is a
 linear regression on ``[x, y, 1]``, so the expected squared TRE at a point ``r`` is
 ``2 sigma^2 h(r)`` with ``h(r) = r^T (X^T X)^-1 r`` and ``sigma^2 = RSS / (2N - p)``
-(Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694, for the rigid analogue).
-``tre_px`` is its RMS over the EM field. It is the error of the fitted model where the
-model is right: a model that cannot follow the deformation (an affine on a non-uniformly
-compressed section) errs more than it says. For a non-rigid model ``tre_px`` is its
-leave-one-out RMS error at the matched structures.
+(Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694, for the rigid analogue); it is the
+error of the fitted model where the model is right, and says nothing of a model that
+cannot follow the deformation (an affine on a non-uniformly compressed section) or that
+extrapolates away from the matched structures. :meth:`RegistrationResult.tre_at` adds to
+the fitted model's own variance at the point (its design's leverage there, for every model
+kept) the model's inadequacy measured by spatial cross-validation of the matches, which
+grows with the distance from them (:class:`_TREEstimate`). ``tre_px`` is that estimate's
+RMS over the EM field, for every model (:func:`target_registration_error` keeps the
+least-squares figure alone).
 
 Coordinates follow skimage: ``(x, y) = (column, row)``; ``transform`` maps LM pixel
 coordinates to EM pixel coordinates.
@@ -89,6 +93,7 @@ coordinates to EM pixel coordinates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -150,8 +155,10 @@ class RegistrationResult:
         rotation_deg, scale: of the transform's linear part (scale: EM px per LM px).
         n_matches: structure centroids used in the refinement (0: coarse only).
         fre_px: RMS residual of the matched centroids, EM px (NaN if no refinement).
-        tre_px: expected RMS target registration error over the EM field, EM px
-            (NaN when too few matches leave no residual degrees of freedom).
+        tre_px: expected RMS target registration error over the EM field, EM px: the RMS
+            of :meth:`tre_at` over the field, so it counts the model's inadequacy and its
+            extrapolation away from the matched structures, not only its noise (NaN when too
+            few matches leave no residual degrees of freedom).
         model: ``"affine"``, ``"similarity"`` or ``"coarse"``; ``"+compressionK"`` (the
             cut's model, K cubic pieces across the cut; ``"+compression-linear"`` or
             ``"-quadratic"`` for a compression varying so across it), ``"+polynomial2"``, ``"+polynomial3"``
@@ -160,6 +167,7 @@ class RegistrationResult:
         method: which coarse hypothesis won (``"fourier-mellin"``, ``"points"``).
         displacement: `2 x H x W` (x, y) displacement on the EM grid, EM px, or None:
             EM pixel ``p`` shows LM point ``matrix^-1 (p + displacement[:, p])``.
+        tre_estimate: what :meth:`tre_at` evaluates (None without matched structures).
     """
 
     matrix: np.ndarray
@@ -171,6 +179,17 @@ class RegistrationResult:
     model: str
     method: str = "fourier-mellin"
     displacement: np.ndarray | None = field(default=None, repr=False)
+    tre_estimate: _TREEstimate | None = field(default=None, repr=False, compare=False)
+
+    def tre_at(self, em_xy: np.ndarray) -> np.ndarray:
+        """Expected target registration error (EM px) at each of `N x 2` EM (x, y) points: the
+        fitted model's prediction error there plus its inadequacy, which grows with the distance
+        from the matched structures (see the module docstring). NaN where the registration
+        has no matched structures to estimate it from (coarse, prior, rescaled copies)."""
+        p = np.asarray(em_xy, float).reshape(-1, 2)
+        if self.tre_estimate is None:
+            return np.full(len(p), math.nan)
+        return self.tre_estimate(p)
 
     @property
     def transform(self):
@@ -677,6 +696,7 @@ class _SplineFit:
     interp: object
     centre: np.ndarray
     span: float
+    smoothing: float = 0.0
 
     @classmethod
     def fit(cls, src: np.ndarray, dst: np.ndarray, smoothing: float) -> _SplineFit | None:
@@ -688,7 +708,7 @@ class _SplineFit:
             interp = RBFInterpolator((src - centre) / span, dst, kernel="thin_plate_spline", smoothing=smoothing, degree=1)
         except (np.linalg.LinAlgError, ValueError):
             return None
-        return cls(interp, centre, span)
+        return cls(interp, centre, span, smoothing)
 
     def __call__(self, xy: np.ndarray) -> np.ndarray:
         return self.interp((np.asarray(xy, float) - self.centre) / self.span)  # type: ignore[operator]
@@ -741,6 +761,9 @@ class _CompressionFit:
     loo_rms: float
     loo: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # per match, EM px
     spline_degree: int = 3
+    roughness: float = 0.0
+    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (X^T X + P)^-1
+    xtx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # X^T X
 
     @staticmethod
     def frame(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -791,7 +814,16 @@ class _CompressionFit:
         # across the cut the affine alone predicts: its residual counts in the error too
         across = (dst - q) @ u
         loo = np.hypot((y - x @ coef) / (1.0 - h), across)
-        return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree)
+        return cls(affine, q0, u, v, probe.s_range, pieces, coef, float(np.sqrt(np.mean(loo**2))), loo, spline_degree,
+                   roughness, cov, xtx)
+
+    def leverage(self, em_xy: np.ndarray) -> np.ndarray:
+        """Variance of the fitted shift along the cut at ``em_xy`` over the matches' noise
+        variance: ``x^T C X^T X C x`` with ``C = (X^T X + P)^-1`` (penalised least squares;
+        the affine image taken as the EM point, as the shift is small)."""
+        x = self._terms(*self._st(np.asarray(em_xy, float).reshape(-1, 2)))
+        a = x @ self.cov
+        return np.einsum("ij,jk,ik->i", a, self.xtx, a)
 
     @staticmethod
     def min_matches(pieces: int = 1, spline_degree: int = 1) -> int:
@@ -887,16 +919,16 @@ def _nonrigid_refinement(
     lp: np.ndarray, ep: np.ndarray, affine: np.ndarray, radii: tuple[float, float], em_shape: tuple[int, int],
     *, min_per_term: float = 2.0, min_spline: int = 16, fine_radius: float = VERIFY_RADIUS_PX,
     seed_pairs: list[tuple[int, int]] | None = None,
-) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray] | None:
+) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float, float, np.ndarray, object] | None:
     """A polynomial (order 2 or 3) or a smoothing thin-plate spline on the matched structures,
     where it predicts held-out ones measurably better than the affine (see the module
     docstring). The spline re-matches within ``fine_radius`` EM px (localisation precision).
 
-    Returns ``(name, affine, lm_matched, em_matched, fre, tre, displacement)``: the affine
-    refitted on all matches, ``tre`` the model's
+    Returns ``(name, affine, lm_matched, em_matched, fre, tre, displacement, model)``: the
+    affine refitted on all matches, ``tre`` the model's
     leave-one-out RMS error at the matched structures, the displacement on the EM grid in
-    the convention of :class:`RegistrationResult`; None when the affine stays (too few
-    matches, or nothing predicts better)."""
+    the convention of :class:`RegistrationResult`, the fitted model (LM -> EM px); None when
+    the affine stays (too few matches, or nothing predicts better)."""
     if len(lp) < 8 or len(ep) < 8:
         return None
     tree = cKDTree(ep)
@@ -998,7 +1030,7 @@ def _nonrigid_refinement(
         fwd = comp[best]
         disp = fwd.displacement(pix).T.reshape(2, h, w)
         res = fwd(src) - dst
-        return best, affine, src, dst, float(np.sqrt(np.mean(np.sum(res**2, axis=1)))), loo[best], disp
+        return best, affine, src, dst, float(np.sqrt(np.mean(np.sum(res**2, axis=1)))), loo[best], disp, fwd
     if best == "spline":
         fwd, back = _SplineFit.fit(src, dst, spline_s), _SplineFit.fit(dst, src, spline_s)  # through the same matches
         if fwd is None or back is None:
@@ -1031,7 +1063,253 @@ def _nonrigid_refinement(
         disp = disp[:, ri, ci]
     res = fwd(src) - dst
     fre = float(np.sqrt(np.mean(np.sum(res**2, axis=1))))
-    return best, affine, src, dst, fre, loo[best], disp
+    return best, affine, src, dst, fre, loo[best], disp, fwd
+
+
+#: most spatial blocks of matched structures held out in turn by the TRE estimate's
+#: cross-validation (about four matches each)
+TRE_CV_MAX_BLOCKS = 8
+#: directions (evenly spread over 360 degrees) along which the TRE estimate's cross-validation
+#: holds out the outer part of the matches, and which fraction of them it holds out
+TRE_CV_DIRECTIONS = 8
+TRE_CV_OUTER_FRACTION = 0.25
+#: one-sided normal quantile of the upper bound on the growth of the error outside the matches
+TRE_GROWTH_Z = 1.645
+
+
+def _linear_refit(src: np.ndarray, dst: np.ndarray, kind: str) -> np.ndarray | None:
+    """Least-squares affine or similarity on matched pairs, None where the points do not fix it."""
+    from skimage.transform import AffineTransform, SimilarityTransform
+
+    if len(src) < (3 if kind == "affine" else 2):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tf = (AffineTransform if kind == "affine" else SimilarityTransform).from_estimate(src, dst)
+    return np.asarray(tf.params, float) if tf else None
+
+
+def _refit_map(kind: str, model: object, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, object] | None:
+    """The registration's model refitted, with the same settings, to a subset of its matches:
+    ``(affine, non-rigid model or None)``, or None where the subset cannot fix it."""
+    affine = _linear_refit(src, dst, "similarity" if kind == "similarity" else "affine")
+    if affine is None or model is None:
+        return None if affine is None else (affine, None)
+    if isinstance(model, _PolyFit):
+        refit = _PolyFit.fit(src, dst, model.order)
+    elif isinstance(model, _CompressionFit):
+        # the same settings; where fewer matches cannot carry them, fewer pieces, then the
+        # quadratic and linear variations: the extrapolation of the cut's model all the same
+        tries = [(p, model.spline_degree, model.roughness) for p in range(model.pieces, 0, -1)] + [(1, 2, 0.0), (1, 1, 0.0)]
+        refit = next((f for p, k, r in tries if (f := _CompressionFit.fit(src, dst, affine, p, r, k)) is not None), None)
+    elif isinstance(model, _SplineFit):
+        refit = _SplineFit.fit(src, dst, model.smoothing) if len(src) >= 4 else None
+    else:
+        raise ValueError(f"no TRE estimate for a {kind} model")
+    return None if refit is None else (affine, refit)
+
+
+def _cv_folds(dst: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """Which matches each fold of the TRE estimate's cross-validation holds out, and whether
+    it is a direction's: the outer :data:`TRE_CV_OUTER_FRACTION` along each of
+    :data:`TRE_CV_DIRECTIONS` directions (extrapolation outward), spatial k-means blocks
+    (interpolation across a gap), each match alone."""
+    from scipy.cluster.vq import kmeans2
+
+    n = len(dst)
+    folds = []
+    c = dst - dst.mean(axis=0)
+    for theta in np.arange(TRE_CV_DIRECTIONS) * (2.0 * math.pi / TRE_CV_DIRECTIONS):
+        along = c @ np.array([math.cos(theta), math.sin(theta)])
+        folds.append((along > np.quantile(along, 1.0 - TRE_CV_OUTER_FRACTION), True))
+    k = int(np.clip(n // 4, 2, TRE_CV_MAX_BLOCKS))
+    _, labels = kmeans2(dst, k, seed=0, minit="++")
+    folds += [(labels == j, False) for j in range(k)]
+    folds += [(np.arange(n) == i, False) for i in range(n)]
+    return [(f, outward) for f, outward in folds if 0 < np.count_nonzero(f) < n]
+
+
+@dataclass(frozen=True)
+class _TREEstimate:
+    """Expected target registration error (EM px) at any EM point, from the matched structures.
+
+    Two parts, added in quadrature. ``sigma^2 L(r)``: the fitted model's own prediction
+    variance at ``r``, ``L`` from its design as in :func:`target_registration_error` but at the
+    point, not averaged (Fitzpatrick, West & Maurer 1998, IEEE TMI 17:694; it grows with the
+    distance from the fiducial configuration, Fitzpatrick & West 2001, IEEE TMI 20:917; for
+    the cut's penalised B-splines the sandwich ``x^T C X^T X C x``, for the thin-plate spline
+    the squared weights of the linear smoother), ``sigma^2`` the residual variance per
+    coordinate over the ``2N - tr(H)`` degrees of freedom left. ``e(r)^2``: the model's
+    inadequacy, which its residuals cannot show, by spatial cross-validation (Roberts et al.
+    2017, Ecography 40:913: point-wise cross-validation measures interpolation, held-out
+    blocks extrapolation): matches are held out (the outer quarter along each of 8
+    directions, spatial k-means blocks, each match alone), predicted by the model refitted to
+    the rest with the same settings, and their squared error beyond what noise explains
+    (``sigma^2 (2 + L_out)``: their own localisation and the refitted model's variance there)
+    related to where they lie. Inside the hull of the matches left in: ``a^2 + (a1 d_nn)^2``,
+    ``d_nn`` the distance to the nearest (non-negative least squares). Outside it, at distance
+    ``d`` from the hull, plus ``(alpha ((R + d)^2 - R^2))^2``, ``R`` the matches' RMS distance
+    from their centroid per axis: the growth of a model that misses a quadratic term of the
+    true map (more than one missing a linear term shows), ``alpha`` fitted per held-out
+    direction and the worst direction taken (a model may fail on one side only), at its
+    one-sided 95 % upper bound (a squared 2-D error scatters by its own mean), since it is
+    carried beyond the largest distance the cross-validation saw."""
+
+    em: np.ndarray  # matched EM points
+    sigma2: float  # per-coordinate noise variance of a matched structure, EM px^2
+    to_lm: np.ndarray  # EM px -> LM px (the model's affine part, inverted)
+    centre: np.ndarray  # LM centring and scale of the linear design
+    span: float
+    order: int
+    cov: np.ndarray  # (X^T X)^-1 of the polynomial design of ``order``
+    factor: float  # 4/6 for a similarity (4 parameters, not the affine's 6)
+    cut: _CompressionFit | None
+    spline_weights: object | None  # RBFInterpolator of the identity: the smoother's weights
+    a: float = 0.0
+    a1: float = 0.0
+    alpha: float = 0.0
+    radius: float = 1.0
+    cv_distance: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    cv_excess: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # error beyond noise, EM px
+
+    @classmethod
+    def design(cls, kind: str, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, model: object) -> _TREEstimate:
+        """The leverage part alone (no noise level, no inadequacy yet)."""
+        from scipy.interpolate import RBFInterpolator
+
+        weights = None
+        if isinstance(model, (_PolyFit, _SplineFit)):
+            centre, span = model.centre, model.span
+        else:
+            centre = src.mean(axis=0)
+            span = float(np.max(np.abs(src - centre))) or 1.0
+        order = model.order if isinstance(model, _PolyFit) else 1
+        x = _poly_terms((src - centre) / span, order)
+        cov = model.cov if isinstance(model, _PolyFit) else np.linalg.inv(x.T @ x)
+        if isinstance(model, _SplineFit):
+            weights = RBFInterpolator((src - centre) / span, np.eye(len(src)), kernel="thin_plate_spline",
+                                      smoothing=model.smoothing, degree=1)
+        return cls(dst, math.nan, np.linalg.inv(affine), centre, span, order, cov,
+                   4.0 / 6.0 if kind == "similarity" else 1.0, model if isinstance(model, _CompressionFit) else None,
+                   weights)
+
+    def leverage(self, em_xy: np.ndarray) -> np.ndarray:
+        """``L`` at EM points: a prediction's expected squared error there (both coordinates)
+        over a match's noise variance per coordinate: ``2 h`` for a model of both coordinates
+        alike, ``2 h_affine + h_cut`` for the cut's model (its shift is along the cut alone)."""
+        lm = em_xy @ self.to_lm[:2, :2].T + self.to_lm[:2, 2]
+        z = (lm - self.centre) / self.span
+        if self.spline_weights is not None:
+            return 2.0 * np.sum(self.spline_weights(z) ** 2, axis=1)  # type: ignore[operator]
+        t = _poly_terms(z, self.order)
+        h = 2.0 * self.factor * np.einsum("ij,jk,ik->i", t, self.cov, t)
+        if self.cut is not None:
+            h = h + self.cut.leverage(em_xy)
+        return h
+
+    def inadequacy(self, d: np.ndarray, d_nn: np.ndarray) -> np.ndarray:
+        """``e``, EM px, at distance ``d`` (EM px) outside the matched structures' hull and
+        ``d_nn`` from the nearest of them."""
+        g = (self.radius + np.asarray(d, float)) ** 2 - self.radius**2
+        return np.sqrt(self.a**2 + (self.a1 * np.asarray(d_nn, float)) ** 2 + (self.alpha * g) ** 2)
+
+    def __call__(self, em_xy: np.ndarray) -> np.ndarray:
+        d, d_nn = _outside_distance(self.em, em_xy), cKDTree(self.em).query(em_xy)[0]
+        return np.sqrt(self.sigma2 * self.leverage(em_xy) + self.inadequacy(d, d_nn) ** 2)
+
+    @classmethod
+    def build(cls, kind: str, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, model: object = None,
+              ) -> _TREEstimate | None:
+        """From a registration's matches (LM ``src``, EM ``dst``), its affine part and its fitted
+        non-rigid model (None for an affine or similarity alone). None with too few matches to
+        leave a residual degree of freedom."""
+        from scipy.optimize import nnls
+
+        src, dst = np.asarray(src, float), np.asarray(dst, float)
+        n = len(src)
+        if n < 3:
+            return None
+        probe = cls.design(kind, src, dst, affine, model)
+        pred = model(src) if model is not None else src @ affine[:2, :2].T + affine[:2, 2]  # type: ignore[operator]
+        rss = float(np.sum((pred - dst) ** 2))
+        dof = 2 * n - float(np.sum(probe.leverage(dst)))  # 2N - tr(H) over both coordinates
+        if dof < 0.5:
+            return None
+        sigma2 = rss / dof
+        radius = math.sqrt(float(np.mean(np.sum((dst - dst.mean(axis=0)) ** 2, axis=1))) / 2.0) or 1.0
+        # per fold: distance outside the rest's hull, squared error beyond noise, distance to the nearest left in
+        groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        outward: list[bool] = []
+        for out, is_direction in _cv_folds(dst):
+            refit = _refit_map(kind, model, src[~out], dst[~out])
+            if refit is None:
+                continue
+            aff, mod = refit
+            pred = mod(src[out]) if mod is not None else src[out] @ aff[:2, :2].T + aff[:2, 2]  # type: ignore[operator]
+            e2 = np.sum((pred - dst[out]) ** 2, axis=1)
+            try:
+                l_out = cls.design(kind, src[~out], dst[~out], aff, mod).leverage(dst[out])
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            if np.all(np.isfinite(e2)) and np.all(np.isfinite(l_out)):
+                # beyond the noise (own localisation, refitted model's variance): mean 0 where the model is right
+                groups.append((_outside_distance(dst[~out], dst[out]), e2 - sigma2 * (2.0 + l_out),
+                               cKDTree(dst[~out]).query(dst[out])[0]))
+                outward.append(is_direction)
+        d = np.concatenate([g[0] for g in groups]) if groups else np.zeros(0)
+        x2 = np.concatenate([g[1] for g in groups]) if groups else np.zeros(0)
+        d_nn = np.concatenate([g[2] for g in groups]) if groups else np.zeros(0)
+        inside = d <= 0.0
+        a, a1 = 0.0, 0.0
+        if inside.any():
+            # inside the hull: interpolation across the gap to the nearest match, e^2 = a^2 + (a1 d_nn)^2
+            (a2, a12), _ = nnls(np.column_stack([np.ones(inside.sum()), d_nn[inside] ** 2]), x2[inside])
+            a, a1 = math.sqrt(a2), math.sqrt(a12)
+        # growth outside: the worst direction held out (a model may fail on one side only)
+        alphas = [0.0]
+        for dg, xg, ng in [grp for grp, o in zip(groups, outward) if o] + [(d, x2, d_nn)]:
+            g = ((radius + dg[dg > 0]) ** 2 - radius**2) ** 2
+            if g.size:
+                base = a * a + (a1 * ng[dg > 0]) ** 2
+                alpha2 = float(np.sum((xg[dg > 0] - base) * g) / np.sum(g**2))
+                # its one-sided upper bound: a squared 2-D error scatters by its own mean (chi-square, 2 dof)
+                spread = base + sigma2 * 2.0 + max(alpha2, 0.0) * g
+                alpha2 += TRE_GROWTH_Z * math.sqrt(float(np.sum(g**2 * spread**2))) / float(np.sum(g**2))
+                alphas.append(math.sqrt(max(alpha2, 0.0)))
+        alpha = max(alphas)
+        x = np.sqrt(np.maximum(x2, 0.0))
+        return dataclasses.replace(probe, sigma2=sigma2, a=a, a1=a1, alpha=alpha, radius=radius, cv_distance=d, cv_excess=x)
+
+
+def _outside_distance(points: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """How far (EM px) each query point lies outside the convex hull of ``points``: the largest
+    signed distance to the hull's edge lines (:class:`scipy.spatial.ConvexHull`'s facet
+    equations; 0 inside, exact beside an edge, at most a factor ``cos`` of half the exterior
+    angle short beyond a vertex). Points all on a line: the distance to the nearest."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        eq = ConvexHull(points).equations
+    except (QhullError, ValueError):
+        return cKDTree(points).query(query)[0]
+    return np.maximum(np.max(query @ eq[:, :2].T + eq[:, 2], axis=1), 0.0)
+
+
+def _tre_estimate(kind: str, src: np.ndarray, dst: np.ndarray, affine: np.ndarray, model: object) -> _TREEstimate | None:
+    """:meth:`_TREEstimate.build`, None where the matches cannot support one (the
+    registration itself stands either way)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # k-means may leave a block empty: it is skipped
+            return _TREEstimate.build(kind, src, dst, affine, model)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+
+
+def _field_rms(estimate: _TREEstimate, em_shape: tuple[int, int]) -> float:
+    """RMS of the estimate over a 16 x 16 grid spanning the EM field."""
+    gy, gx = np.meshgrid(np.linspace(0, em_shape[0] - 1, 16), np.linspace(0, em_shape[1] - 1, 16), indexing="ij")
+    return float(np.sqrt(np.mean(estimate(np.column_stack([gx.ravel(), gy.ravel()])) ** 2)))
 
 
 def _structure_image(image: np.ndarray, polarity: str) -> np.ndarray:
@@ -1453,7 +1731,10 @@ def register_lm_em(
     scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
     disp = None
     name = fit_model
-    base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None)
+    estimate = _tre_estimate(fit_model, src[inliers], dst[inliers], fine, None)
+    if estimate is not None:
+        tre = _field_rms(estimate, em.shape)
+    base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None, estimate)
     m_src, m_dst = src[inliers], dst[inliers]
     if elastic and fit_model == "affine":
         nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape, seed_pairs=cut_pairs)
@@ -1464,10 +1745,14 @@ def register_lm_em(
                 f"held-out ones better than the affine{hint}; add fiducial beads or pass more lm_points/em_points"
             )
         if nonrigid is not None:
-            kind, fine, m_src, m_dst, fre_nr, tre_nr, disp = nonrigid
+            kind, fine, m_src, m_dst, fre_nr, tre_nr, disp, fitted = nonrigid
             rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
             scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
-            base = RegistrationResult(fine, rot_deg, scale, len(m_src), fre_nr, tre_nr, f"{name}+{kind}", method, disp)
+            estimate = _tre_estimate(kind, m_src, m_dst, fine, fitted)
+            if estimate is not None:
+                tre_nr = _field_rms(estimate, em.shape)
+            base = RegistrationResult(fine, rot_deg, scale, len(m_src), fre_nr, tre_nr, f"{name}+{kind}", method, disp,
+                                      estimate)
     if elastic:
         # the flow runs between what both images show: their compact structures, when told
         # how they look; the whole images otherwise
@@ -1478,7 +1763,7 @@ def register_lm_em(
             flow = base.displacement + flow
         before = float(np.sqrt(np.mean(np.sum((base.apply(m_src) - m_dst) ** 2, axis=1))))
         elastic_result = RegistrationResult(fine, rot_deg, scale, base.n_matches, base.fre_px, base.tre_px,
-                                            base.model + "+elastic", method, flow)
+                                            base.model + "+elastic", method, flow, base.tre_estimate)
         after = float(np.sqrt(np.mean(np.sum((elastic_result.apply(m_src) - m_dst) ** 2, axis=1))))
         # the flow never saw the matched structures: they are held-out evidence. Kept only
         # where it brings them measurably closer (by a tenth)
