@@ -1139,7 +1139,8 @@ class _TREEstimate:
     distance from the fiducial configuration, Fitzpatrick & West 2001, IEEE TMI 20:917; for
     the cut's penalised B-splines the sandwich ``x^T C X^T X C x``, for the thin-plate spline
     the squared weights of the linear smoother), ``sigma^2`` the residual variance per
-    coordinate over the ``2N - tr(H)`` degrees of freedom left. ``e(r)^2``: the model's
+    coordinate over the ``2N - tr(H)`` degrees of freedom left (for a model through every
+    match, which leaves none, the affine's over ``2N - 6``: an upper bound). ``e(r)^2``: the model's
     inadequacy, which its residuals cannot show, by spatial cross-validation (Roberts et al.
     2017, Ecography 40:913: point-wise cross-validation measures interpolation, held-out
     blocks extrapolation): matches are held out (the outer quarter along each of 8
@@ -1233,6 +1234,12 @@ class _TREEstimate:
         pred = model(src) if model is not None else src @ affine[:2, :2].T + affine[:2, 2]  # type: ignore[operator]
         rss = float(np.sum((pred - dst) ** 2))
         dof = 2 * n - float(np.sum(probe.leverage(dst)))  # 2N - tr(H) over both coordinates
+        if dof < 0.5 and model is not None:
+            # a model that passes through its matches (a spline through each) shows no noise: the
+            # affine's residuals on the same matches bound it from above (they hold the deformation
+            # the model follows as well), rather than no estimate at all
+            rss = float(np.sum((src @ affine[:2, :2].T + affine[:2, 2] - dst) ** 2))
+            dof = 2 * n - 6.0
         if dof < 0.5:
             return None
         sigma2 = rss / dof
