@@ -1430,8 +1430,12 @@ def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.n
     m = match.matrix
     kind = "affine" if max_compression > 0 else "similarity"
     fre, tre = target_registration_error(match.src, match.dst, m, em.shape, n_params=6 if kind == "affine" else 4)
+    # the matched blocks are the matches: the same estimate at any point as a point-verified registration's
+    estimate = _tre_estimate(kind, match.src, match.dst, m, None)
+    if estimate is not None:
+        tre = _field_rms(estimate, em.shape)
     return RegistrationResult(m, math.degrees(math.atan2(m[1, 0], m[0, 0])) % 360, math.sqrt(abs(np.linalg.det(m[:2, :2]))),
-                              len(match.src), fre, tre, kind, "blocks"), why
+                              len(match.src), fre, tre, kind, "blocks", None, estimate), why
 
 
 def register_lm_em(
