@@ -543,3 +543,31 @@ def test_a_spline_through_every_match_still_gets_a_tre_estimate():
         est = estimate(true(probe))
         assert np.linalg.norm(true(probe[-1:]) - spline(probe[-1:])) > 10.0
         assert est[-1] > 3.0 and np.all(np.diff(est) > 0)
+
+
+def test_a_registration_regridded_to_full_resolution_estimates_its_tre_there():
+    """A registration made on 4 x 4 block means, taken to the full grids (scale 4, offset 1.5),
+    must give at each full-resolution point the TRE an estimate made on the full grid from the
+    same matches gives: the estimate is in pixels, so it scales with the grid, and the point is
+    looked up where it lies on the working grid."""
+    from cryoopt.pipeline.registration import RegistrationResult, _linear_refit, _TREEstimate
+
+    rng = np.random.default_rng(0)
+    f = 4
+    grid = np.array([[f, 0, (f - 1) / 2.0], [0, f, (f - 1) / 2.0], [0, 0, 1.0]])
+    lm_full = np.column_stack([rng.uniform(80, 560, 30), rng.uniform(560, 1040, 30)])
+    em_full = lm_full + np.column_stack([8e-5 * (lm_full[:, 0] - 320.0) ** 2, np.zeros(30)]) + rng.normal(0, 0.6, lm_full.shape)
+
+    def working(p):
+        return (p - (f - 1) / 2.0) / f
+
+    aff_w = _linear_refit(working(lm_full), working(em_full), "affine")
+    est_w = _TREEstimate.build("affine", working(lm_full), working(em_full), aff_w)
+    reg_w = RegistrationResult(aff_w, 0.0, 1.0, 30, 0.1, 0.2, "affine", "points", None, est_w)
+    full = reg_w.regridded(grid, grid)
+    direct = _TREEstimate.build("affine", lm_full, em_full, _linear_refit(lm_full, em_full, "affine"))
+    probe = np.array([[320.0, 800.0], [700.0, 800.0], [1500.0, 800.0]])
+    np.testing.assert_allclose(full.tre_at(probe), direct(probe), rtol=1e-6)
+    assert full.tre_at(probe)[-1] > 3 * full.tre_at(probe)[0]
+    np.testing.assert_allclose(full.apply(lm_full[:3]), reg_w.apply(working(lm_full[:3])) * f + (f - 1) / 2.0, atol=1e-9)
+    assert full.tre_px == pytest.approx(0.2 * f) and full.fre_px == pytest.approx(0.1 * f)

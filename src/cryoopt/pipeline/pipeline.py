@@ -402,16 +402,12 @@ def stage_register(st: SectionState) -> None:
         rot = math.degrees(math.atan2(prior[1, 0], prior[0, 0])) % 360
         reg_w = RegistrationResult(prior, rot, math.sqrt(abs(np.linalg.det(prior[:2, :2]))), 0, math.nan, math.nan,
                                    "prior", "prior")
-    full = _grid(st.f_em) @ reg_w.matrix @ np.linalg.inv(_grid(st.f_lm))
     disp = None
     if reg_w.displacement is not None:
         from skimage.transform import resize
 
         disp = np.stack([resize(d * st.f_em, st.em.shape, order=1, mode="edge") for d in reg_w.displacement])
-    st.registration = RegistrationResult(
-        full, reg_w.rotation_deg, reg_w.scale * st.f_em / st.f_lm, reg_w.n_matches,
-        reg_w.fre_px * st.f_em, reg_w.tre_px * st.f_em, reg_w.model, reg_w.method, disp,
-    )
+    st.registration = reg_w.regridded(_grid(st.f_em), _grid(st.f_lm), disp)
     reg = st.registration
     s["registration_tre_px"] = score("registration_tre_px", reg.tre_px)
     s["registration_tre_nm"] = score("registration_tre_nm", reg.tre_px * ctx.em_pixel_size_nm)

@@ -179,17 +179,30 @@ class RegistrationResult:
     model: str
     method: str = "fourier-mellin"
     displacement: np.ndarray | None = field(default=None, repr=False)
-    tre_estimate: _TREEstimate | None = field(default=None, repr=False, compare=False)
+    tre_estimate: _TREEstimate | _RegriddedTRE | None = field(default=None, repr=False, compare=False)
 
     def tre_at(self, em_xy: np.ndarray) -> np.ndarray:
         """Expected target registration error (EM px) at each of `N x 2` EM (x, y) points: the
         fitted model's prediction error there plus its inadequacy, which grows with the distance
         from the matched structures (see the module docstring). NaN where the registration
-        has no matched structures to estimate it from (coarse, prior, rescaled copies)."""
+        has no matched structures to estimate it from (coarse, prior)."""
         p = np.asarray(em_xy, float).reshape(-1, 2)
         if self.tre_estimate is None:
             return np.full(len(p), math.nan)
         return self.tre_estimate(p)
+
+    def regridded(self, em_grid: np.ndarray, lm_grid: np.ndarray, displacement: np.ndarray | None = None) -> RegistrationResult:
+        """The same registration between other pixel grids of the two images: ``em_grid`` and
+        ``lm_grid`` (`3 x 3`) map this result's EM and LM (x, y) px to the new grids' (e.g. a
+        block mean of ``f`` back to full resolution: scale ``f``, offset ``(f - 1) / 2``; each an
+        isotropic scale and a shift). Errors in EM px scale with ``em_grid``; ``tre_at`` keeps
+        working on the new grid. ``displacement``: the non-rigid part resampled onto the new EM
+        grid, in its px (the caller resamples it; None drops it)."""
+        s_em, s_lm = float(np.sqrt(abs(np.linalg.det(em_grid[:2, :2])))), float(np.sqrt(abs(np.linalg.det(lm_grid[:2, :2]))))
+        estimate = None if self.tre_estimate is None else _RegriddedTRE(self.tre_estimate, np.asarray(em_grid, float))
+        return RegistrationResult(em_grid @ self.matrix @ np.linalg.inv(lm_grid), self.rotation_deg, self.scale * s_em / s_lm,
+                                  self.n_matches, self.fre_px * s_em, self.tre_px * s_em, self.model, self.method, displacement,
+                                  estimate)  # type: ignore[arg-type]
 
     @property
     def transform(self):
@@ -1286,6 +1299,20 @@ class _TREEstimate:
         alpha = max(alphas)
         x = np.sqrt(np.maximum(x2, 0.0))
         return dataclasses.replace(probe, sigma2=sigma2, a=a, a1=a1, alpha=alpha, radius=radius, cv_distance=d, cv_excess=x)
+
+
+@dataclass(frozen=True)
+class _RegriddedTRE:
+    """A TRE estimate on another EM grid (:meth:`RegistrationResult.regridded`): a point is
+    taken back to the grid the estimate was made on, and its error scaled to the new pixels."""
+
+    inner: _TREEstimate | _RegriddedTRE
+    em_grid: np.ndarray  # the estimate's EM (x, y) px -> the new grid's
+
+    def __call__(self, em_xy: np.ndarray) -> np.ndarray:
+        back = np.linalg.inv(self.em_grid)
+        p = np.asarray(em_xy, float).reshape(-1, 2) @ back[:2, :2].T + back[:2, 2]
+        return float(np.sqrt(abs(np.linalg.det(self.em_grid[:2, :2])))) * self.inner(p)
 
 
 def _outside_distance(points: np.ndarray, query: np.ndarray) -> np.ndarray:
