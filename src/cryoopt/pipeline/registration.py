@@ -1424,11 +1424,9 @@ def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.n
     lm_s = _structure_image(lm, lm_polarity)
     em_s = _structure_image(em, em_polarity)
     mats = [np.asarray(m, float)[None] for m in seeds]
-    for frame in _compression_frames(max_compression):
-        ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
-        tri = triangle_hypotheses(lp, ep_frame, scale_range=scales, neighbours=(5, 10), seed=seed)
-        if len(tri):
-            mats.append(np.linalg.inv(frame)[None] @ tri)
+    tri = triangle_hypotheses(lp, ep, scale_range=scales, neighbours=(5, 10), seed=seed)  # no compression (above)
+    if len(tri):
+        mats.append(tri)
     allm = np.concatenate(mats) if mats else np.zeros((0, 3, 3))
     if not len(allm):
         return None, "no hypothesis to match blocks under"
@@ -1450,13 +1448,12 @@ def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.n
     s_em = float(np.sqrt(abs(np.linalg.det(chosen[0][:2, :2]))))
     n_tried = n_hyp + len(allm)
     match, why = verify_by_blocks(lm_s, em_s, chosen, n_tried=n_tried, radius=VERIFY_RADIUS_PX, max_p_value=max_p_value,
-                                  min_blocks=_CompressionFit.min_matches() if max_compression > 0 else 6,
-                                  lm_blur_em_px=max(1.0, s_em), affine=max_compression > 0, seed=seed)
+                                  min_blocks=6, lm_blur_em_px=max(1.0, s_em), affine=False, seed=seed)
     if match is None:
         return None, why
     m = match.matrix
-    kind = "affine" if max_compression > 0 else "similarity"
-    fre, tre = target_registration_error(match.src, match.dst, m, em.shape, n_params=6 if kind == "affine" else 4)
+    kind = "similarity"  # a section that did not compress (above)
+    fre, tre = target_registration_error(match.src, match.dst, m, em.shape, n_params=4)
     # the matched blocks are the matches: the same estimate at any point as a point-verified registration's
     estimate = _tre_estimate(kind, match.src, match.dst, m, None)
     if estimate is not None:
