@@ -170,23 +170,27 @@ def _run_ray(fn: Callable[[int], T], seeds: list[int], address: str | None, work
     try:
         for i, s in enumerate(seeds):
             while len(running) >= limit:
-                running = _collect(ray, running, index, seeds, bar)
+                _collect(ray, running, index, seeds, bar)
             ref = task.remote(fn_ref, s, threads)
             refs.append(ref)
             index[ref] = i
             running.append(ref)
         while running:
-            running = _collect(ray, running, index, seeds, bar)
+            _collect(ray, running, index, seeds, bar)
     except BaseException:
-        for ref in running:
+        for ref in running:  # only tasks not yet seen to finish (see _collect)
             ray.cancel(ref)
         raise
     return ray.get(refs)
 
 
-def _collect(ray: Any, running: list[Any], index: dict[Any, int], seeds: list[int], bar: Any) -> list[Any]:
-    """Wait for one task to finish; raise its error (the original exception, noted with its seed)."""
+def _collect(ray: Any, running: list[Any], index: dict[Any, int], seeds: list[int], bar: Any) -> None:
+    """Wait for one task to finish and take it off ``running``; raise its error (the original
+    exception, noted with its seed). It leaves ``running`` before its error is raised: cancelling
+    a task Ray has just finished races with Ray's own bookkeeping of it and can abort the driver
+    (a failed internal check, "Tried to complete task that was not pending")."""
     done, rest = ray.wait(running, num_returns=1)
+    running[:] = rest
     for ref in done:
         try:
             ray.get(ref)
@@ -194,4 +198,3 @@ def _collect(ray: Any, running: list[Any], index: dict[Any, int], seeds: list[in
             cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
             raise _annotate(cause, seeds[index[ref]]) from None
         bar.update()
-    return rest
