@@ -299,6 +299,13 @@ def claim_summary(rows: list[dict]) -> dict:
     }
 
 
+def _fmt(value: float | None, ci95: tuple[float, float] | None = None) -> str:
+    """A table cell: ``-`` for no value, else two decimals, with its 95 % interval when given."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + ("" if ci95 is None else f" ({ci95[0]:.2f}-{ci95[1]:.2f})")
+
+
 def _below_1_px(row: dict, key: str = "tre_em_px") -> float:
     """1 if the section was accepted with an RMS TRE below 1 EM px at its targets, else 0
     (refused, or accepted with no target to measure)."""
@@ -435,9 +442,7 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302), on
         if variant == "seeds":
             continue
         for p, s_ in r["summary"].items():
-            def f(v):
-                return "-" if v is None else f"{v:.2f}"
-
+            f = _fmt
             print(f"{variant:<22}{p:<18}{s_['sections']:>4}{s_['refused']:>9}{f(s_['tre_below_1_em_px_of_all']):>10}"
                   f"{f(s_['tre_below_1_em_px_lm_field_of_all']):>10}{f(s_['tre_below_1_lm_px_of_all']):>10}{f(s_['tre_below_1_em_px_of_accepted']):>14}"
                   f"{f(s_['affine_only_tre_below_1_em_px_of_all']):>10}"
@@ -452,12 +457,10 @@ def bench_registration(quick: bool, seeds: tuple[int, ...] = (300, 301, 302), on
         if variant == "seeds":
             continue
         for p, s_ in r["summary"].items():
-            def ci(v, c):
-                return "-" if v is None else f"{v:.2f}" + ("" if c is None else f" ({c[0]:.2f}-{c[1]:.2f})")
-
+            ci = _fmt
             print(f"{variant:<22}{p:<18}{s_['accepted_with_estimate']:>9}{s_['claim_below_1_px']:>9}{s_['claim_below_1_px_true']:>6}"
                   f"{ci(s_['claim_precision'], s_['claim_precision_ci95']):>22}{ci(s_['coverage'], s_['coverage_ci95']):>22}"
-                  f"{'-' if s_['median_ratio_estimate_to_actual'] is None else format(s_['median_ratio_estimate_to_actual'], '.2f'):>16}"
+                  f"{_fmt(s_['median_ratio_estimate_to_actual']):>16}"
                   f"{s_['truly_below_1_px_claiming_more']:>18}")
     return out
 
@@ -679,10 +682,6 @@ def _block_terms(log: list[dict]) -> dict:
 
     return {"logic": mean("logic"), "impact": mean("impact"), "scored": len(scored),
             "no_measurement": sum(s["no_measurement"] for s in log)}
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
 
 
 def main() -> dict:
