@@ -365,7 +365,7 @@ def _depth_bands(mask: np.ndarray, px: float, depths_nm: tuple[float, ...]) -> n
 
 
 def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float, *,
-                     depths_nm: tuple[float, ...] = (3.75, 41.25), edge_z: float = 4.0) -> np.ndarray:
+                     depths_nm: tuple[float, ...] = (3.75, 41.25), edge_z: float = 4.0, spread_px: int = 0) -> np.ndarray:
     """The nuclear envelope's bilayers as pixels below the edge of segmented ``nuclei``.
 
     At 15-50 nm pixels the envelope's two 7.5 nm bilayers around a 30 nm perinuclear space
@@ -376,6 +376,11 @@ def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float
     not; :func:`_depth_bands`), only where the image shows that edge: a gradient (Gaussian
     derivative at 1 px, whose answer to white noise of sigma ``s`` has sigma
     ``s / sqrt(8 pi)``) above ``edge_z`` noise sigmas within a pixel.
+
+    ``spread_px`` (0: off) grows those pixels by as many pixels across the edge (within that many
+    outside it and one more inside): the edge of a segmented nucleus is placed to about a pixel
+    (a half maximum of a step blurred over a pixel), and the envelope's two bilayers and the
+    space between them (45 nm) fall on whichever pixels straddle the true surface.
     """
     img = check_image(image, name="em_image", min_size=8)
     px = check_pixel_size(pixel_size_nm, name="pixel_size_nm")
@@ -385,7 +390,13 @@ def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float
     if not nuc.any():
         return np.zeros(img.shape, bool)
     grad = ndi.gaussian_gradient_magnitude(img, 1.0) / max(noise_sigma(img) / math.sqrt(8.0 * math.pi), 1e-30)
-    return _depth_bands(nuc, px, depths_nm) & (ndi.maximum_filter(grad, 3) > edge_z)
+    if not (isinstance(spread_px, (int, np.integer)) and 0 <= spread_px <= 5):
+        raise EvaluationError(f"spread_px must be a whole number of pixels in 0-5, got {spread_px!r}")
+    env = _depth_bands(nuc, px, depths_nm) & (ndi.maximum_filter(grad, 3) > edge_z)
+    if spread_px and env.any():
+        near = (ndi.distance_transform_edt(~nuc) <= spread_px) & ~(ndi.distance_transform_edt(nuc) > spread_px + 1)
+        env |= ndi.binary_dilation(env, iterations=int(spread_px)) & near
+    return env
 
 
 @dataclass(frozen=True)
@@ -452,6 +463,9 @@ class HierarchicalSegmenter:
             nucleus's outer surface: 7.5 nm bilayers around a 30 nm perinuclear space
             (Alberts et al., ch. 12; Fawcett 1981), i.e. 3.75 and 41.25 nm.
         envelope_search_nm: how far from the segmented nucleus's edge the envelope is looked for.
+        envelope_spread_px: the envelope's pixels are grown by this many pixels across the nuclear edge
+            (:func:`nuclear_envelope`): the segmented edge is placed to about a pixel. On development
+            sections (seeds 300-309) 1 raised the pooled membrane IoU at every pixel size (15-40 nm).
         envelope_edge_z: the envelope is placed only where the nuclear edge's gradient stands
             this many noise sigmas above the noise (not along a nucleus's edge the image does not show).
         chromatin_nm: scale of the chromatin texture: granules and fibres 20-30 nm,
@@ -498,6 +512,7 @@ class HierarchicalSegmenter:
     envelope_depths_nm: tuple[float, ...] = (3.75, 41.25)
     envelope_search_nm: float = 100.0
     envelope_edge_z: float = 4.0
+    envelope_spread_px: int = 1
     chromatin_nm: float = 25.0
     texture_window_nm: float = 100.0
     texture_smoothing_nm: float = 200.0
@@ -937,7 +952,7 @@ class HierarchicalSegmenter:
             edge = _half_maximum_edge(img, nuclei, px, self.envelope_search_nm)
             lines &= ~edge
             membranes = (membranes & ~edge) | nuclear_envelope(img, edge, px, depths_nm=self.envelope_depths_nm,
-                                                 edge_z=self.envelope_edge_z)
+                                                 edge_z=self.envelope_edge_z, spread_px=self.envelope_spread_px)
 
         labels = {
             "cells": self._instances(cells, lines, px),  # the envelope splits no cell
