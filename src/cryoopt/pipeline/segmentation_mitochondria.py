@@ -10,7 +10,8 @@ profile only where it has a mitochondrion's cross-section and its edge is a mito
 
 * **width**: at least ``min_width_nm`` across (twice the largest inscribed radius); a
   mitochondrion is 0.2-1 um wide (Alberts et al., *Molecular Biology of the Cell*, 6th ed.,
-  ch. 14), a membrane 5-10 nm (ch. 10) however blurred by its inclination;
+  ch. 14; a section through its flank shows a somewhat narrower chord, hence 170 nm by
+  default), a membrane 5-10 nm (ch. 10), inclined through the slab a band of 50-150 nm;
 * **edge step**: the profile's edge carries most of the step from the level it was cut
   from down to the profile (a mitochondrion's matrix is darker than the cytoplasm right
   round it, its whole outline at once); a profile cut from inside a larger dark body
@@ -40,7 +41,7 @@ def profile_width_nm(profile: np.ndarray, pixel_size_nm: float) -> float:
 
 
 def mitochondrial_profiles(mask: np.ndarray, image: np.ndarray, level: np.ndarray, pixel_size_nm: float, *,
-                           min_width_nm: float = 200.0, edge_step: float = 0.5, ring_nm: float = 100.0) -> np.ndarray:
+                           min_width_nm: float = 170.0, edge_step: float = 0.65, ring_nm: float = 100.0) -> np.ndarray:
     """The connected profiles of ``mask`` that are mitochondria by width and edge step.
 
     Args:
