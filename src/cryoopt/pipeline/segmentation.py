@@ -415,16 +415,18 @@ class HierarchicalSegmenter:
             only admits candidates): a plasma membrane inclined through the slab images as a dark band
             of 50-150 nm, no mitochondrion. A mitochondrion is 0.2-1 um wide (Alberts et al., ch. 14),
             but a section through its flank shows a narrower chord: on the development sections (seeds
-            300-309) 150 / 170 / 200 nm gave pooled IoU 0.390 / 0.394 / 0.392 (neurons) and 0.656 /
-            0.661 / 0.667 (tissue block), mean per-section change +0.039 / +0.023 / -0.026 (neurons),
-            so 170.
+            300-309, edge step 0.65) 150 / 170 / 200 nm gave pooled IoU 0.390 / 0.394 / 0.392 (neurons)
+            and 0.656 / 0.661 / 0.667 (tissue block), mean per-section change +0.039 / +0.023 / -0.026
+            (neurons), so 170.
         mitochondrion_edge_step: least fraction of a profile's step below its surroundings that lies
             across its own edge (its whole outline steps down from the cytoplasm round it; a profile the
             half-maximum threshold cut out of a larger dark body, e.g. noise in a neurite taken for an
             organelle, has that body's level round it). Chosen on development sections (specimen seeds
-            300-309): 0.5 / 0.6 / 0.7 gave pooled mitochondria IoU 0.36 / 0.40 / 0.41 (neurons) and
-            0.64 / 0.66 / 0.68 (tissue block); 0.7 lost a mitochondrion at 40 nm pixels (where the
-            pixel outside the edge still holds part of its blur), so 0.65.
+            300-309; with a 200 nm least width): 0.5 / 0.6 / 0.7 gave pooled mitochondria IoU 0.36 /
+            0.40 / 0.41 (neurons) and 0.64 / 0.66 / 0.68 (tissue block); above 0.6 mitochondria at 40
+            nm pixels are lost (the pixel outside the edge still holds a third of the blurred step:
+            0.64-0.65 of it is across the edge of an isolated disc in the synthetic CLEM pair's EM,
+            ``tests/pipeline/_synth.py``), so 0.6.
         organelle_max_width_nm: dark objects narrower than this are organelles, not
             stain levels (the top-hat disc's diameter).
         nucleus_min_area_um2: smallest nuclear profile kept.
@@ -496,7 +498,7 @@ class HierarchicalSegmenter:
     mitochondrion_width_nm: tuple[float, float] = (100.0, 1200.0)
     mitochondrion_area_um2: tuple[float, float] = (0.02, 2.5)
     mitochondrion_min_width_nm: float = 170.0
-    mitochondrion_edge_step: float = 0.65
+    mitochondrion_edge_step: float = 0.6
     organelle_max_width_nm: float = 1400.0
     nucleus_min_area_um2: float = 1.0
     min_region_um2: float = 0.1

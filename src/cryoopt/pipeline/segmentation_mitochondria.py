@@ -41,7 +41,7 @@ def profile_width_nm(profile: np.ndarray, pixel_size_nm: float) -> float:
 
 
 def mitochondrial_profiles(mask: np.ndarray, image: np.ndarray, level: np.ndarray, pixel_size_nm: float, *,
-                           min_width_nm: float = 170.0, edge_step: float = 0.65, ring_nm: float = 100.0) -> np.ndarray:
+                           min_width_nm: float = 170.0, edge_step: float = 0.6, ring_nm: float = 100.0) -> np.ndarray:
     """The connected profiles of ``mask`` that are mitochondria by width and edge step.
 
     Args:
