@@ -55,7 +55,8 @@ morphology and thresholds, in the order a microscopist reads a section:
    envelope's: at 15-50 nm pixels its two bilayers (37.5 nm apart) image as the step from
    cytoplasm to heterochromatin, so they are placed at their published depths below the
    nucleus's edge (moved to half maximum), two lines where the pixel resolves them, one
-   where not, and only where the image shows that edge (a gradient above the noise).
+   where not, and only where the image shows that edge (a gradient above the noise), grown by a
+   pixel across the edge (the segmented edge is placed to about a pixel).
 
 Sizes come from cell biology textbooks: mitochondria 0.2-1 um wide and 0.5-several
 um long (Alberts et al., *Molecular Biology of the Cell*, 6th ed., ch. 14); nuclei
