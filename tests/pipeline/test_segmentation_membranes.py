@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from cryoopt.exceptions import EvaluationError
 from cryoopt.pipeline.segmentation import HierarchicalSegmenter, _depth_bands
 
 SEG = HierarchicalSegmenter()
@@ -185,3 +186,30 @@ def test_a_membrane_crossing_the_slab_edge_on_stays_one_pixel_wide():
     assert truth[m, m].sum(axis=1).mean() == pytest.approx(1.0)
     assert shown[m, m].sum(axis=1).mean() < 1.25
     assert np.mean(truth[shown]) > 0.8
+
+
+@pytest.mark.parametrize("pixel_nm", [25.0, 40.0])
+@pytest.mark.parametrize("offset_px", [-1, 1])
+def test_the_envelope_spread_covers_a_nuclear_edge_placed_a_pixel_inside(pixel_nm, offset_px):
+    # a segmented nucleus whose edge lies a pixel inside (-1; on the development sections the
+    # segmented edge lies inside the true surface more often than outside) or outside (+1) it:
+    # the bands below an edge a pixel inside miss most of the true ones, grown by a pixel across
+    # the edge they hold them; never fewer than without; no further than a pixel outside and two inside
+    from cryoopt.pipeline.segmentation import nuclear_envelope
+
+    n = 96
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    r = np.hypot(yy - n / 2, xx - n / 2)
+    true_nucleus, segmented = r < 30, r < 30 + offset_px
+    image = np.random.default_rng(5).poisson(500.0 * np.exp(-1.2 * np.where(true_nucleus, 0.6, 0.25))).astype(float)
+    true_env = _depth_bands(true_nucleus, pixel_nm, (3.75, 41.25))
+    plain = nuclear_envelope(image, segmented, pixel_nm)
+    spread = nuclear_envelope(image, segmented, pixel_nm, spread_px=1)
+    assert np.all(spread >= plain)
+    if offset_px < 0:
+        assert np.mean(plain[true_env]) < 0.6
+        assert np.mean(spread[true_env]) > 0.9
+    assert not (spread & ~ndi.binary_dilation(segmented)).any()
+    assert not (spread & ndi.binary_erosion(segmented, iterations=3)).any()
+    with pytest.raises(EvaluationError, match="spread_px"):
+        nuclear_envelope(image, segmented, pixel_nm, spread_px=-1)
