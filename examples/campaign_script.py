@@ -1,6 +1,6 @@
 """Run a campaign from Python: load a config, run (resumable), rate a trial, read the report.
 
-    python examples/campaign_script.py [runs/example]
+    python examples/campaign_script.py [runs/example] [EXPERIMENTS]
 
 Running it again continues the same journal (nothing is repeated).
 """
@@ -16,8 +16,9 @@ from cryoopt.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(directory: str = "runs/example") -> None:
-    config = load_config(ROOT / "configs" / "sim_quick.yaml")
+def main(directory: str = "runs/example", experiments: str | None = None) -> None:
+    overrides = {} if experiments is None else {"budget.experiments": int(experiments)}  # fewer for a quick look
+    config = load_config(ROOT / "configs" / "sim_quick.yaml", overrides=overrides)
     campaign = Campaign(config, directory, progress=True)
     summary = campaign.run()  # Ctrl-C stops after the current trial; run again to continue
     print(f"stopped: {summary.stop_reason}; {summary.counts}")

@@ -3,7 +3,7 @@ artifacts, plug it into the evaluation pipeline, super-resolve an exposure, and
 (optionally) tune the artifact generator with cryoopt's own optimizer.
 
 Run: ``nice -n 10 python examples/restore_demo.py [--quick] [--tune]`` (a few minutes
-on 2 CPU cores; ``--quick`` for a one-minute smoke run). Writes ``restore_demo/``
+on 2 CPU cores; ``--quick``: about a CPU minute, small sizes). Writes ``restore_demo/``
 (checkpoint and a figure) in the current directory.
 """
 
@@ -30,17 +30,22 @@ from cryoopt.restore import (
 from cryoopt.restore.artifact import DEFAULT_TRAINING
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, about a minute")
     ap.add_argument("--tune", action="store_true", help="also tune the generator settings with BO (slow)")
     ap.add_argument("--out", type=Path, default=Path("restore_demo"))
-    args = ap.parse_args()
+    ap.add_argument("--steps", type=int, default=None, help="training steps of the U-Net and of the SR network "
+                                                             "(default: 60 and 40 with --quick, else the full training)")
+    ap.add_argument("--images", type=int, default=None, help="simulated images (default: 40 with --quick, else 200)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
     args.out.mkdir(exist_ok=True)
 
     # 1. artifact correction: simulate (70/15/15 over disjoint specimens), train, test
     steps, n = (60, 40) if args.quick else (DEFAULT_TRAINING.steps, 200)
+    steps, n = args.steps or steps, args.images or n
+    sr_steps = args.steps or (40 if args.quick else 200)
     run = train_artifact_model(n_images=n, config=DEFAULT_TRAINING.model_copy(update={"steps": steps, "val_every": max(steps // 4, 1)}))
     for h in run.result.history:
         print(f"step {h['step']:.0f}: {h['seconds']:.0f} s, train loss {h['train_loss']:.3f}, val PSNR {h['val_psnr_db']:.2f} dB, SSIM {h['val_ssim']:.3f}")
@@ -58,7 +63,7 @@ def main() -> None:
 
     # 3. zero-shot super-resolution of a low-magnification copy of the clean field
     low = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2).mean(axis=(1, 3))
-    sr = zero_shot_sr(low, scale=2, config=TrainConfig(steps=40 if args.quick else 200, batch_size=8, crop_px=24))
+    sr = zero_shot_sr(low, scale=2, config=TrainConfig(steps=sr_steps, batch_size=8, crop_px=24))
 
     import matplotlib
 

@@ -30,14 +30,15 @@ def mean_return(policy, *, scenario: str, episodes: int = 10, seed: int = 1000) 
     return float(np.mean(totals))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--scenario", default="neurons")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-envs", type=int, default=2)
     ap.add_argument("--save", default="sectioning_ppo.zip")
-    args = ap.parse_args()
+    ap.add_argument("--episodes", type=int, default=10, help="blocks each policy is scored on")
+    args = ap.parse_args(argv)
 
     venv = make_vec_env("cryoopt.envs:cryoopt/Sectioning-v0", n_envs=args.n_envs, seed=args.seed,
                         env_kwargs={"scenario": args.scenario})
@@ -45,8 +46,10 @@ def main() -> None:
     model.learn(args.steps)
     model.save(args.save)
     rng = np.random.default_rng(args.seed)
-    rand = mean_return(lambda o: rng.uniform(-1, 1, 5).astype(np.float32), scenario=args.scenario)
-    trained = mean_return(lambda o: model.predict(o, deterministic=True)[0], scenario=args.scenario)
+    rand = mean_return(lambda o: rng.uniform(-1, 1, 5).astype(np.float32), scenario=args.scenario,
+                       episodes=args.episodes)
+    trained = mean_return(lambda o: model.predict(o, deterministic=True)[0], scenario=args.scenario,
+                          episodes=args.episodes)
     print(f"mean block return: random {rand:.2f}, trained {trained:.2f} (saved {args.save})")
 
 

@@ -104,6 +104,8 @@ def test_bad_inputs_exit_codes(tmp_path: Path, campaign_dir: Path, capsys: pytes
     assert "bad.yaml:2: budget.experiments" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
     assert main(["status", str(tmp_path / "nowhere")]) == EXIT_JOURNAL
+    assert f"no campaign directory {tmp_path / 'nowhere'}; check the path, or start a campaign there with " \
+           f"`cryoopt run CONFIG --dir {tmp_path / 'nowhere'}`" in capsys.readouterr().err
     other = write_config(tmp_path, name="other")
     before = dump(campaign_dir)
     assert main(["run", str(other), "--dir", str(campaign_dir)]) == EXIT_JOURNAL

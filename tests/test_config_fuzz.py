@@ -99,7 +99,7 @@ CASES = [
       "expands to over"),
     c("deep-nesting", 2, "description: " + "[" * 2000 + "]" * 2000, None, None, "nested too deeply|not valid YAML"),
     c("top-is-list", 1, "- name: fuzz", 2, None, "not valid YAML"),
-    c("unknown-top-field", -1, "budjet: {experiments: 3}", 2, "budjet", "unknown field"),
+    c("unknown-top-field", -1, "budjet: {experiments: 3}", 2, "budjet", "unknown field; did you mean 'budget'\\?"),
     # ---- name / description / seed
     c("name-missing", 1, "# no name", 2, "name", "Field required"),
     c("name-empty", 1, "name: ''", 1, "name", "pattern"),
@@ -246,7 +246,8 @@ CASES = [
     c("outcome-missing-from-float", 13, 'outcome_constraints: ["prep_time_h <= 5"]', 12, "objectives",
       "returns one number"),
     # ---- optimizer (checked against the strategy's own signature)
-    c("strategy-unknown", 14, "optimizer: {strategy: nope}", 14, "optimizer.strategy", "unknown strategy 'nope'"),
+    c("strategy-unknown", 14, "optimizer: {strategy: nope}", 14, "optimizer.strategy",
+      "unknown strategy 'nope'; available: bo, manual_ofat, random, sobol"),
     c("strategy-number", 14, "optimizer: {strategy: 5}", 14, "optimizer.strategy", "valid string"),
     c("strategy-empty", 14, "optimizer: {strategy: ''}", 14, "optimizer.strategy", "at least 1 character"),
     c("options-list", 14, "optimizer: {strategy: bo, options: [1]}", 14, "optimizer.options", "valid dictionary"),
@@ -335,11 +336,23 @@ CASES = [
       "executor: {type: function, target: cryoopt.campaign.demo:zero_cost, suspend_poll_s: 0}", 18,
       "executor.suspend_poll_s", "greater than 0"),
     c("executor-unknown-field", 18, "executor: {type: function, target: cryoopt.campaign.demo:zero_cost, timeout: 5}", 18,
-      "executor.timeout", "unknown field"),
+      "executor.timeout", "unknown field; did you mean 'timeout_s'\\? allowed here: type, target, options"),
     c("clem-agent-unknown", 18, CLEM % "{agent: nope}", 18, "executor.options.agent", "unknown agent 'nope'"),
     c("clem-option-typo", 18, CLEM % "{max_section: 3}", 18, "executor.options.max_section", "unknown option"),
     c("clem-option-type", 18, CLEM % "{max_sections: many}", 18, "executor.options.max_sections", "valid integer"),
     c("clem-objective-missing", 18, CLEM % "{}", 12, "objectives.objective", "results have no 'objective'"),
+    # the block's env is checked before the campaign starts, not at pre-training (after the journal exists)
+    c("clem-sections-zero", 18, CLEM % "{max_sections: 0}", 18, "executor.options.max_sections", "integer >= 1"),
+    c("clem-pretrain-negative", 18, CLEM % "{pretrain_steps: -5}", 18, "executor.options.pretrain_steps", ">= 0"),
+    c("clem-scenario-unknown", 18, CLEM % "{env_kwargs: {scenario: neuron}}", 18, "executor.options.env_kwargs",
+      "unknown scenario 'neuron'; available: bead_calibration, neurons, tissue_block"),
+    c("clem-backend-unknown", 18, CLEM % "{env_kwargs: {backend: hardware}}", 18, "executor.options.env_kwargs",
+      r"backend must be one of \('direct', 'instruments', 'socket'\)"),
+    c("clem-env-typo", 18, CLEM % "{env_kwargs: {image_sise: 64}}", 18, "executor.options.env_kwargs", "image_sise"),
+    c("clem-image-size-zero", 18, CLEM % "{env_kwargs: {image_size: 0}}", 18, "executor.options.env_kwargs.image_size",
+      "positive number of pixels"),
+    c("clem-env-id-unknown", 18, CLEM % "{env_id: cryoopt/Nope-v0}", 18, "executor.options.env_id",
+      "Registered cryoopt envs: cryoopt/CLEMProtocol-v0"),
     # ---- start protocols, replicates
     c("start-outside", 19, "start_protocols: [{x: 5, t: 5, y: 1, lg: 1, buffer: PBS}]", 19, "start_protocols.0",
       r"start_protocols\[0\].*'x' = 5"),
@@ -416,3 +429,16 @@ def test_broken_config_is_refused_with_its_line(case: Case, tmp_path: Path, caps
         assert re.search(rf"{re.escape(where)} (?:{case.field}): .*(?:{case.match})", err), err
     else:
         assert re.search(case.match, err), err
+
+
+def test_a_strategy_of_a_higher_layer_is_known_in_a_fresh_process(tmp_path: Path) -> None:
+    """``manual_ofat`` registers itself in ``cryoopt.loop``: a config naming it is valid whether or not
+    something else imported the loop first (it was refused in a fresh ``cryoopt validate``)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "c.yaml"
+    p.write_bytes(Case("ofat", 14, "optimizer: {strategy: manual_ofat}", None, None, "").config())
+    done = subprocess.run([sys.executable, "-m", "cryoopt", "validate", str(p)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == EXIT_OK, done.stderr

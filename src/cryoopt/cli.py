@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue a campaign with the config stored in its journal")
     r.add_argument("dir", type=Path)
     r.add_argument("--budget", type=int, default=None, help="new experiment budget (extend a finished campaign)")
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help="no line per trial")
 
     r = sub.add_parser("status", help="recommended protocol, trials, in flight")
     r.add_argument("dir", type=Path)
@@ -94,19 +94,19 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("feedback", help="rate a trial 1-5 (allowed while the campaign runs)")
     r.add_argument("dir", type=Path)
-    r.add_argument("trial", type=int)
-    r.add_argument("--rating", type=int, required=True)
-    r.add_argument("--note", default=None)
-    r.add_argument("--author", default=None)
+    r.add_argument("trial", type=int, help="trial id (the first column of `cryoopt status`)")
+    r.add_argument("--rating", type=int, required=True, help="1 (unusable) to 5 (excellent)")
+    r.add_argument("--note", default=None, help="free text stored with the rating")
+    r.add_argument("--author", default=None, help="who rated (default: none recorded)")
 
     r = sub.add_parser("inject", help="queue a trial with your own params (NAME=VALUE ...)")
     r.add_argument("dir", type=Path)
-    r.add_argument("params", nargs="+", metavar="NAME=VALUE")
+    r.add_argument("params", nargs="+", metavar="NAME=VALUE", help="every parameter of the space, e.g. dilution=200")
 
     r = sub.add_parser("suggest", help="manual loop: trial(s) to run by hand")
     r.add_argument("dir", type=Path)
-    r.add_argument("-n", type=int, default=1)
-    r.add_argument("--json", action="store_true")
+    r.add_argument("-n", type=int, default=1, help="how many trials to hand out (default 1)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
 
     r = sub.add_parser("tell", help="manual loop: enter the result of a trial")
     r.add_argument("dir", type=Path)

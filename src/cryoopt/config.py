@@ -17,7 +17,7 @@ which ``cryoopt validate`` and every campaign start run.
 Example:
     >>> config = load_config("configs/sim_quick.yaml")
     >>> config.budget.experiments
-    20
+    15
 
 Two parts of a config play different roles on resume (see :meth:`CampaignConfig.identity`):
 the *identity* (name, seed, space, objectives, constraints, optimizer, executor,
@@ -544,7 +544,7 @@ def _validate(data: Any, *, source: str, lines: dict[tuple[Any, ...], int]) -> C
                                                     "list[list[float]]", "list[str]"))
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling; allowed fields are in cryoopt.config)"
+                msg = _unknown_field_message(loc)
             if loc and loc[-1] == "[key]":  # a mapping key that is not text (a number, null, ...)
                 loc, msg = loc[:-1], f"names here must be text, got {e['input']!r}"
             problems.append((at(loc), ".".join(str(p) for p in loc) or "(top level)", msg))
@@ -562,6 +562,36 @@ def _validate(data: Any, *, source: str, lines: dict[tuple[Any, ...], int]) -> C
         raise _config_error(problems)
     config._source, config._lines = source, lines
     return config
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The config model that holds the field at ``loc`` (``None`` below a free-form mapping)."""
+    import typing
+
+    model: type[BaseModel] = CampaignConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _unknown_field_message(loc: Sequence[Any]) -> str:
+    """``unknown field``, with the fields allowed there and the closest one (a typo, most often)."""
+    import difflib
+
+    model = _model_at(loc) if loc else None
+    if model is None:
+        return "unknown field (check the spelling; the allowed fields are in cryoopt.config)"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field; {hint}allowed here: {', '.join(allowed)}"
 
 
 class _StrictLoader(yaml.SafeLoader):

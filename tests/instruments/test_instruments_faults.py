@@ -232,3 +232,11 @@ def test_fault_config_validation():
         FaultConfig.coerce([{"kind": "meteor"}])
     with pytest.raises(ConfigError):
         FaultConfig.coerce([{"kind": "latency", "seconds": -1}])
+
+
+# -- an instrument that is not there: one error type, naming the address and what to check --------
+@pytest.mark.parametrize("address", ["/dev/ttyCRYOOPT_ABSENT", "ASRL/dev/ttyCRYOOPT_ABSENT::INSTR"])
+def test_missing_instrument_is_a_disconnected_error_naming_the_address(address):
+    with pytest.raises(DisconnectedError, match=rf"cannot open '{re.escape(address)}'.*check the address and that the "
+                                                r"device is on"):
+        connect("ultramicrotome-ref", address)

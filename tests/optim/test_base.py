@@ -56,6 +56,8 @@ def test_failures_recorded_not_numbers(value, reason: str) -> None:
 
 def test_tell_errors() -> None:
     opt = make_optimizer("random", SPACE, seed=0, objectives={"q": "maximize", "time_h": "minimize"})
+    with pytest.raises(TrialError, match=r"unknown trial 0; there are no trials yet: ask\(\) for one first"):
+        opt.tell(0, 1.0)  # not 'numbered 0..-1'
     (t,) = opt.ask()
     with pytest.raises(TrialError, match="one number but there are 2 objectives"):
         opt.tell(t, 1.0)
@@ -64,7 +66,7 @@ def test_tell_errors() -> None:
     opt.tell(t, {"q": 1.0, "time_h": 2.0})
     with pytest.raises(TrialError, match="already completed"):
         opt.tell(t, {"q": 1.0, "time_h": 2.0})
-    with pytest.raises(TrialError, match="unknown trial 7"):
+    with pytest.raises(TrialError, match="unknown trial 7; trials are numbered 0..0"):
         opt.tell(7, 1.0)
     with pytest.raises(ParameterError, match="positive integer"):
         opt.ask(0)

@@ -47,6 +47,23 @@ def test_max_in_flight_must_match_the_benches_before_anything_starts() -> None:
         RayExecutor(cfg)
 
 
+def test_validate_refuses_what_a_ray_run_would_refuse_without_starting_ray() -> None:
+    """The bench count against max_in_flight, and each bench's merged options as its executor type
+    checks them (an option a bench's executor does not take used to fail on the cluster, at run)."""
+    from cryoopt.campaign.checks import check_config
+
+    with pytest.raises(ConfigError, match=r"max_in_flight: executor\.options\.benches gives 3 bench.*set max_in_flight: 3"):
+        check_config(make_config(executor=ray({"benches": 3}), max_in_flight=2))
+    clem = {"type": "simulated_clem", "options": {"max_sections": 2}}
+    benches = [{"options": {"port": "/dev/ttyUSB0"}}, {"options": {"max_sections": 0}}]
+    with pytest.raises(ConfigError) as err:
+        check_config(make_config(executor=ray({"benches": benches}, bench=clem), max_in_flight=2))
+    text = str(err.value)
+    assert "executor.options.benches.0.options.port: unknown option for BlockRunner" in text
+    assert "executor.options.benches.1.options.max_sections: must be an integer >= 1" in text
+    check_config(make_config(executor=ray({"benches": 2}, bench=clem), max_in_flight=2))  # sound: no error
+
+
 def test_benches_resolve_to_names_options_and_resources() -> None:
     opts = RayExecutorOptions.model_validate(
         {"benches": [{"options": {"port": "/dev/ttyUSB0"}, "resources": {"microtome_a": 1}}, {"name": "north"}],

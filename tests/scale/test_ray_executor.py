@@ -225,7 +225,13 @@ def test_a_campaign_started_on_threads_continues_on_ray(tmp_path: Path) -> None:
 
 
 def test_a_bench_that_cannot_start_is_a_config_error_naming_it(tmp_path: Path) -> None:
-    cfg = ray_config(tmp_path / "x.log", benches=1, budget=1, target="campaign_helpers:no_such_function")
+    # a target that does not exist is refused before any bench starts (cryoopt validate finds it) ...
+    missing = ray_config(tmp_path / "x.log", benches=1, budget=1, target="campaign_helpers:no_such_function")
+    with pytest.raises(ConfigError, match="executor.bench.target: module 'campaign_helpers' has no 'no_such_function'"):
+        Campaign(missing, tmp_path / "m", progress=False).run()
+    assert not (tmp_path / "m" / "journal.sqlite").exists()
+    # ... one that exists but cannot be built on its bench (an instrument not connected) at the bench
+    cfg = ray_config(tmp_path / "x.log", benches=1, budget=1, target="campaign_helpers:Unplugged")
     with pytest.raises(ConfigError, match="bench bench-0 could not start"):
         Campaign(cfg, tmp_path / "c", progress=False).run()
     assert_released(cfg)

@@ -12,6 +12,7 @@ one that ``run`` accepts, and a refused start leaves nothing behind.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Sequence
@@ -32,6 +33,11 @@ _RESERVED = {
     "objectives": "set by the campaign from `objectives`",
     "outcome_constraints": "set by the campaign from `outcome_constraints`",
 }
+
+
+#: strategies registered by a layer above ``optim`` (imported only when a config names them), so that
+#: whether a strategy is known does not depend on what else the process imported first
+_LAZY_STRATEGIES = {"manual_ofat": "cryoopt.loop.manual"}
 
 
 def check_config(config: CampaignConfig, *, executor: Executor | None = None) -> None:
@@ -82,8 +88,11 @@ def optimizer_problems(config: CampaignConfig) -> list[tuple[Loc, str]]:
     from cryoopt.optim import available_strategies, make_optimizer, strategy_class
 
     name, options = config.optimizer.strategy, config.optimizer.options
+    if name in _LAZY_STRATEGIES:
+        importlib.import_module(_LAZY_STRATEGIES[name])  # registers itself; heavy, so only when named
     if name not in available_strategies():
-        return [(("optimizer", "strategy"), f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")]
+        known = sorted(set(available_strategies()) | set(_LAZY_STRATEGIES))
+        return [(("optimizer", "strategy"), f"unknown strategy {name!r}; available: {', '.join(known)}")]
     cls = strategy_class(name)
     validate = getattr(cls, "validate_options", None)
     if callable(validate):

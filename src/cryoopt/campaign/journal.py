@@ -243,7 +243,8 @@ class Journal:
         path = directory / JOURNAL_FILE
         if not path.is_file():
             if not directory.exists():
-                raise JournalError(f"no campaign directory {directory}")
+                raise JournalError(f"no campaign directory {directory}; check the path, or start a campaign there "
+                                   f"with `cryoopt run CONFIG --dir {directory}`")
             raise JournalError(f"{directory} has no campaign journal ({JOURNAL_FILE}); start one with `cryoopt run CONFIG --dir {directory}`")
         j = cls(path, readonly=readonly)
         try:

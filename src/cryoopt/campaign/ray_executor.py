@@ -203,6 +203,39 @@ class RayExecutor(Executor):
         idempotent: the bench executor's (every bench's) declaration.
     """
 
+    @classmethod
+    def check_config(cls, config: CampaignConfig) -> list[tuple[str, str]]:
+        """What a run would refuse, without starting Ray: the number of benches against
+        ``max_in_flight``, and each bench's options (``executor.bench.options`` with the bench's
+        own ``options`` merged over them) as the bench's executor type checks them."""
+        from cryoopt.campaign.executors import executor_factory
+
+        ex = config.executor
+        if ex.bench is None:
+            return []  # the config model refuses it
+        opts = RayExecutorOptions.model_validate(ex.options)
+        n = opts.count(config.max_in_flight)
+        if n != config.max_in_flight:
+            return [("max_in_flight", f"executor.options.benches gives {n} bench(es) but max_in_flight is "
+                                      f"{config.max_in_flight}; each bench runs one trial at a time, so set "
+                                      f"max_in_flight: {n}")]
+        try:
+            check = getattr(executor_factory(ex.bench.type), "check_config", None)
+        except ConfigError as err:
+            return [("executor.bench.type", str(err))]
+        if not callable(check):
+            return []
+        out: list[tuple[str, str]] = []
+        for spec in opts.resolve(config.max_in_flight):
+            bench = ex.bench.model_copy(update={"options": {**ex.bench.options, **spec.options}})
+            for path, msg in check(config.model_copy(update={"executor": bench})):
+                key = path.removeprefix("executor.options.").split(".")[0] if path.startswith("executor.options.") else None
+                where = (f"executor.options.benches.{spec.index}.options.{path.removeprefix('executor.options.')}"
+                         if key is not None and key in spec.options else path.replace("executor.", "executor.bench.", 1))
+                if (where, msg) not in out:
+                    out.append((where, msg))
+        return out
+
     def __init__(self, config: CampaignConfig) -> None:
         ex = config.executor
         if ex.type != "ray" or ex.bench is None:

@@ -159,14 +159,22 @@ class VisaResourceAdapter(VISAAdapter):
     """pymeasure ``VISAAdapter`` configured from a profile's transport settings."""
 
     def __init__(self, resource: str, settings: TransportSettings, **kwargs: Any) -> None:
-        super().__init__(
-            resource,
-            visa_library=settings.visa_library,
-            timeout=int(settings.timeout_s * 1000),
-            read_termination=settings.read_termination,
-            write_termination=settings.write_termination,
-            **kwargs,
-        )
+        import pyvisa
+
+        try:
+            super().__init__(
+                resource,
+                visa_library=settings.visa_library,
+                timeout=int(settings.timeout_s * 1000),
+                read_termination=settings.read_termination,
+                write_termination=settings.write_termination,
+                **kwargs,
+            )
+        except (pyvisa.errors.Error, serial.SerialException, OSError) as exc:
+            # pyvisa-py lets the port's own error through (a missing ASRL port raises SerialException):
+            # the same error, and the same advice, as a serial URL that cannot be opened
+            raise DisconnectedError(f"cannot open {resource!r}: {exc}; check the address and that the device is on") \
+                from exc
         self.read_termination = settings.read_termination
         self.timeout_s = settings.timeout_s
         self._open_kwargs = dict(

@@ -64,6 +64,9 @@ class SimulatedCLEMExecutor(Executor):
             if agent not in available_agents():
                 problems.append(("executor.options.agent",
                                  f"unknown agent {agent!r}; available: {', '.join(available_agents())} (or module:Class)"))
+        problems += _count_problems(options, {p[0] for p in problems})
+        if not any(p[0].startswith(("executor.options.env_kwargs", "executor.options.env_id")) for p in problems):
+            problems += _env_problems(options)
         return problems
 
     def __init__(self, config: Any) -> None:
@@ -143,6 +146,50 @@ class SimulatedCLEMExecutor(Executor):
     def close(self) -> None:
         if self._runner is not None:
             self._runner.close()
+
+
+#: BlockRunner's counts and the smallest value each may take (``max_sections`` may also be null: no limit)
+_COUNTS = {"max_sections": 1, "min_sections": 0, "pretrain_steps": 0, "instrument_pretrain_steps": 0,
+           "learn_steps_per_block": 0}
+
+
+def _count_problems(options: dict[str, Any], already: set[str]) -> list[Problem]:
+    """Counts below their smallest sensible value (a block of 0 sections runs nothing)."""
+    out: list[Problem] = []
+    for key, low in _COUNTS.items():
+        value, where = options.get(key), f"executor.options.{key}"
+        if where in already or value is None or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value < low:
+            out.append((where, f"must be an integer >= {low}" + (" (or null: no limit)" if key == "max_sections" else "")
+                        + f", got {value}"))
+    return out
+
+
+def _env_problems(options: dict[str, Any]) -> list[Problem]:
+    """Build the block's env once (no instrument is opened) so that a bad ``env_kwargs`` (unknown
+    scenario or backend, a misspelt keyword) is refused before the campaign starts, not at pre-training."""
+    import gymnasium as gym
+
+    import cryoopt.envs  # noqa: F401 - registers the envs
+    from cryoopt.exceptions import CryoOptError
+
+    env_kwargs = options.get("env_kwargs") or {}
+    if not isinstance(env_kwargs, dict):
+        return []  # option_problems reported the type
+    size = env_kwargs.get("image_size")
+    if isinstance(size, int) and not isinstance(size, bool) and size < 1:
+        return [("executor.options.env_kwargs.image_size", f"must be a positive number of pixels, got {size}")]
+    env_id = options.get("env_id", "cryoopt/CLEMProtocol-v0")
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except gym.error.Error as err:  # no such env id
+        return [("executor.options.env_id", f"{err} Registered cryoopt envs: "
+                 + ", ".join(sorted(k for k in gym.registry if k.startswith("cryoopt/"))))]
+    except (CryoOptError, TypeError, ValueError) as err:
+        return [("executor.options.env_kwargs", f"{env_id} refuses them: {str(err).split(' was raised from the env')[0]}")]
+    env.close()
+    return []
 
 
 def _takes_seed(agent: Any) -> bool:

@@ -321,7 +321,9 @@ class Optimizer(ABC):
 
     def trial(self, trial_id: int) -> Trial:
         if isinstance(trial_id, bool) or not isinstance(trial_id, (int, np.integer)) or not 0 <= trial_id < len(self.trials):
-            raise TrialError(f"unknown trial {trial_id!r}; trials are numbered 0..{len(self.trials) - 1}")
+            n = len(self.trials)
+            raise TrialError(f"unknown trial {trial_id!r}; " + (f"trials are numbered 0..{n - 1}" if n else
+                                                                  "there are no trials yet: ask() for one first"))
         return self.trials[int(trial_id)]
 
     def _by_status(self, status: TrialStatus) -> list[Trial]:
