@@ -1766,11 +1766,8 @@ def register_lm_em(
     scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
     disp = None
     name = fit_model
-    estimate = _tre_estimate(fit_model, src[inliers], dst[inliers], fine, None)
-    if estimate is not None:
-        tre = _field_rms(estimate, em.shape)
-    base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None, estimate)
     m_src, m_dst = src[inliers], dst[inliers]
+    nonrigid = None
     if elastic and fit_model == "affine":
         nonrigid = _nonrigid_refinement(lp, ep, fine, (wide_radius, match_radius_px), em.shape, seed_pairs=cut_pairs)
         if nonrigid is None and needs_cut_model:
@@ -1779,15 +1776,21 @@ def register_lm_em(
                 f"({len(cut_pairs)}) within {fine_radius:.1f} EM px of each other, and fitted to them it did not predict "
                 f"held-out ones better than the affine{hint}; add fiducial beads or pass more lm_points/em_points"
             )
-        if nonrigid is not None:
-            kind, fine, m_src, m_dst, fre_nr, tre_nr, disp, fitted = nonrigid
-            rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
-            scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
-            estimate = _tre_estimate(kind, m_src, m_dst, fine, fitted)
-            if estimate is not None:
-                tre_nr = _field_rms(estimate, em.shape)
-            base = RegistrationResult(fine, rot_deg, scale, len(m_src), fre_nr, tre_nr, f"{name}+{kind}", method, disp,
-                                      estimate)
+    if nonrigid is None:
+        # the TRE estimate of the model returned only (its cross-validation refits it per fold)
+        estimate = _tre_estimate(fit_model, m_src, m_dst, fine, None)
+        if estimate is not None:
+            tre = _field_rms(estimate, em.shape)
+        base = RegistrationResult(fine, rot_deg, scale, int(inliers.sum()), fre, tre, name, method, None, estimate)
+    else:
+        kind, fine, m_src, m_dst, fre_nr, tre_nr, disp, fitted = nonrigid
+        rot_deg = math.degrees(math.atan2(fine[1, 0], fine[0, 0])) % 360
+        scale = math.sqrt(abs(np.linalg.det(fine[:2, :2])))
+        estimate = _tre_estimate(kind, m_src, m_dst, fine, fitted)
+        if estimate is not None:
+            tre_nr = _field_rms(estimate, em.shape)
+        base = RegistrationResult(fine, rot_deg, scale, len(m_src), fre_nr, tre_nr, f"{name}+{kind}", method, disp,
+                                  estimate)
     if elastic:
         # the flow runs between what both images show: their compact structures, when told
         # how they look; the whole images otherwise
