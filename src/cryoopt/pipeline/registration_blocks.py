@@ -16,6 +16,12 @@ three the affine absorbs, ``p0`` the larger of the window's fraction within ``ra
 rate at which blocks matched against other blocks' windows (shuffled copies) land there;
 multiplied by the transforms tried and by the triples RANSAC could have fitted
 (a-contrario counting, Moisan & Stival 2004, Int. J. Comput. Vis. 57:201).
+
+A section that may have compressed (:func:`verify_cut_by_blocks`) is matched in smaller blocks
+under the point path's model of a cut (an affine plus a compression along the cut varying
+across it), each fitted map absorbing as many blocks in the chance test as it has parameters;
+a verified map is kept only where its TRE estimate, cross-validated on the blocks, stays within
+the verification radius where both fields overlap (the caller's check).
 """
 
 from __future__ import annotations
@@ -392,8 +398,10 @@ def verify_cut_by_blocks(lm_s: np.ndarray, em_s: np.ndarray, hypotheses: list[np
     (:data:`CUT_WIDE_FACTOR`: an affine is pixels off where the compression varies), matched
     again under it; then the cut's model (:class:`~cryoopt.pipeline.registration._CompressionFit`,
     the point path's, with its outlier rule) fitted to the blocks that agree, the blocks matched
-    again under it (the LM warped by the non-rigid map), refitted to those within the wide
-    radius, and the blocks within ``radius`` of the refitted map counted. Verification is the
+    again under it (the LM warped by the non-rigid map) and it refitted to those within the wide
+    radius; then every candidate map refitted, twice, to the blocks within ``radius`` (half the
+    label blocks of a tissue section peak on structure the LM does not show: fitted at the wide
+    radius they pull a map pixels off), and the blocks within ``radius`` counted. Verification is the
     chance test of :func:`verify_by_blocks`, each candidate map (the affine, the cut's model of
     least leave-one-out error, its linear and quadratic variations) absorbing as many blocks as
     it has parameters (:func:`_cut_candidates`), the best of them corrected for their number; a
