@@ -1424,6 +1424,37 @@ def _frame_triangle_hypotheses(lp: np.ndarray, ep: np.ndarray, scales: tuple[flo
     return out
 
 
+def _structure_fourier_mellin(lm_s: np.ndarray, em_s: np.ndarray, max_working_px: int = 512) -> np.ndarray:
+    """A Fourier-Mellin hypothesis (LM -> EM, `3 x 3`; step 2 of the module docstring) between the
+    structure images rather than the whole ones: an LM of label and an EM of every organelle share
+    little of their whole images' texture, but the labelled structures are a subset of the EM's
+    compact ones, and their gradient images correlate where the whole images' do not."""
+    from skimage.registration import phase_cross_correlation
+    from skimage.transform import rescale, warp
+
+    f = max(1, math.ceil(max(em_s.shape) / max_working_px))
+    em_w = block_mean(em_s, f)
+    s_lm = max(em_w.shape) / max(lm_s.shape)
+    lm_w = rescale(lm_s, s_lm, order=1, anti_aliasing=s_lm < 1) if abs(s_lm - 1) > 1e-6 else lm_s
+    n = int(2 ** math.ceil(math.log2(max(*em_w.shape, *lm_w.shape))))
+    fe_raw, fl_raw = _features(em_w, MIN_FEATURE_SIGMA_PX), _features(lm_w, MIN_FEATURE_SIGMA_PX)
+    fe, fl = _pad(fe_raw, n), _pad(fl_raw, n)
+    rot, sc = _rotation_scale(fe_raw, fl_raw)
+    c = (n - 1) / 2.0
+    best: tuple[float, np.ndarray] = (-math.inf, np.eye(3))
+    for r in (rot, rot + math.pi):  # the 180 degree ambiguity: the stronger translation peak
+        about = _mat(1, 0, c, c) @ _mat(sc, r) @ _mat(1, 0, -c, -c)
+        moved = warp(fl, np.linalg.inv(about), output_shape=(n, n), order=1)
+        shift, _, _ = phase_cross_correlation(fe, moved, upsample_factor=20, normalization=None)
+        peak = float(np.sum(fe * ndi.shift(moved, shift, order=1)))
+        if peak > best[0]:
+            best = (peak, _mat(1, 0, shift[1], shift[0]) @ about)
+    # LM px -> working px (skimage's rescale: output j at input (j + 0.5) / s - 0.5); working EM px -> EM px
+    to_lm_w = _mat(1.0, 0.0, (s_lm - 1) / 2.0, (s_lm - 1) / 2.0) @ _mat(s_lm)
+    from_em_w = _mat(1.0, 0.0, (f - 1) / 2.0, (f - 1) / 2.0) @ _mat(float(f))
+    return from_em_w @ best[1] @ to_lm_w
+
+
 def _register_by_cut_blocks(lm_s: np.ndarray, em_s: np.ndarray, chosen: list[np.ndarray], n_tried: int, max_p_value: float,
                             lm_blur_em_px: float, elastic: bool, seed: int) -> tuple[RegistrationResult | None, str]:
     """A section that may have compressed, from block matches under the cut's model
@@ -1512,6 +1543,15 @@ def _register_by_blocks(lm: np.ndarray, em: np.ndarray, lp: np.ndarray, ep: np.n
             break
     s_em = float(np.sqrt(abs(np.linalg.det(chosen[0][:2, :2]))))
     n_tried = n_hyp + len(allm)
+    if max_compression <= 0:
+        # the structure images' own Fourier-Mellin hypothesis, tried whatever its rank (the ranking
+        # favours hypotheses that crowd the LM's label onto dense EM structure)
+        fm_s = _structure_fourier_mellin(lm_s, em_s)
+        s_fm = math.sqrt(abs(np.linalg.det(fm_s[:2, :2])))
+        n_tried += 1
+        if scales[0] * 0.7 <= s_fm <= scales[1] and not any(
+                np.abs(fm_s[:2, 2] - c[:2, 2]).max() < 8 and np.abs(fm_s[:2, :2] - c[:2, :2]).max() < 0.05 for c in chosen):
+            chosen.append(fm_s)
     if max_compression > 0:
         return _register_by_cut_blocks(lm_s, em_s, chosen, n_tried, max_p_value, max(1.0, s_em), elastic, seed)
     match, why = verify_by_blocks(lm_s, em_s, chosen, n_tried=n_tried, radius=VERIFY_RADIUS_PX, max_p_value=max_p_value,
