@@ -28,6 +28,18 @@ returned wrong. Method (all image steps from :mod:`skimage`):
 
    The hypothesis that maps the most structure centroids onto each other (mutual
    nearest neighbours within ``match_radius_px``) wins.
+
+   Fiducial beads on their own: where both images show a group of compact objects alike in
+   contrast and area (:func:`_alike_objects`; beads are identical objects, one size and one
+   material, among structures of every size and contrast), re-detected at their size
+   (:func:`_bead_points`), the point patterns are searched among them alone where the
+   structures (beads included) do not verify a transform. Among crowded structures (a
+   nucleus's chromatin clumps, the LM's label puncta) a right transform through the beads
+   had matched its 14 beads no better than chance matched the crowd (p = 1); among the
+   beads alone, the same matches are far beyond chance. The groups are chosen from each
+   image alone, so the chance test's null holds for them, and every transform tried so far
+   is counted in it (the structures' search first, the beads' then with both counts: the
+   chance of a wrong acceptance is at most ``max_p_value`` for each, below twice it in all).
 3. Verification: at least ``min_matches`` matched structures, else the registration
    is refused. Without structure points, the Fourier-Mellin result must stand out of
    the feature correlations of shifted copies by ``min_peak_z`` sigmas.
@@ -1674,9 +1686,11 @@ def register_lm_em(
     point_sets = [(lp_all, ep_all)]
     bead_l, bead_e = _bead_points(lm, lm_polarity, lm_feat), _bead_points(em, em_polarity, em_feat)
     if bead_l is not None and bead_e is not None:
-        # beads first: identical, precisely located landmarks both images show, where structures
-        # add matches a few pixels off (merged or neighbouring ones) that a non-rigid model bends to
-        point_sets.insert(0, (bead_l, bead_e))
+        # after the structures, not before: searched first, the beads alone registered more
+        # compressed sections below a pixel but accepted two tissue-block sections 7 px off (on
+        # development seeds), where the group of small beads at the detection threshold is
+        # part noise and too few beads verify the cut's model
+        point_sets.append((bead_l, bead_e))
     scales = (known_scale * 0.8, known_scale * 1.25) if known_scale is not None else scale_range
     tight = max(3.0 * f_em, 0.015 * max(em.shape))
     radius_given = match_radius_px
