@@ -571,3 +571,43 @@ def test_a_registration_regridded_to_full_resolution_estimates_its_tre_there():
     assert full.tre_at(probe)[-1] > 3 * full.tre_at(probe)[0]
     np.testing.assert_allclose(full.apply(lm_full[:3]), reg_w.apply(working(lm_full[:3])) * f + (f - 1) / 2.0, atol=1e-9)
     assert full.tre_px == pytest.approx(0.2 * f) and full.fre_px == pytest.approx(0.1 * f)
+
+
+def test_alike_objects_are_the_identical_beads_among_structures_of_every_size_and_contrast():
+    """30 identical objects (contrast and area within 20 % and 15 %: noise on one bead) among 40
+    structures spread log-uniformly over contrast 5-300 and area 5-3000 px: the group is the
+    beads, few structures join it; with fewer objects than a group needs there is none."""
+    from cryoopt.pipeline.registration import MIN_ALIKE_OBJECTS, _alike_objects
+
+    rng = np.random.default_rng(3)
+    beads = np.column_stack([np.log(20.0) + rng.uniform(-0.2, 0.2, 30), np.log(30.0) + rng.uniform(-0.15, 0.15, 30)])
+    other = np.column_stack([rng.uniform(np.log(5.0), np.log(300.0), 40), rng.uniform(np.log(5.0), np.log(3000.0), 40)])
+    group = _alike_objects(np.concatenate([beads, other]))
+    assert group is not None
+    assert np.sum(group < 30) == 30 and np.sum(group >= 30) <= 4
+    assert _alike_objects(other[: MIN_ALIKE_OBJECTS - 1]) is None
+
+
+def _bead_sections():
+    """Two simulated neuron sections with fiducial beads (specimen seeds 400 and 401): in the
+    first, beads lie among the EM's crowded structures and the LM's brighter label puncta."""
+    from cryoopt.sim.datasets import Fiducials, random_clem_pairs
+
+    *_, crowded = random_clem_pairs(("neurons",), seeds=(400,), per_specimen=2, fiducials=Fiducials(), rng=7)
+    other = next(random_clem_pairs(("neurons",), seeds=(401,), per_specimen=1, fiducials=Fiducials(), rng=7))
+    return crowded, other
+
+
+def test_beads_among_crowded_structures_register_and_unrelated_bead_fields_are_refused():
+    """The structures' search on this section matched 13 points, no better than chance among
+    the crowd (refused, p = 1, before the beads were searched on their own); its beads register
+    it below a pixel at the labelled targets. An LM of one section against the EM of another,
+    both with beads, must still be refused: the beads' search counts every transform it tries."""
+    crowded, other = _bead_sections()
+    r = register_lm_em(crowded.lm, crowded.em, lm_polarity="bright", em_polarity="dark")
+    assert r.method == "beads" and r.n_matches >= 15
+    t = crowded.target_points_em()
+    lm_xy = np.linalg.solve(crowded.lm_affine, np.column_stack([t, np.ones(len(t))]).T).T[:, :2]
+    assert len(t) >= 5 and np.sqrt(np.mean(np.sum((r.apply(lm_xy) - t) ** 2, axis=1))) < 1.0
+    with pytest.raises(RegistrationError, match="could not register"):
+        register_lm_em(crowded.lm, other.em, lm_polarity="bright", em_polarity="dark")

@@ -28,6 +28,18 @@ returned wrong. Method (all image steps from :mod:`skimage`):
 
    The hypothesis that maps the most structure centroids onto each other (mutual
    nearest neighbours within ``match_radius_px``) wins.
+
+   Fiducial beads on their own: where both images show a group of compact objects alike in
+   contrast and area (:func:`_alike_objects`; beads are identical objects, one size and one
+   material, among structures of every size and contrast), re-detected at their size
+   (:func:`_bead_points`), the point patterns are searched among them alone where the
+   structures (beads included) do not verify a transform. Among crowded structures (a
+   nucleus's chromatin clumps, the LM's label puncta) a right transform through the beads
+   had matched its 14 beads no better than chance matched the crowd (p = 1); among the
+   beads alone, the same matches are far beyond chance. The groups are chosen from each
+   image alone, so the chance test's null holds for them, and every transform tried so far
+   is counted in it (the structures' search first, the beads' then with both counts: the
+   chance of a wrong acceptance is at most ``max_p_value`` for each, below twice it in all).
 3. Verification: at least ``min_matches`` matched structures, else the registration
    is refused. Without structure points, the Fourier-Mellin result must stand out of
    the feature correlations of shifted copies by ``min_peak_z`` sigmas.
@@ -129,6 +141,21 @@ VERIFY_RADIUS_PX = 2.5
 SIMILARITY_PREFERENCE = 0.8
 #: neighbours whose distance gives the local density of EM structure points in the chance test
 LOCAL_DENSITY_K = 5
+#: objects alike (:func:`_alike_objects`) are within these factors of the group's typical object
+#: in contrast and in area: identical beads vary by shot noise, partial pixels and the blur of a
+#: neighbour (on simulated sections with 0.1 um TetraSpeck-like beads: within 2x in contrast and
+#: 1.5x in area); structures vary by far more. A choice, not a published figure
+ALIKE_FACTOR = (2.0, 1.5)
+#: fewest objects alike that are searched as a group of their own: a similarity verified on
+#: fewer would rest on a handful of points
+MIN_ALIKE_OBJECTS = 8
+#: width of the top-hat that finds beads, in bead diameters: wider than a bead and its blur,
+#: narrower than the structures around it
+BEAD_TOPHAT_DIAMETERS = 2.5
+#: detection threshold of beads (robust sigmas of the top-hat), twice the structures' (5): beads
+#: are the densest stain and the brightest point sources, and noise specks at the structures'
+#: threshold would join their group
+BEAD_Z = 10.0
 #: roughness penalties of the cut's model (relative to its normal equations' scale), chosen
 #: among these by leave-one-out error
 CUT_ROUGHNESS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -468,6 +495,23 @@ def detect_compact_objects(
     or a knife mark is no point feature). Lines up to ``line_width_px`` wide are closed
     over first (default 2 px for dark objects: EM membranes; 0 for bright ones).
     Fluorescent label is bright in LM, stained organelles and particles are dark in EM."""
+    return _compact_objects(image, polarity=polarity, max_diameter_px=max_diameter_px, line_width_px=line_width_px,
+                            z=z, min_area_px=min_area_px, max_elongation=max_elongation)[0]
+
+
+def _compact_objects(
+    image: np.ndarray,
+    *,
+    polarity: str,
+    max_diameter_px: float | None = None,
+    line_width_px: float | None = None,
+    z: float = 5.0,
+    min_area_px: int = 4,
+    max_elongation: float = 8.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`detect_compact_objects` with each object's contrast (the peak of its top-hat above
+    the top-hat's median, in robust sigmas) and area (px): what tells identical objects
+    (fiducial beads) from the structures (:func:`_alike_objects`)."""
     from skimage.measure import label, regionprops
     from skimage.morphology import black_tophat, disk, white_tophat
 
@@ -487,14 +531,60 @@ def detect_compact_objects(
     th = white_tophat(sm, fp) if polarity == "bright" else black_tophat(sm, fp)
     med, sig = median_sigma(th)
     fg = th > med + z * max(sig, 1e-12)
-    pts = []
+    pts, contrast, area = [], [], []
     for rp in regionprops(label(fg), intensity_image=th):
         if rp.area < min_area_px:
             continue
         if rp.axis_minor_length > 0 and rp.axis_major_length / rp.axis_minor_length > max_elongation:
             continue
         pts.append(rp.centroid_weighted[::-1])
-    return np.array(pts, float).reshape(-1, 2)
+        contrast.append((float(rp.intensity_max) - med) / max(sig, 1e-12))
+        area.append(float(rp.area))
+    return np.array(pts, float).reshape(-1, 2), np.array(contrast, float), np.array(area, float)
+
+
+def _points_and_features(image: np.ndarray, given: np.ndarray | None, polarity: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The structure points of :func:`_points` and, for detected compact objects, the log of
+    each one's contrast and area (`N x 2`; None for points given or found otherwise)."""
+    if given is not None or polarity == "auto":
+        return _points(image, given, polarity), None
+    pts, contrast, area = _compact_objects(image, polarity=polarity)
+    return pts, np.column_stack([np.log(np.maximum(contrast, 1e-12)), np.log(area)]) if len(pts) else np.zeros((0, 2))
+
+
+def _alike_objects(features: np.ndarray | None) -> np.ndarray | None:
+    """Indices of the largest group of objects alike in contrast and area (each within the factors
+    :data:`ALIKE_FACTOR` of the group's most typical object), or None when there is no such
+    group of :data:`MIN_ALIKE_OBJECTS`. Fiducial beads are identical objects (one size, one
+    material) among structures of every size and contrast: in LM they are the diffraction-limited
+    spots of one brightness, in EM the discs of one size and the stain's highest density. The
+    group is chosen from each image alone, so a transform matching it by chance is as unlikely
+    as it is for any other subset of the points (the chance test's null holds)."""
+    if features is None or len(features) < MIN_ALIKE_OBJECTS:
+        return None
+    f = np.asarray(features, float) / np.log(ALIKE_FACTOR)
+    tree = cKDTree(f)
+    counts = np.array([len(c) for c in tree.query_ball_point(f, r=1.0, p=np.inf)])
+    members = np.array(sorted(tree.query_ball_point(f[int(np.argmax(counts))], r=1.0, p=np.inf)), int)
+    return members if len(members) >= MIN_ALIKE_OBJECTS else None
+
+
+def _bead_points(image: np.ndarray, polarity: str, features: np.ndarray | None) -> np.ndarray | None:
+    """Centroids of the fiducial beads an image may show, or None: the group of compact objects
+    alike in contrast and area (:func:`_alike_objects`), then the image searched again for objects
+    at their size, a top-hat :data:`BEAD_TOPHAT_DIAMETERS` of their diameters wide (a bead by a
+    large dark structure stands out of its own surroundings there, not of the structure's) and
+    at :data:`BEAD_Z` (beads are the densest stain and the brightest point sources), and the
+    group alike among those. Chosen from the image alone: the chance test's null holds."""
+    group = _alike_objects(features)
+    if group is None or features is None:
+        return None
+    diameter = 2.0 * math.sqrt(float(np.median(np.exp(features[group, 1]))) / math.pi)
+    pts, contrast, area = _compact_objects(image, polarity=polarity, max_diameter_px=BEAD_TOPHAT_DIAMETERS * diameter, z=BEAD_Z)
+    if not len(pts):
+        return None
+    again = _alike_objects(np.column_stack([np.log(np.maximum(contrast, 1e-12)), np.log(area)]))
+    return None if again is None else pts[again]
 
 
 def _points(image: np.ndarray, given: np.ndarray | None, polarity: str) -> np.ndarray:
@@ -1694,59 +1784,78 @@ def register_lm_em(
     _, rot, about, shift, aligned = best
     fm_matrix = from_em_w @ _mat(1, 0, shift[1], shift[0]) @ about @ to_lm_w
 
-    # 2b. structure points and the point-pattern hypothesis
-    lp = _points(lm, lm_points, lm_polarity)
-    ep = _points(em, em_points, em_polarity)
-    tree = cKDTree(ep) if len(ep) else None
-    if match_radius_px is None:
-        nn = tree.query(ep, k=2)[0][:, 1] if len(ep) >= 2 else np.array([math.inf])
-        match_radius_px = max(3.0 * f_em, min(0.25 * float(np.median(nn)), 0.05 * max(em.shape)))
+    # 2b. structure points and the point-pattern hypothesis; where they cannot verify one, the
+    # same search among the objects alike in size and contrast in each image (fiducial beads:
+    # the largest group of identical objects both images show), every transform tried in
+    # either search counted in the chance test
+    lp_all, lm_feat = _points_and_features(lm, lm_points, lm_polarity)
+    ep_all, em_feat = _points_and_features(em, em_points, em_polarity)
+    point_sets = [(lp_all, ep_all)]
+    bead_l, bead_e = _bead_points(lm, lm_polarity, lm_feat), _bead_points(em, em_polarity, em_feat)
+    if bead_l is not None and bead_e is not None:
+        # after the structures, not before: searched first, the beads alone registered more
+        # compressed sections below a pixel but accepted two tissue-block sections 7 px off (on
+        # development seeds), where the group of small beads at the detection threshold is
+        # part noise and too few beads verify the cut's model
+        point_sets.append((bead_l, bead_e))
     scales = (known_scale * 0.8, known_scale * 1.25) if known_scale is not None else scale_range
     tight = max(3.0 * f_em, 0.015 * max(em.shape))
-
-    def refine(name: str, m: np.ndarray, frame: np.ndarray) -> tuple[int, bool, str, np.ndarray, list[tuple[int, int]]]:
-        """A hypothesis refined on its own matches (a similarity in its frame, an affine once
-        there are enough), its matches then counted at localisation precision."""
-        s_m = math.sqrt(abs(np.linalg.det(m[:2, :2])))
-        if tree is None or not scales[0] * 0.7 <= s_m <= scales[1]:
-            return (0, name == "points", name, m, [])
-        pairs = _match(lp, ep, m, tree, match_radius_px)
-        ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
-        for radius in (match_radius_px, tight, tight):
-            if len(pairs) < 3:
-                break
-            if len(pairs) >= 8:
-                m = _fit(lp, ep, pairs, "affine")
-            else:
-                m = np.linalg.inv(frame) @ _fit(lp, ep_frame, pairs, "similarity")
-            pairs = _match(lp, ep, m, tree, radius)
-        return (len(pairs), name == "points", name, m, pairs)
-
-    scored = [refine("fourier-mellin", fm_matrix, np.eye(3))]
-    n_hyp = 1
-    fm_ok = (scored[0][0] >= max(min_matches, 8) and len(lp) >= 3 and len(ep) >= 3
-             and _chance_p_value(lp, ep, scored[0][3], em.shape, tight, scored[0][0] - 3, 1, fitted=3) < max_p_value)
-    if len(lp) >= 3 and len(ep) >= 3 and (not fm_ok or len(lp) >= 20):
-        # the image correlation did not verify, or the points are dense enough that an affine
-        # refined from a wrong correlation peak can gather matches by chance: search the
-        # point patterns, and let the hypotheses compete
-        for frame in _compression_frames(max_compression):
-            # EM points as they were before the section compressed: a similarity there
-            ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
-            pm, n_pm, n_tried = match_point_patterns(lp, ep_frame, radius=match_radius_px, scale_range=scales, seed=seed)
-            n_hyp += n_tried
-            if n_pm:
-                scored.append(refine("points", np.linalg.inv(frame) @ pm, frame))
-    scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
-    n_best, _, method, matrix, pairs = scored[0]
-    wide_radius = match_radius_px
-    match_radius_px = tight
+    radius_given = match_radius_px
     hint = "" if known_scale is not None else "; pass lm_pixel_size_nm and em_pixel_size_nm to fix the scale"
+    n_hyp = 1
+    full_scored: list = []
+    for set_index, (lp, ep) in enumerate(point_sets):
+        last_set = set_index == len(point_sets) - 1
+        tree = cKDTree(ep) if len(ep) else None
+        match_radius_px = radius_given
+        if match_radius_px is None:
+            nn = tree.query(ep, k=2)[0][:, 1] if len(ep) >= 2 else np.array([math.inf])
+            match_radius_px = max(3.0 * f_em, min(0.25 * float(np.median(nn)), 0.05 * max(em.shape)))
 
-    # 3. verification
-    cut_pairs: list[tuple[int, int]] = []
-    cut_absorbed = 0  # matches the cut's model's parameters absorb: the affine's 6 absorb 3, each 1-D coefficient 1
-    if len(lp) >= 3 and len(ep) >= 3:
+        def refine(name: str, m: np.ndarray, frame: np.ndarray) -> tuple[int, bool, str, np.ndarray, list[tuple[int, int]]]:
+            """A hypothesis refined on its own matches (a similarity in its frame, an affine once
+            there are enough), its matches then counted at localisation precision."""
+            s_m = math.sqrt(abs(np.linalg.det(m[:2, :2])))
+            if tree is None or not scales[0] * 0.7 <= s_m <= scales[1]:
+                return (0, name == "points", name, m, [])
+            pairs = _match(lp, ep, m, tree, match_radius_px)
+            ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
+            for radius in (match_radius_px, tight, tight):
+                if len(pairs) < 3:
+                    break
+                if len(pairs) >= 8:
+                    m = _fit(lp, ep, pairs, "affine")
+                else:
+                    m = np.linalg.inv(frame) @ _fit(lp, ep_frame, pairs, "similarity")
+                pairs = _match(lp, ep, m, tree, radius)
+            return (len(pairs), name == "points", name, m, pairs)
+
+        scored = [refine("fourier-mellin", fm_matrix, np.eye(3))]
+        fm_ok = (scored[0][0] >= max(min_matches, 8) and len(lp) >= 3 and len(ep) >= 3
+                 and _chance_p_value(lp, ep, scored[0][3], em.shape, tight, scored[0][0] - 3, n_hyp, fitted=3) < max_p_value)
+        if len(lp) >= 3 and len(ep) >= 3 and (not fm_ok or len(lp) >= 20):
+            # the image correlation did not verify, or the points are dense enough that an affine
+            # refined from a wrong correlation peak can gather matches by chance: search the
+            # point patterns, and let the hypotheses compete
+            for frame in _compression_frames(max_compression):
+                # EM points as they were before the section compressed: a similarity there
+                ep_frame = ep @ frame[:2, :2].T + frame[:2, 2]
+                pm, n_pm, n_tried = match_point_patterns(lp, ep_frame, radius=match_radius_px, scale_range=scales, seed=seed)
+                n_hyp += n_tried
+                if n_pm:
+                    scored.append(refine("points" if lp is lp_all else "beads", np.linalg.inv(frame) @ pm, frame))
+        scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        if lp is lp_all:
+            full_scored = scored
+        n_best, _, method, matrix, pairs = scored[0]
+        wide_radius = match_radius_px
+        match_radius_px = tight
+
+        # 3. verification
+        cut_pairs: list[tuple[int, int]] = []
+        cut_absorbed = 0  # matches the cut's model's parameters absorb: the affine's 6 absorb 3, each 1-D coefficient 1
+        if len(lp) < 3 or len(ep) < 3:
+            break  # too few points to verify anything (the structures: beads are MIN_ALIKE_OBJECTS or more): the image correlation's test below
         # matched structures must beat chance: the best of n_hyp transforms, each mapping the
         # LM points that land in the EM field onto EM points scattered over it
         # the transform was fitted to the matches: the points its parameters absorb are no evidence
@@ -1771,19 +1880,23 @@ def register_lm_em(
                 tests.append(_chance_p_value(lp, ep, matrix, em.shape, fine_radius, len(cut_pairs) - cut_absorbed, n_hyp,
                                              fitted=cut_absorbed))
         p_value = len(tests) * min(tests)
-        if n_best < min_matches or p_value > max_p_value:
-            # the points do not prove a transform (an LM that shows a labelled subset of the EM's
-            # structures shares few points with it): the images may, where the label is
-            by_blocks, why = _register_by_blocks(lm, em, lp, ep, lm_polarity, em_polarity, [fm_matrix] + [t[3] for t in scored],
-                                                 n_hyp, scales, max_compression, max_p_value, seed, elastic)
-            if by_blocks is not None:
-                return by_blocks
-            raise RegistrationError(
-                f"could not register LM to EM: LM {len(lp)} and EM {len(ep)} structure points, the best of {n_hyp} "
-                f"transforms matched {n_best} (need {min_matches}, chance p = {min(p_value, 1.0):.2g} > {max_p_value:g}); "
-                f"{why}{hint}, or pass lm_points/em_points of structures both images show"
-            )
-    else:
+        if n_best >= min_matches and p_value <= max_p_value:
+            break
+        if not last_set:
+            continue
+        # the points do not prove a transform (an LM that shows a labelled subset of the EM's
+        # structures shares few points with it): the images may, where the label is
+        by_blocks, why = _register_by_blocks(lm, em, lp_all, ep_all, lm_polarity, em_polarity,
+                                             [fm_matrix] + [t[3] for t in full_scored], n_hyp, scales, max_compression,
+                                             max_p_value, seed, elastic)
+        if by_blocks is not None:
+            return by_blocks
+        raise RegistrationError(
+            f"could not register LM to EM: LM {len(lp_all)} and EM {len(ep_all)} structure points, the best of {n_hyp} "
+            f"transforms matched {n_best} (need {min_matches}, chance p = {min(p_value, 1.0):.2g} > {max_p_value:g}); "
+            f"{why}{hint}, or pass lm_points/em_points of structures both images show"
+        )
+    if len(lp) < 3 or len(ep) < 3:
         z = _peak_z(fe, aligned, rng) if model == "coarse" else math.nan
         if not z >= min_peak_z:
             raise RegistrationError(
