@@ -247,7 +247,8 @@ def test_compression_model_is_exact_for_a_compression_varying_linearly_across_th
     reproduces it to a hundredth of a pixel (the affine it starts from is a least-squares
     fit that absorbed part of the bilinear term, so not to rounding), also beyond the
     matched points along the cut."""
-    from cryoopt.pipeline.registration import _CompressionFit, _fit
+    from cryoopt.pipeline.registration.cut_model import _CompressionFit
+    from cryoopt.pipeline.registration.hypotheses import _fit
 
     rng = np.random.default_rng(3)
     w, yc, xc = 400.0, 200.0, 200.0
@@ -306,7 +307,8 @@ def test_cut_model_follows_a_ripple_across_the_section():
     """Two ripple periods across the field: the affine misses by pixels; the cut's model
     (penalised B-splines across the cut, pieces and roughness chosen by leave-one-out)
     follows it to a third of a pixel between the matched points, noise-free."""
-    from cryoopt.pipeline.registration import _best_compression_fit, _fit
+    from cryoopt.pipeline.registration.cut_model import _best_compression_fit
+    from cryoopt.pipeline.registration.hypotheses import _fit
 
     lm, em, truth = _rippled_section(60, np.random.default_rng(5))
     cf = _best_compression_fit(lm, em)
@@ -322,7 +324,7 @@ def test_cut_model_follows_a_ripple_across_the_section():
 def test_matches_a_few_pixels_off_are_dropped_before_the_non_rigid_fit():
     """Two of 40 matches 4 px off (a bead matched to its neighbour's merged spot) among
     matches with 0.2 px localisation noise: exactly those two are dropped."""
-    from cryoopt.pipeline.registration import _drop_outlier_matches
+    from cryoopt.pipeline.registration.cut_model import _drop_outlier_matches
 
     rng = np.random.default_rng(8)
     lm, em, _ = _rippled_section(40, rng, period_frac=1.2)
@@ -365,7 +367,7 @@ def test_chance_of_matches_counts_the_local_crowd_of_em_points():
     spread evenly over the field (chance of each ~0.5 %), none where they land inside a
     crowd of 60 points in a 25 px disc (a nucleus's chromatin clumps): there chance matches
     most of them. The test uses each point's local density, not the field's mean."""
-    from cryoopt.pipeline.registration import _chance_p_value
+    from cryoopt.pipeline.registration.hypotheses import _chance_p_value
 
     rng = np.random.default_rng(4)
     shape = (384, 384)
@@ -423,7 +425,8 @@ def test_cut_model_recovers_matches_of_an_uneven_compression_and_predicts_held_o
     1 px is three times that."""
     from scipy.spatial import cKDTree
 
-    from cryoopt.pipeline.registration import CUT_MAX_PIECES, _best_compression_fit, _cut_model_matches, _fit, _match
+    from cryoopt.pipeline.registration.cut_model import CUT_MAX_PIECES, _best_compression_fit, _cut_model_matches
+    from cryoopt.pipeline.registration.hypotheses import _fit, _match
 
     rng = np.random.default_rng(11)
     w, yc, xc = 384.0, 192.0, 192.0
@@ -495,7 +498,8 @@ def test_tre_estimate_grows_away_from_the_matches_and_covers_an_unmodelled_curva
     rest, must cover it there and 160 px out. At the matches' centre, where the affine is
     right to its noise, the estimate stays near the least-squares value (below 0.3 px), and
     it grows with the distance from the matches."""
-    from cryoopt.pipeline.registration import RegistrationResult, _TREEstimate, _linear_refit
+    from cryoopt.pipeline.registration import RegistrationResult
+    from cryoopt.pipeline.registration.tre import _linear_refit, _TREEstimate
 
     rng = np.random.default_rng(seed)
     k = 2e-4
@@ -525,7 +529,8 @@ def test_a_spline_through_every_match_still_gets_a_tre_estimate():
     matches the spline is 13-17 px off, and the estimate must no longer claim a pixel there,
     growing away from the matches (how far it covers the error varies: a quarter to 1.7 times
     over these seeds)."""
-    from cryoopt.pipeline.registration import _linear_refit, _SplineFit, _TREEstimate
+    from cryoopt.pipeline.registration.cut_model import _SplineFit
+    from cryoopt.pipeline.registration.tre import _linear_refit, _TREEstimate
 
     k = 2e-4
 
@@ -550,7 +555,8 @@ def test_a_registration_regridded_to_full_resolution_estimates_its_tre_there():
     must give at each full-resolution point the TRE an estimate made on the full grid from the
     same matches gives: the estimate is in pixels, so it scales with the grid, and the point is
     looked up where it lies on the working grid."""
-    from cryoopt.pipeline.registration import RegistrationResult, _linear_refit, _TREEstimate
+    from cryoopt.pipeline.registration import RegistrationResult
+    from cryoopt.pipeline.registration.tre import _linear_refit, _TREEstimate
 
     rng = np.random.default_rng(0)
     f = 4
@@ -577,7 +583,7 @@ def test_alike_objects_are_the_identical_beads_among_structures_of_every_size_an
     """30 identical objects (contrast and area within 20 % and 15 %: noise on one bead) among 40
     structures spread log-uniformly over contrast 5-300 and area 5-3000 px: the group is the
     beads, few structures join it; with fewer objects than a group needs there is none."""
-    from cryoopt.pipeline.registration import MIN_ALIKE_OBJECTS, _alike_objects
+    from cryoopt.pipeline.registration.points import MIN_ALIKE_OBJECTS, _alike_objects
 
     rng = np.random.default_rng(3)
     beads = np.column_stack([np.log(20.0) + rng.uniform(-0.2, 0.2, 30), np.log(30.0) + rng.uniform(-0.15, 0.15, 30)])

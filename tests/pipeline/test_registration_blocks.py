@@ -92,7 +92,7 @@ def test_registration_from_cut_blocks_carries_the_displacement_and_a_tre_estimat
     """The registration made from the blocks (:func:`_register_by_cut_blocks`) applies the cut's
     model through its displacement field (``apply``, ``em_to_lm``) to within a pixel of the truth
     at the grid points, and its TRE estimate is finite where the blocks are."""
-    from cryoopt.pipeline.registration import _register_by_cut_blocks
+    from cryoopt.pipeline.registration.block_path import _register_by_cut_blocks
 
     lm, em, truth, uniform = _compressed_scene(3)
     start = uniform.copy()
@@ -115,7 +115,7 @@ def test_structure_fourier_mellin_recovers_a_similarity_from_a_labelled_subset()
     """An LM showing every other rod of the EM (blurred, scale 2, rotated 0.5 rad, shifted): the
     Fourier-Mellin hypothesis between the structure images is within a few pixels over the LM
     field, close enough for the blocks' +-24 px search to take it from there."""
-    from cryoopt.pipeline.registration import _structure_fourier_mellin
+    from cryoopt.pipeline.registration.block_path import _structure_fourier_mellin
 
     rng = np.random.default_rng(5)
     truth = np.array([[2.0 * math.cos(0.5), -2.0 * math.sin(0.5), 0.0], [2.0 * math.sin(0.5), 2.0 * math.cos(0.5), 0.0],

@@ -322,7 +322,7 @@ class CutBlockMatch:
     ``src``/``dst``: LM and EM (x, y) of the blocks that agree with it within the radius."""
 
     affine: np.ndarray
-    model: object | None  # registration._CompressionFit
+    model: object | None  # registration.cut_model._CompressionFit
     src: np.ndarray
     dst: np.ndarray
     n_blocks: int
@@ -375,7 +375,8 @@ def _cut_candidates(src: np.ndarray, dst: np.ndarray) -> list[tuple[np.ndarray, 
     and its simplest variations (linear, quadratic across the cut), each with the matches its
     parameters absorb in the chance test (the affine's six: 3; each 1-D coefficient of the cut's
     model: 1, as the point path counts them)."""
-    from cryoopt.pipeline.registration import _best_compression_fit, _CompressionFit, _fit
+    from cryoopt.pipeline.registration.cut_model import _best_compression_fit, _CompressionFit
+    from cryoopt.pipeline.registration.hypotheses import _fit
 
     affine = _fit(src, dst, [(i, i) for i in range(len(src))], "affine")
     out: list[tuple[np.ndarray, object | None, int]] = [(affine, None, 3)]
@@ -396,7 +397,7 @@ def verify_cut_by_blocks(lm_s: np.ndarray, em_s: np.ndarray, hypotheses: list[np
 
     Per hypothesis: blocks matched under it, an affine fitted with RANSAC at a wide radius
     (:data:`CUT_WIDE_FACTOR`: an affine is pixels off where the compression varies), matched
-    again under it; then the cut's model (:class:`~cryoopt.pipeline.registration._CompressionFit`,
+    again under it; then the cut's model (:class:`~cryoopt.pipeline.registration.cut_model._CompressionFit`,
     the point path's, with its outlier rule) fitted to the blocks that agree, the blocks matched
     again under it (the LM warped by the non-rigid map) and it refitted to those within the wide
     radius; then every candidate map refitted, twice, to the blocks within ``radius`` (half the
@@ -414,7 +415,8 @@ def verify_cut_by_blocks(lm_s: np.ndarray, em_s: np.ndarray, hypotheses: list[np
     from skimage.measure import ransac
     from skimage.transform import AffineTransform
 
-    from cryoopt.pipeline.registration import _CompressionFit, _drop_outlier_matches, _loo_point_errors
+    from cryoopt.pipeline.registration.cut_model import _CompressionFit, _drop_outlier_matches
+    from cryoopt.pipeline.registration.hypotheses import _loo_point_errors
 
     rng = np.random.default_rng(seed)
     em_b = ndi.gaussian_filter(em_s, lm_blur_em_px)
