@@ -119,7 +119,6 @@ Modules, one job each (each imports only modules listed before it):
 from __future__ import annotations
 
 from cryoopt.exceptions import RegistrationError
-from cryoopt.pipeline.registration.block_path import BLOCK_FRAME_HYPOTHESES
 from cryoopt.pipeline.registration.cut_model import CUT_MAX_PIECES, CUT_ROUGHNESS, SPLINE_SMOOTHING
 from cryoopt.pipeline.registration.hypotheses import (
     LOCAL_DENSITY_K,

@@ -275,7 +275,7 @@ def register_lm_em(
         # structures shares few points with it): the images may, where the label is
         by_blocks, why = _register_by_blocks(lm, em, lp_all, ep_all, lm_polarity, em_polarity,
                                              [fm_matrix] + [t[3] for t in full_scored], n_hyp, scales, max_compression,
-                                             max_p_value, seed, elastic)
+                                             max_p_value, seed)
         if by_blocks is not None:
             return by_blocks
         raise RegistrationError(
