@@ -659,6 +659,6 @@ def test_small_dark_beads_by_membranes_are_found_without_the_membranes_closing()
     # the same re-detection with the membranes' closing (the code before): fewer beads, more others
     group = _alike_objects(feat)
     d = 2.0 * math.sqrt(float(np.median(np.exp(feat[group, 1]))) / math.pi)
-    p, c, a = _compact_objects(img, polarity="dark", max_diameter_px=BEAD_TOPHAT_DIAMETERS * d, z=BEAD_Z, line_width_px=2.0)
-    old_hits, old_others = hits_and_others(p[_alike_objects(np.column_stack([np.log(c), np.log(a)]))])
+    p, f = _compact_objects(img, polarity="dark", max_diameter_px=BEAD_TOPHAT_DIAMETERS * d, z=BEAD_Z, line_width_px=2.0)
+    old_hits, old_others = hits_and_others(p[_alike_objects(f)])
     assert old_hits < 0.5 * len(beads) and old_others > 10

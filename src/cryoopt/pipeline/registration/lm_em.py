@@ -177,22 +177,18 @@ def register_lm_em(
     # either search counted in the chance test
     lp_all, lm_feat = _points_and_features(lm, lm_points, lm_polarity)
     ep_all, em_feat = _points_and_features(em, em_points, em_polarity)
+    # the beads after the structures, not before, and found only then (a second top-hat over both
+    # images): searched first, the beads alone registered more compressed sections below a pixel
+    # but accepted two tissue-block sections 7 px off (on development seeds), where the group of
+    # small beads at the detection threshold is part noise and too few beads verify the cut's model
     point_sets = [(lp_all, ep_all)]
-    bead_l, bead_e = _bead_points(lm, lm_polarity, lm_feat), _bead_points(em, em_polarity, em_feat)
-    if bead_l is not None and bead_e is not None:
-        # after the structures, not before: searched first, the beads alone registered more
-        # compressed sections below a pixel but accepted two tissue-block sections 7 px off (on
-        # development seeds), where the group of small beads at the detection threshold is
-        # part noise and too few beads verify the cut's model
-        point_sets.append((bead_l, bead_e))
     scales = (known_scale * 0.8, known_scale * 1.25) if known_scale is not None else scale_range
     tight = max(3.0 * f_em, 0.015 * max(em.shape))
     radius_given = match_radius_px
     hint = "" if known_scale is not None else "; pass lm_pixel_size_nm and em_pixel_size_nm to fix the scale"
     n_hyp = 1
     full_scored: list = []
-    for set_index, (lp, ep) in enumerate(point_sets):
-        last_set = set_index == len(point_sets) - 1
+    for lp, ep in point_sets:  # the bead set is appended below when the structures fail
         tree = cKDTree(ep) if len(ep) else None
         match_radius_px = radius_given
         if match_radius_px is None:
@@ -269,8 +265,11 @@ def register_lm_em(
         p_value = len(tests) * min(tests)
         if n_best >= min_matches and p_value <= max_p_value:
             break
-        if not last_set:
-            continue
+        if lp is lp_all:
+            bead_l, bead_e = _bead_points(lm, lm_polarity, lm_feat), _bead_points(em, em_polarity, em_feat)
+            if bead_l is not None and bead_e is not None:
+                point_sets.append((bead_l, bead_e))
+                continue
         # the points do not prove a transform (an LM that shows a labelled subset of the EM's
         # structures shares few points with it): the images may, where the label is
         by_blocks, why = _register_by_blocks(lm, em, lp_all, ep_all, lm_polarity, em_polarity,

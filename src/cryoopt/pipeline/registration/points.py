@@ -95,10 +95,11 @@ def _compact_objects(
     z: float = 5.0,
     min_area_px: int = 4,
     max_elongation: float = 8.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`detect_compact_objects` with each object's contrast (the peak of its top-hat above
-    the top-hat's median, in robust sigmas) and area (px): what tells identical objects
-    (fiducial beads) from the structures (:func:`_alike_objects`)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detect_compact_objects` with each object's features (`N x 2`): the log of its
+    contrast (the peak of its top-hat above the top-hat's median, in robust sigmas) and of its
+    area (px), what tells identical objects (fiducial beads) from the structures
+    (:func:`_alike_objects`)."""
     from skimage.measure import label, regionprops
     from skimage.morphology import black_tophat, disk, white_tophat
 
@@ -127,7 +128,8 @@ def _compact_objects(
         pts.append(rp.centroid_weighted[::-1])
         contrast.append((float(rp.intensity_max) - med) / max(sig, 1e-12))
         area.append(float(rp.area))
-    return np.array(pts, float).reshape(-1, 2), np.array(contrast, float), np.array(area, float)
+    features = np.column_stack([np.log(np.maximum(contrast, 1e-12)), np.log(area)]) if pts else np.zeros((0, 2))
+    return np.array(pts, float).reshape(-1, 2), features
 
 
 def _points_and_features(image: np.ndarray, given: np.ndarray | None, polarity: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -135,8 +137,7 @@ def _points_and_features(image: np.ndarray, given: np.ndarray | None, polarity: 
     each one's contrast and area (`N x 2`; None for points given or found otherwise)."""
     if given is not None or polarity == "auto":
         return _points(image, given, polarity), None
-    pts, contrast, area = _compact_objects(image, polarity=polarity)
-    return pts, np.column_stack([np.log(np.maximum(contrast, 1e-12)), np.log(area)]) if len(pts) else np.zeros((0, 2))
+    return _compact_objects(image, polarity=polarity)
 
 
 def _alike_objects(features: np.ndarray | None) -> np.ndarray | None:
@@ -168,11 +169,9 @@ def _bead_points(image: np.ndarray, polarity: str, features: np.ndarray | None) 
     if group is None or features is None:
         return None
     diameter = 2.0 * math.sqrt(float(np.median(np.exp(features[group, 1]))) / math.pi)
-    pts, contrast, area = _compact_objects(image, polarity=polarity, max_diameter_px=BEAD_TOPHAT_DIAMETERS * diameter,
-                                           line_width_px=BEAD_LINE_WIDTH_PX, z=BEAD_Z)
-    if not len(pts):
-        return None
-    again = _alike_objects(np.column_stack([np.log(np.maximum(contrast, 1e-12)), np.log(area)]))
+    pts, found = _compact_objects(image, polarity=polarity, max_diameter_px=BEAD_TOPHAT_DIAMETERS * diameter,
+                                  line_width_px=BEAD_LINE_WIDTH_PX, z=BEAD_Z)
+    again = _alike_objects(found)
     return None if again is None else pts[again]
 
 
