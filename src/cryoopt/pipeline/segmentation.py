@@ -385,14 +385,14 @@ def nuclear_envelope(image: np.ndarray, nuclei: np.ndarray, pixel_size_nm: float
     """
     img = check_image(image, name="em_image", min_size=8)
     px = check_pixel_size(pixel_size_nm, name="pixel_size_nm")
+    if not (isinstance(spread_px, (int, np.integer)) and 0 <= spread_px <= 5):
+        raise EvaluationError(f"spread_px must be a whole number of pixels in 0-5, got {spread_px!r}")
     nuc = np.asarray(nuclei, bool)
     if nuc.shape != img.shape:
         raise EvaluationError(f"nuclei has shape {nuc.shape}; it must be on the image's grid {img.shape}")
     if not nuc.any():
         return np.zeros(img.shape, bool)
     grad = ndi.gaussian_gradient_magnitude(img, 1.0) / max(noise_sigma(img) / math.sqrt(8.0 * math.pi), 1e-30)
-    if not (isinstance(spread_px, (int, np.integer)) and 0 <= spread_px <= 5):
-        raise EvaluationError(f"spread_px must be a whole number of pixels in 0-5, got {spread_px!r}")
     env = _depth_bands(nuc, px, depths_nm) & (ndi.maximum_filter(grad, 3) > edge_z)
     if spread_px and env.any():
         near = (ndi.distance_transform_edt(~nuc) <= spread_px) & ~(ndi.distance_transform_edt(nuc) > spread_px + 1)
